@@ -1,0 +1,5 @@
+//! Configuration: TOML parsing and validation into domain types.
+
+mod model;
+
+pub use model::*;

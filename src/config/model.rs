@@ -1,0 +1,197 @@
+//! Validated configuration: the domain types the rest of weir consumes.
+//!
+//! Everything here has already been checked: addresses parse, pools are
+//! non-empty, names are unique and every route points at an upstream that exists.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// A whole, validated weir configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `[server]`: listeners and client-side limits.
+    pub server: ServerSettings,
+    /// `[admin]`: the admin listener, when configured.
+    pub admin: Option<AdminSettings>,
+    /// `[log]`: diagnostics and access logging.
+    pub log: LogSettings,
+    /// `[[upstream]]` pools, in file order; names are unique.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// `[[route]]`s, in file order; each names an existing upstream.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[server]` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSettings {
+    /// Addresses to accept client connections on; never empty, no duplicates.
+    pub listen: Vec<ListenerConfig>,
+    /// Worker threads; 0 means one per CPU core.
+    pub threads: usize,
+    /// Open client connections beyond which accepting waits.
+    pub max_connections: usize,
+    /// How long a graceful shutdown waits for in-flight requests.
+    pub shutdown_timeout: Duration,
+    /// Peers whose `X-Forwarded-*` headers are trusted and appended to.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Time a client has to send a complete request head.
+    pub header_read_timeout: Duration,
+    /// How long an idle keep-alive client connection is kept open.
+    pub idle_timeout: Duration,
+}
+
+/// One listening socket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ListenerConfig {
+    /// The address to bind.
+    pub addr: SocketAddr,
+}
+
+/// `[admin]` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminSettings {
+    /// Where the admin endpoints are served.
+    pub listen: SocketAddr,
+    /// Bearer token required on admin requests other than `/healthz`, when set.
+    pub token: Option<String>,
+}
+
+/// `[log]` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogSettings {
+    /// Default level when `RUST_LOG` is not set.
+    pub level: LogLevel,
+    /// Diagnostic log line format.
+    pub format: LogFormat,
+    /// Where access log lines go.
+    pub access: AccessLog,
+    /// Access log line format.
+    pub access_format: AccessFormat,
+}
+
+/// A tracing level name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// `error`
+    Error,
+    /// `warn`
+    Warn,
+    /// `info`
+    Info,
+    /// `debug`
+    Debug,
+    /// `trace`
+    Trace,
+}
+
+/// Diagnostic log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Access log destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    /// Standard output.
+    Stdout,
+    /// No access log.
+    Off,
+    /// Appended to this file.
+    File(PathBuf),
+}
+
+/// Access log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessFormat {
+    /// The Apache/nginx combined log format, with weir's fields appended.
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Load-balancing algorithm of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Smooth weighted round robin.
+    RoundRobin,
+    /// Fewest in-flight requests relative to weight.
+    LeastConn,
+}
+
+/// One `[[upstream]]` pool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    /// Unique name routes refer to.
+    pub name: String,
+    /// How a server is chosen.
+    pub balance: Balance,
+    /// Never empty; addresses unique within the pool.
+    pub servers: Vec<ServerConfig>,
+    /// Time allowed to establish a TCP connection to a server.
+    pub connect_timeout: Duration,
+    /// Time allowed until the response head arrives; then 504.
+    pub response_timeout: Duration,
+    /// Idle pooled connections kept per server.
+    pub keepalive: usize,
+    /// Failures within `fail_timeout` that take a server out (0 disables).
+    pub max_fails: u32,
+    /// Window for counting failures and how long a failed server stays out.
+    pub fail_timeout: Duration,
+    /// Extra attempts on other servers, in the safe cases.
+    pub retries: u32,
+    /// Active health checks, when configured.
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+/// One server of a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Where the server listens.
+    pub addr: SocketAddr,
+    /// Relative share of traffic, 1..=256.
+    pub weight: u32,
+    /// Gets traffic only when no primary server can take it.
+    pub backup: bool,
+}
+
+/// `[upstream.health_check]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    /// Path probed with GET; starts with `/`.
+    pub path: String,
+    /// Time between probes.
+    pub interval: Duration,
+    /// Time a probe may take.
+    pub timeout: Duration,
+    /// Consecutive successes that bring a server up.
+    pub rise: u32,
+    /// Consecutive failures that take a server down.
+    pub fall: u32,
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// The host it matches; `None` matches any host.
+    pub host: Option<HostPattern>,
+    /// Path prefix; starts with `/`.
+    pub path: String,
+    /// Name of the upstream it sends to (known to exist).
+    pub upstream: String,
+}
+
+/// A route's host, normalised to lower case without a trailing dot.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostPattern {
+    /// `example.com` matches exactly that host.
+    Exact(String),
+    /// `*.example.com` is stored as `.example.com` and matches any subdomain of it.
+    Wildcard(String),
+}

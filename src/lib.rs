@@ -1,0 +1,6 @@
+//! weir: a reverse-proxy load balancer.
+#![forbid(unsafe_code)]
+
+pub mod balance;
+pub mod config;
+pub mod routing;

@@ -1,0 +1,1 @@
+//! Request routing by host and path prefix.
