@@ -1,6 +1,31 @@
 //! weir: a reverse-proxy load balancer.
+//!
+//! # Layout
+//!
+//! - [`config`]: TOML parsing and validation into domain types.
+//! - [`daemon`]: listeners, the live [`snapshot::Snapshot`], reload and shutdown.
+//! - [`server`]: accepting client connections and serving HTTP/1.1 on them.
+//! - [`proxy`]: the request path: route, pick, forward, stream back.
+//! - [`routing`] and [`balance`]: pure lookup and selection logic.
+//! - [`upstream`]: servers, their runtime state and connection pools.
+//! - [`headers`], [`body`], [`error`]: what is forwarded and how failures map to statuses.
+//! - [`access`], [`logging`]: the access log and diagnostics.
+//! - [`signals`]: Unix signals as [`daemon::Control`] values; [`demo`]: `weir demo`.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod balance;
+pub mod body;
+pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod error;
+pub mod headers;
+pub mod logging;
+pub mod proxy;
 pub mod routing;
+pub mod server;
+pub mod signals;
+pub mod snapshot;
+pub mod upstream;

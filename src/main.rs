@@ -1,1 +1,83 @@
-fn main() {}
+//! The `weir` command: parses arguments, sets up logging, calls the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// A reverse-proxy load balancer.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy in the foreground.
+    Run {
+        /// Config file.
+        #[arg(short, long, default_value = "/etc/weir/weir.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config file and print a summary.
+    Check {
+        /// Config file.
+        #[arg(short, long, default_value = "/etc/weir/weir.toml")]
+        config: PathBuf,
+    },
+    /// Run three demo apps on 127.0.0.1:3000-3002 and the proxy on 127.0.0.1:8080.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => match weir::config::load(&config) {
+            Ok(cfg) => {
+                print!("{}: ok\n{}", config.display(), cfg.summary());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("{error}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Run { config } => match weir::config::load(&config) {
+            Ok(cfg) => run(cfg.server.threads, weir::cli::run(config, cfg)),
+            Err(error) => {
+                eprintln!("{error}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Demo => match weir::demo::config() {
+            Ok(cfg) => run(cfg.server.threads, weir::cli::demo(cfg)),
+            Err(error) => {
+                eprintln!("{error}");
+                ExitCode::from(1)
+            }
+        },
+    }
+}
+
+fn run(threads: usize, task: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if threads > 0 {
+        builder.worker_threads(threads);
+    }
+    let runtime = match builder.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! The daemon: listeners, the current snapshot, reloads and graceful shutdown.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use sd_notify::NotifyState;
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+use crate::config::{self, Config, ConfigError};
+use crate::server::{self, RunningListener, ServeContext};
+use crate::snapshot::Snapshot;
+
+/// What the outside world asks of a running daemon; signals become these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Re-read the config file and swap in a new snapshot (SIGHUP).
+    Reload,
+    /// Stop gracefully; a second one stops at once (SIGTERM, SIGINT).
+    Shutdown,
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// A listener could not be bound, or the access log opened.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new file is invalid.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// The new snapshot could not be built (the access log could not be opened).
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running weir: its listeners and the snapshot they serve.
+#[derive(Debug)]
+pub struct Daemon {
+    /// The config file reloads read.
+    path: PathBuf,
+    /// The routing table every request loads.
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    /// Shared by all connections of all listeners.
+    ctx: Arc<ServeContext>,
+    /// Listeners by configured address, so reloads can add and remove them.
+    listeners: HashMap<SocketAddr, RunningListener>,
+    /// Starts graceful shutdown of every connection.
+    shutdown: watch::Sender<bool>,
+}
+
+impl Daemon {
+    /// Builds the first snapshot and binds every listener of `config`.
+    pub async fn start(path: PathBuf, config: Config) -> Result<Self, StartError> {
+        let settings = config.server.clone();
+        let snapshot = Snapshot::build(config, None).map_err(|source| StartError::Io {
+            what: "cannot open the access log".into(),
+            source,
+        })?;
+        let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let ctx = Arc::new(ServeContext::new(&settings, snapshot.clone(), shutdown_rx));
+        let mut daemon = Self {
+            path,
+            snapshot,
+            ctx,
+            listeners: HashMap::new(),
+            shutdown,
+        };
+        for listener in &settings.listen {
+            daemon
+                .bind(listener.addr)
+                .await
+                .map_err(|source| StartError::Io {
+                    what: format!("cannot listen on {}", listener.addr),
+                    source,
+                })?;
+        }
+        Ok(daemon)
+    }
+
+    async fn bind(&mut self, addr: SocketAddr) -> std::io::Result<()> {
+        let running = server::listen(addr, self.ctx.clone()).await?;
+        self.listeners.insert(addr, running);
+        Ok(())
+    }
+
+    /// The addresses actually bound, in no particular order.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.values().map(|l| l.local).collect()
+    }
+
+    /// The bound address of the listener configured as `addr`.
+    pub fn local_addr_of(&self, configured: SocketAddr) -> Option<SocketAddr> {
+        self.listeners.get(&configured).map(|l| l.local)
+    }
+
+    /// The live snapshot holder (for the admin endpoints and tests).
+    pub fn snapshot(&self) -> Arc<ArcSwap<Snapshot>> {
+        self.snapshot.clone()
+    }
+
+    /// Serves until a shutdown arrives on `controls` (or every sender is gone),
+    /// reloading on each `Control::Reload`.
+    pub async fn run(mut self, mut controls: mpsc::Receiver<Control>) {
+        notify(&[NotifyState::Ready]);
+        while let Some(control) = controls.recv().await {
+            match control {
+                Control::Reload => {
+                    let now = sd_notify::NotifyState::monotonic_usec_now().ok();
+                    notify(&[NotifyState::Reloading].into_iter().chain(now).collect::<Vec<_>>());
+                    match self.reload().await {
+                        Ok(()) => info!(config = %self.path.display(), "configuration reloaded"),
+                        Err(error) => error!(config = %self.path.display(), %error,
+                            "reload failed; the previous configuration stays in force"),
+                    }
+                    notify(&[NotifyState::Ready]);
+                }
+                Control::Shutdown => break,
+            }
+        }
+        self.shutdown(controls).await;
+    }
+
+    /// Reads and validates the file, then swaps in a new snapshot and follows
+    /// its listeners. An invalid file changes nothing.
+    pub async fn reload(&mut self) -> Result<(), ReloadError> {
+        let config = config::load(&self.path)?;
+        let current = self.snapshot.load_full();
+        warn_restart_needed(&current.config, &config);
+        let wanted: Vec<SocketAddr> = config.server.listen.iter().map(|l| l.addr).collect();
+        let next = Snapshot::build(config, Some(&current))?;
+        self.snapshot.store(Arc::new(next));
+
+        let removed: Vec<SocketAddr> = self
+            .listeners
+            .keys()
+            .filter(|addr| !wanted.contains(addr))
+            .copied()
+            .collect();
+        for addr in removed {
+            if let Some(listener) = self.listeners.remove(&addr) {
+                info!(listen = %listener.local, "listener removed");
+                listener.stop().await;
+            }
+        }
+        for addr in wanted {
+            if !self.listeners.contains_key(&addr) {
+                if let Err(error) = self.bind(addr).await {
+                    error!(listen = %addr, %error, "cannot listen on new address");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn shutdown(self, mut controls: mpsc::Receiver<Control>) {
+        notify(&[NotifyState::Stopping]);
+        let settings = self.snapshot.load().config.server.clone();
+        info!(timeout = ?settings.shutdown_timeout, "shutting down: waiting for open connections");
+        let _ = self.shutdown.send(true);
+        for (_, listener) in self.listeners {
+            listener.stop().await;
+        }
+        let permits = u32::try_from(settings.max_connections).unwrap_or(u32::MAX);
+        let drained = self.ctx.connections.acquire_many(permits);
+        let second_signal = async {
+            while let Some(control) = controls.recv().await {
+                if control == Control::Shutdown {
+                    return;
+                }
+            }
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            _ = drained => info!("all connections closed"),
+            _ = tokio::time::sleep(settings.shutdown_timeout) => warn!("shutdown_timeout reached; closing the remaining connections"),
+            _ = second_signal => warn!("second shutdown signal; closing the remaining connections"),
+        }
+    }
+}
+
+/// Settings read only at start: say so when a reload changes them.
+fn warn_restart_needed(old: &Config, new: &Config) {
+    let (o, n) = (&old.server, &new.server);
+    let fixed = [
+        ("server.threads", o.threads != n.threads),
+        ("server.max_connections", o.max_connections != n.max_connections),
+        ("server.header_read_timeout", o.header_read_timeout != n.header_read_timeout),
+        ("server.idle_timeout", o.idle_timeout != n.idle_timeout),
+        ("log.level", old.log.level != new.log.level),
+        ("log.format", old.log.format != new.log.format),
+        ("admin", old.admin != new.admin),
+    ];
+    for (key, changed) in fixed {
+        if changed {
+            warn!(key, "changed in the file, but takes effect only after a restart");
+        }
+    }
+}
+
+/// Tells systemd about a state change; does nothing when not under systemd.
+fn notify(states: &[NotifyState<'_>]) {
+    if let Err(error) = sd_notify::notify(states) {
+        warn!(%error, "cannot notify systemd");
+    }
+}
+
+/// Loads `path`, starts a daemon, turns signals into controls and runs until shutdown.
+pub async fn run_with_signals(path: &Path, config: Config) -> Result<(), StartError> {
+    let daemon = Daemon::start(path.to_path_buf(), config).await?;
+    let (tx, rx) = mpsc::channel(8);
+    crate::signals::forward(tx).map_err(|source| StartError::Io {
+        what: "cannot install signal handlers".into(),
+        source,
+    })?;
+    daemon.run(rx).await;
+    Ok(())
+}

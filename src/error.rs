@@ -1,0 +1,62 @@
+//! Why weir answered a request itself, and with which status.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::upstream::ConnectError;
+
+/// A request weir could not forward, mapped to a status in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No route matches the request's host and path.
+    #[error("no route matches")]
+    NoRoute,
+    /// Every server of the upstream is down or draining.
+    #[error("no usable server in upstream {upstream}")]
+    NoServer {
+        /// The upstream's name.
+        upstream: String,
+    },
+    /// Connecting to the upstream failed (after any retries).
+    #[error("connect to {server} failed: {source}")]
+    Connect {
+        /// The last server tried.
+        server: SocketAddr,
+        /// What went wrong.
+        source: ConnectError,
+    },
+    /// The exchange with the upstream failed before a response head arrived.
+    #[error("upstream {server} failed: {source}")]
+    Upstream {
+        /// The server.
+        server: SocketAddr,
+        /// What went wrong.
+        source: hyper::Error,
+    },
+    /// The upstream did not send a response head within `response_timeout`.
+    #[error("upstream {server} did not answer within {timeout:?}")]
+    Timeout {
+        /// The server.
+        server: SocketAddr,
+        /// The configured `response_timeout`.
+        timeout: Duration,
+    },
+    /// The request cannot be forwarded as it stands.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+}
+
+impl ProxyError {
+    /// The status weir answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoServer { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+}

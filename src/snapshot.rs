@@ -1,0 +1,76 @@
+//! The routing snapshot: everything a request needs, swapped in one step on reload.
+
+use std::io;
+use std::sync::Arc;
+
+use crate::access::AccessLogger;
+use crate::config::Config;
+use crate::routing::Router;
+use crate::upstream::Upstream;
+
+/// An immutable routing table built from one configuration.
+///
+/// A reload builds a new one off to the side and stores it whole, so a
+/// request sees either the old table or the new one, never a mix.
+pub struct Snapshot {
+    /// The configuration this snapshot was built from.
+    pub config: Arc<Config>,
+    /// Routes to upstreams.
+    router: Router<Arc<Upstream>>,
+    /// Upstreams in config order.
+    pub upstreams: Vec<Arc<Upstream>>,
+    /// The access log, when on.
+    pub access: Option<AccessLogger>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("upstreams", &self.upstreams)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Snapshot {
+    /// Builds a snapshot, carrying per-server state, pools and the access log
+    /// over from `previous` where they are still configured the same way.
+    pub fn build(config: Config, previous: Option<&Snapshot>) -> io::Result<Self> {
+        let upstreams: Vec<Arc<Upstream>> = config
+            .upstreams
+            .iter()
+            .map(|u| {
+                let old = previous.and_then(|p| p.upstream(&u.name));
+                Arc::new(Upstream::new(u.clone(), old.map(|o| &**o)))
+            })
+            .collect();
+        let routes = config
+            .routes
+            .iter()
+            .filter_map(|r| {
+                let upstream = upstreams.iter().find(|u| u.name() == r.upstream)?;
+                Some((r.host.clone(), r.path.clone(), upstream.clone()))
+            })
+            .collect();
+        let log = &config.log;
+        let access = match previous.and_then(|p| p.access.as_ref()) {
+            Some(old) if old.matches(&log.access, log.access_format) => Some(old.clone()),
+            _ => AccessLogger::open(&log.access, log.access_format)?,
+        };
+        Ok(Self {
+            router: Router::new(routes),
+            upstreams,
+            access,
+            config: Arc::new(config),
+        })
+    }
+
+    /// The upstream a request for `host` and `path` goes to.
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<Upstream>> {
+        self.router.route(host, path)
+    }
+
+    /// The upstream with this name.
+    pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.iter().find(|u| u.name() == name)
+    }
+}

@@ -1,0 +1,143 @@
+//! Pooled HTTP/1.1 connections to one server.
+//!
+//! weir keeps its own small pool per server rather than a generic client:
+//! connecting is a separate step from sending, so a connect failure leaves the
+//! request untouched and it can go to another server.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::body::RequestBody;
+
+/// How long an idle pooled connection is trusted to still be open.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a connection to a server could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// TCP connect did not finish within `connect_timeout`.
+    #[error("connect timed out after {0:?}")]
+    Timeout(Duration),
+    /// TCP connect failed (refused, unreachable, …).
+    #[error("connect failed: {0}")]
+    Io(#[from] io::Error),
+    /// The HTTP/1.1 handshake failed.
+    #[error("handshake failed: {0}")]
+    Handshake(#[from] hyper::Error),
+}
+
+/// Idle keep-alive connections to one server, reused most-recent first.
+#[derive(Debug)]
+pub struct Pool {
+    /// Where new connections go.
+    addr: SocketAddr,
+    /// Bound on establishing a TCP connection.
+    connect_timeout: Duration,
+    /// At most this many idle connections are kept (`keepalive`).
+    max_idle: usize,
+    /// Senders of idle connections with the time they went idle.
+    idle: Mutex<Vec<(SendRequest<RequestBody>, Instant)>>,
+}
+
+/// A connection taken from (or new for) a pool; give it back with [`PooledConn::release`].
+#[derive(Debug)]
+pub struct PooledConn {
+    /// Sends the request on this connection.
+    pub sender: SendRequest<RequestBody>,
+    /// The pool it returns to.
+    pool: Arc<Pool>,
+    /// Whether this connection had served requests before (stale keep-alive risk).
+    pub reused: bool,
+}
+
+impl Pool {
+    /// An empty pool for `addr`.
+    pub fn new(addr: SocketAddr, connect_timeout: Duration, max_idle: usize) -> Arc<Self> {
+        Arc::new(Self {
+            addr,
+            connect_timeout,
+            max_idle,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Whether this pool was built with these settings (so a reload can keep it).
+    pub fn has_settings(&self, connect_timeout: Duration, max_idle: usize) -> bool {
+        self.connect_timeout == connect_timeout && self.max_idle == max_idle
+    }
+
+    /// Number of idle connections currently kept.
+    pub fn idle_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// An idle connection that is still open, or a new one.
+    pub async fn checkout(self: &Arc<Self>) -> Result<PooledConn, ConnectError> {
+        // Bounded: each iteration removes one entry from a list of at most `max_idle`.
+        while let Some((mut sender, since)) = self.pop_idle() {
+            if since.elapsed() >= IDLE_TIMEOUT || sender.is_closed() {
+                continue;
+            }
+            // A just-released connection may still be finishing its previous
+            // response; `ready` resolves at once then, or fails if it closed.
+            if sender.ready().await.is_ok() {
+                return Ok(PooledConn {
+                    sender,
+                    pool: self.clone(),
+                    reused: true,
+                });
+            }
+        }
+        let sender = self.connect().await?;
+        Ok(PooledConn {
+            sender,
+            pool: self.clone(),
+            reused: false,
+        })
+    }
+
+    async fn connect(&self) -> Result<SendRequest<RequestBody>, ConnectError> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr))
+            .await
+            .map_err(|_| ConnectError::Timeout(self.connect_timeout))??;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(error) = conn.with_upgrades().await {
+                tracing::debug!(server = %addr, %error, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    fn pop_idle(&self) -> Option<(SendRequest<RequestBody>, Instant)> {
+        self.lock().pop()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(SendRequest<RequestBody>, Instant)>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl PooledConn {
+    /// Returns the connection for reuse once its response has been read whole.
+    pub fn release(self) {
+        if self.sender.is_closed() {
+            return;
+        }
+        let mut idle = self.pool.lock();
+        if idle.len() < self.pool.max_idle {
+            idle.push((self.sender, Instant::now()));
+        }
+    }
+}

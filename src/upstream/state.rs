@@ -1,0 +1,220 @@
+//! Per-server runtime state that outlives routing snapshots.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Runtime state of one server of one upstream.
+///
+/// It is shared by every snapshot that contains the server, keyed by
+/// (upstream name, address), so a reload keeps in-flight counts, failure
+/// counts and health for servers that stay in the file.
+#[derive(Debug)]
+pub struct ServerState {
+    /// The server's address.
+    pub addr: SocketAddr,
+    /// Requests (and tunnels) currently using this server; changed only by [`InFlightGuard`].
+    in_flight: AtomicU64,
+    /// Set by an operator to stop new requests while in-flight ones finish.
+    draining: AtomicBool,
+    /// Passive health: recent failures and the time the server is out until.
+    passive: Mutex<PassiveHealth>,
+    /// Cached "out until" as milliseconds since `epoch`, read lock-free on every pick.
+    down_until_ms: AtomicU64,
+    /// Reference point for `down_until_ms`.
+    epoch: Instant,
+}
+
+#[derive(Debug, Default)]
+struct PassiveHealth {
+    /// Failures counted in the current window.
+    fails: u32,
+    /// When the current window started.
+    window_start: Option<Instant>,
+}
+
+impl ServerState {
+    /// Fresh state for a server that was not in the previous configuration.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            in_flight: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            passive: Mutex::new(PassiveHealth::default()),
+            down_until_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Requests currently in flight to this server.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Whether an operator is draining this server.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Starts or stops draining.
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Relaxed);
+    }
+
+    /// Whether passive health checks currently keep the server out.
+    pub fn is_down(&self) -> bool {
+        let until = self.down_until_ms.load(Ordering::Relaxed);
+        until != 0 && self.millis_since_epoch(Instant::now()) < until
+    }
+
+    /// Whether new requests may be sent to this server.
+    pub fn is_usable(&self) -> bool {
+        !self.is_draining() && !self.is_down()
+    }
+
+    /// Records a failed attempt (nginx `max_fails`/`fail_timeout` semantics).
+    /// Returns true when this failure took the server out.
+    pub fn record_failure(&self, max_fails: u32, fail_timeout: Duration) -> bool {
+        if max_fails == 0 {
+            return false;
+        }
+        let now = Instant::now();
+        let mut passive = self.passive.lock().unwrap_or_else(|e| e.into_inner());
+        let window_open = passive
+            .window_start
+            .is_some_and(|start| now.duration_since(start) < fail_timeout);
+        if !window_open {
+            passive.window_start = Some(now);
+            passive.fails = 0;
+        }
+        passive.fails += 1;
+        if passive.fails < max_fails {
+            return false;
+        }
+        passive.fails = 0;
+        passive.window_start = None;
+        let until = self.millis_since_epoch(now + fail_timeout).max(1);
+        self.down_until_ms.store(until, Ordering::Relaxed);
+        true
+    }
+
+    /// Records a successful exchange: the failure window starts afresh.
+    pub fn record_success(&self) {
+        if self.down_until_ms.load(Ordering::Relaxed) == 0 {
+            let passive = self.passive.lock().unwrap_or_else(|e| e.into_inner());
+            if passive.fails == 0 {
+                return;
+            }
+        }
+        let mut passive = self.passive.lock().unwrap_or_else(|e| e.into_inner());
+        passive.fails = 0;
+        passive.window_start = None;
+        self.down_until_ms.store(0, Ordering::Relaxed);
+    }
+
+    fn millis_since_epoch(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Counts one request as in flight to a server for as long as it lives.
+///
+/// The proxy keeps it inside the response body, so the count drops when the
+/// body has been sent or abandoned, not when the head arrives.
+#[derive(Debug)]
+pub struct InFlightGuard {
+    state: Arc<ServerState>,
+}
+
+impl InFlightGuard {
+    /// Counts a new request against `state`.
+    pub fn new(state: Arc<ServerState>) -> Self {
+        state.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self { state }
+    }
+
+    /// The server this request went to.
+    pub fn server(&self) -> &Arc<ServerState> {
+        &self.state
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> Arc<ServerState> {
+        Arc::new(ServerState::new("127.0.0.1:1".parse().expect("addr")))
+    }
+
+    #[test]
+    fn guard_counts_while_alive() {
+        let s = state();
+        let a = InFlightGuard::new(s.clone());
+        let b = InFlightGuard::new(s.clone());
+        assert_eq!(s.in_flight(), 2);
+        drop(a);
+        assert_eq!(s.in_flight(), 1);
+        drop(b);
+        assert_eq!(s.in_flight(), 0);
+    }
+
+    #[test]
+    fn max_fails_takes_server_out_and_success_brings_it_back() {
+        let s = state();
+        let window = Duration::from_secs(10);
+        assert!(!s.record_failure(2, window));
+        assert!(s.is_usable());
+        assert!(s.record_failure(2, window));
+        assert!(s.is_down());
+        assert!(!s.is_usable());
+        s.record_success();
+        assert!(s.is_usable());
+    }
+
+    #[test]
+    fn max_fails_zero_never_takes_out() {
+        let s = state();
+        for _ in 0..10 {
+            assert!(!s.record_failure(0, Duration::from_secs(1)));
+        }
+        assert!(s.is_usable());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn down_expires_after_fail_timeout() {
+        let s = state();
+        assert!(s.record_failure(1, Duration::from_secs(10)));
+        tokio::time::advance(Duration::from_millis(9_990)).await;
+        assert!(s.is_down());
+        tokio::time::advance(Duration::from_millis(20)).await;
+        assert!(!s.is_down());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_outside_the_window_do_not_add_up() {
+        let s = state();
+        assert!(!s.record_failure(2, Duration::from_secs(10)));
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(!s.record_failure(2, Duration::from_secs(10)));
+        assert!(s.is_usable());
+    }
+
+    #[test]
+    fn draining_is_not_usable() {
+        let s = state();
+        s.set_draining(true);
+        assert!(!s.is_usable());
+        s.set_draining(false);
+        assert!(s.is_usable());
+    }
+}

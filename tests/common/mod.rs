@@ -1,0 +1,229 @@
+//! Test helpers: real backends, the real proxy and a real client, all on 127.0.0.1 ephemeral ports.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
+
+use weir::daemon::{Control, Daemon};
+
+/// A body type backends can answer with.
+pub type TestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// A full body from text.
+pub fn full(text: impl Into<Bytes>) -> TestBody {
+    Full::new(text.into()).map_err(|e| match e {}).boxed()
+}
+
+/// A running test backend.
+pub struct Backend {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Requests it has received (heads only).
+    pub requests: Arc<Mutex<Vec<http::request::Parts>>>,
+    /// Request count.
+    pub hits: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Backend {
+    /// Requests received so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// The head of the last request received.
+    pub fn last_request(&self) -> http::request::Parts {
+        self.requests
+            .lock()
+            .expect("lock")
+            .last()
+            .cloned()
+            .expect("backend received no request")
+    }
+
+    /// Stops it: its port refuses connections and open connections are cut.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts a backend whose responses come from `handler`.
+pub async fn spawn_backend_with<F, Fut>(handler: F) -> Backend
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<TestBody>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
+    let addr = listener.local_addr().expect("local addr");
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (req_log, hit_count) = (requests.clone(), hits.clone());
+    let task = tokio::spawn(async move {
+        // Connections live in the set, so aborting the accept task cuts them too.
+        let mut connections = JoinSet::new();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (handler, req_log, hit_count) = (handler.clone(), req_log.clone(), hit_count.clone());
+            connections.spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let (handler, req_log, hit_count) = (handler.clone(), req_log.clone(), hit_count.clone());
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        req_log.lock().expect("lock").push(parts.clone());
+                        hit_count.fetch_add(1, Ordering::SeqCst);
+                        Ok::<_, Infallible>(handler(Request::from_parts(parts, body)).await)
+                    }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await;
+            });
+            while connections.try_join_next().is_some() {}
+        }
+    });
+    Backend {
+        addr,
+        requests,
+        hits,
+        task,
+    }
+}
+
+/// A backend that answers every request with 200 and `name` as the body.
+pub async fn spawn_backend(name: &'static str) -> Backend {
+    spawn_backend_with(move |_req| async move { Response::new(full(name)) }).await
+}
+
+/// An address nothing listens on (bound, then released).
+pub async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+/// A running proxy (the real daemon, in-process).
+pub struct Proxy {
+    /// Where it accepts clients.
+    pub addr: SocketAddr,
+    /// Sends reload and shutdown requests, as signals would.
+    pub control: mpsc::Sender<Control>,
+    /// The config file; rewrite it and send `Control::Reload`.
+    pub config: tempfile::NamedTempFile,
+    /// The daemon's run loop.
+    pub task: JoinHandle<()>,
+}
+
+impl Proxy {
+    /// `http://addr` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Rewrites the config file and reloads, waiting until the reload is done.
+    pub async fn reload(&mut self, toml: &str) {
+        let file = self.config.as_file_mut();
+        file.set_len(0).expect("truncate");
+        std::io::Seek::rewind(file).expect("rewind");
+        file.write_all(toml.as_bytes()).expect("write config");
+        file.flush().expect("flush");
+        self.control.send(Control::Reload).await.expect("daemon gone");
+    }
+}
+
+/// Starts the proxy with `toml` (listening on 127.0.0.1:0 somewhere in it).
+pub async fn spawn_proxy(toml: &str) -> Proxy {
+    let mut config = tempfile::NamedTempFile::new().expect("temp config");
+    config.write_all(toml.as_bytes()).expect("write config");
+    let cfg = weir::config::parse(toml, config.path()).expect("valid test config");
+    let daemon = Daemon::start(config.path().to_path_buf(), cfg)
+        .await
+        .expect("proxy starts");
+    let addr = daemon.local_addrs()[0];
+    let (control, rx) = mpsc::channel(8);
+    let task = tokio::spawn(daemon.run(rx));
+    Proxy {
+        addr,
+        control,
+        config,
+        task,
+    }
+}
+
+/// A config with one upstream `app` over `servers` (TOML server entries) and a `/` route.
+pub fn one_upstream(balance: &str, servers: &[String], extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+
+[log]
+access = "off"
+
+[[upstream]]
+name = "app"
+balance = "{balance}"
+servers = [{servers}]
+{extra}
+
+[[route]]
+path = "/"
+upstream = "app"
+"#,
+        servers = servers.join(", ")
+    )
+}
+
+/// `"addr"` for a servers list.
+pub fn server(addr: SocketAddr) -> String {
+    format!("\"{addr}\"")
+}
+
+/// A pooled HTTP/1.1 client.
+pub fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// GETs `url`; returns the status and the body as text. Bounded by 10 s.
+pub async fn get(url: &str) -> (StatusCode, String) {
+    let req = Request::get(url).body(Full::new(Bytes::new())).expect("request");
+    send(req).await
+}
+
+/// Sends `req`, returns the status and body text. Bounded by 10 s.
+pub async fn send(req: Request<Full<Bytes>>) -> (StatusCode, String) {
+    let fut = async {
+        let resp = client().request(req).await.expect("request through proxy");
+        let status = resp.status();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .expect("request finished within 10 s")
+}
