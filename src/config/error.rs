@@ -97,10 +97,45 @@ pub(crate) fn line_column(source: &str, offset: usize) -> (usize, usize) {
 ///
 /// toml's serde errors carry a span but not the key path in a form we can
 /// read, so the path is recovered from a second, span-preserving parse.
+///
+/// When nothing covers it (a syntax error cuts a value short), the last key
+/// that starts before `offset` is the best guess.
 fn key_path_at(table: &Spanned<DeTable<'_>>, offset: usize) -> String {
     let mut path = String::new();
     walk_table(table.get_ref(), offset, &mut path);
+    if path.is_empty() {
+        let mut best = (0, String::new());
+        last_key_before(table.get_ref(), offset, "", &mut best);
+        path = best.1;
+    }
     path
+}
+
+fn last_key_before(table: &DeTable<'_>, offset: usize, prefix: &str, best: &mut (usize, String)) {
+    for (key, value) in table.iter() {
+        let path = if prefix.is_empty() {
+            key.get_ref().to_string()
+        } else {
+            format!("{prefix}.{}", key.get_ref())
+        };
+        let start = key.span().start;
+        if start <= offset && (start >= best.0 || best.1.is_empty()) {
+            *best = (start, path.clone());
+        }
+        last_value_before(value.get_ref(), offset, &path, best);
+    }
+}
+
+fn last_value_before(value: &DeValue<'_>, offset: usize, path: &str, best: &mut (usize, String)) {
+    match value {
+        DeValue::Table(table) => last_key_before(table, offset, path, best),
+        DeValue::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                last_value_before(item.get_ref(), offset, &format!("{path}[{i}]"), best);
+            }
+        }
+        _ => {}
+    }
 }
 
 fn walk_table(table: &DeTable<'_>, offset: usize, path: &mut String) {

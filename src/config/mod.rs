@@ -11,6 +11,8 @@ mod summary;
 mod validate;
 
 #[cfg(test)]
+mod error_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::Path;

@@ -8,7 +8,12 @@ impl Config {
     /// Short multi-line human summary: listeners, upstreams, routes, admin listener.
     pub fn summary(&self) -> String {
         let mut out = String::new();
-        let listen: Vec<String> = self.server.listen.iter().map(|l| l.addr.to_string()).collect();
+        let listen: Vec<String> = self
+            .server
+            .listen
+            .iter()
+            .map(|l| l.addr.to_string())
+            .collect();
         // Writing to a String cannot fail.
         let _ = writeln!(out, "listen: {}", listen.join(", "));
         for up in &self.upstreams {
@@ -19,7 +24,10 @@ impl Config {
             }
         }
         for r in &self.routes {
-            let host = r.host.as_ref().map_or_else(|| "*".to_owned(), |h| h.to_string());
+            let host = r
+                .host
+                .as_ref()
+                .map_or_else(|| "*".to_owned(), |h| h.to_string());
             let _ = writeln!(out, "route {} {} -> {}", host, r.path, r.upstream);
         }
         match &self.admin {

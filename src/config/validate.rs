@@ -69,7 +69,9 @@ impl Cx<'_> {
             self.err(
                 value.span(),
                 key,
-                format!("invalid duration \"{text}\": {e}; expected e.g. \"500ms\", \"2s\" or \"1m\""),
+                format!(
+                    "invalid duration \"{text}\": {e}; expected e.g. \"500ms\", \"2s\" or \"1m\""
+                ),
             )
         })?;
         if d.is_zero() {
@@ -361,7 +363,12 @@ fn server_entry(
         }
         AddrOr::Table(t) => {
             let addr = cx.addr(&t.addr, &format!("{key}.addr"))?;
-            let weight = cx.int(t.weight.as_ref(), 1, (1, Some(256)), &format!("{key}.weight"))?;
+            let weight = cx.int(
+                t.weight.as_ref(),
+                1,
+                (1, Some(256)),
+                &format!("{key}.weight"),
+            )?;
             (addr, weight, t.backup)
         }
     };
@@ -387,7 +394,11 @@ fn health_check(
     let k = |field: &str| format!("{key}.{field}");
     Ok(HealthCheckConfig {
         path: path(cx, &raw.path, &k("path"))?,
-        interval: cx.duration(raw.interval.as_ref(), Duration::from_secs(2), &k("interval"))?,
+        interval: cx.duration(
+            raw.interval.as_ref(),
+            Duration::from_secs(2),
+            &k("interval"),
+        )?,
         timeout: cx.duration(raw.timeout.as_ref(), Duration::from_secs(1), &k("timeout"))?,
         rise: cx.int(raw.rise.as_ref(), 2, (1, None), &k("rise"))?,
         fall: cx.int(raw.fall.as_ref(), 3, (1, None), &k("fall"))?,
@@ -411,7 +422,11 @@ fn path(cx: &Cx<'_>, value: &Spanned<String>, key: &str) -> Result<String, Confi
         return Err(cx.err(
             value.span(),
             key,
-            format!("invalid path \"{}\": {:?} is not allowed", p.escape_debug(), c),
+            format!(
+                "invalid path \"{}\": {:?} is not allowed",
+                p.escape_debug(),
+                c
+            ),
         ));
     }
     Ok(p.clone())
@@ -434,7 +449,9 @@ fn routes(
         let host = r
             .host
             .as_ref()
-            .map(|h| host_pattern(h.get_ref()).map_err(|m| cx.err(h.span(), &format!("{key}.host"), m)))
+            .map(|h| {
+                host_pattern(h.get_ref()).map_err(|m| cx.err(h.span(), &format!("{key}.host"), m))
+            })
             .transpose()?;
         let path = match &r.path {
             Some(p) => path(cx, p, &format!("{key}.path"))?,
@@ -487,7 +504,9 @@ pub(crate) fn host_pattern(text: &str) -> Result<HostPattern, String> {
         return Err(bad("expected a name such as example.com or *.example.com"));
     }
     if name.contains('*') {
-        return Err(bad("`*` is only allowed as the whole first label, as in *.example.com"));
+        return Err(bad(
+            "`*` is only allowed as the whole first label, as in *.example.com",
+        ));
     }
     if name.len() > 253 {
         return Err(bad("longer than 253 characters"));
