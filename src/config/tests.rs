@@ -270,3 +270,88 @@ fn load_reads_a_file_and_reports_io_errors() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A server as the generator writes it: port, weight, backup, and whether to
+/// use the short string form (only possible for weight 1, not backup).
+fn server_entries() -> impl Strategy<Value = Vec<(u16, u32, bool, bool)>> {
+    prop::collection::btree_map(
+        1u16..=65535,
+        (1u32..=256, any::<bool>(), any::<bool>()),
+        1..12,
+    )
+    .prop_map(|m| m.into_iter().map(|(p, (w, b, s))| (p, w, b, s)).collect())
+    // At least one server must take traffic normally.
+    .prop_filter("needs a primary", |v: &Vec<(u16, u32, bool, bool)>| {
+        v.iter().any(|s| !s.2)
+    })
+}
+
+fn render(servers: &[(u16, u32, bool, bool)], balance: &str) -> String {
+    let list: Vec<String> = servers
+        .iter()
+        .map(|&(port, weight, backup, short)| {
+            if short && weight == 1 && !backup {
+                format!("\"127.0.0.1:{port}\"")
+            } else {
+                format!("{{ addr = \"127.0.0.1:{port}\", weight = {weight}, backup = {backup} }}")
+            }
+        })
+        .collect();
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:8080\"]\n\n[[upstream]]\nname = \"pool\"\n\
+         balance = \"{balance}\"\nservers = [\n  {}\n]\n\n[[route]]\nupstream = \"pool\"\n",
+        list.join(",\n  ")
+    )
+}
+
+proptest! {
+    #[test]
+    fn generated_pools_round_trip(servers in server_entries(), least in any::<bool>()) {
+        let balance = if least { "least_conn" } else { "round_robin" };
+        let c = ok(&render(&servers, balance));
+        let got: Vec<(u16, u32, bool)> = c.upstreams[0]
+            .servers
+            .iter()
+            .map(|s| (s.addr.port(), s.weight, s.backup))
+            .collect();
+        let want: Vec<(u16, u32, bool)> = servers
+            .iter()
+            .map(|&(p, w, b, short)| if short && w == 1 && !b { (p, 1, false) } else { (p, w, b) })
+            .collect();
+        prop_assert_eq!(got, want);
+        let expected = if least { Balance::LeastConn } else { Balance::RoundRobin };
+        prop_assert_eq!(c.upstreams[0].balance, expected);
+    }
+
+    #[test]
+    fn out_of_range_weights_are_rejected_on_their_line(weight in prop_oneof![-1000i64..=0, 257i64..=100_000]) {
+        let src = format!(
+            "[server]\nlisten = [\"127.0.0.1:8080\"]\n[[upstream]]\nname = \"p\"\nservers = [\n\
+             \"127.0.0.1:1\",\n{{ addr = \"127.0.0.1:2\", weight = {weight} }}]\n[[route]]\nupstream = \"p\"\n"
+        );
+        let e = parse(&src, Path::new("w.toml")).expect_err("weight out of range");
+        prop_assert_eq!(e.line, 7);
+        prop_assert_eq!(e.key, "upstream[0].servers[1].weight");
+    }
+
+    #[test]
+    fn garbage_never_panics(src in "\\PC{0,200}") {
+        if let Err(e) = parse(&src, Path::new("g.toml")) {
+            let lines = src.split('\n').count();
+            prop_assert!(e.line >= 1 && e.line <= lines, "line {} of {}: {}", e.line, lines, e);
+        }
+    }
+
+    #[test]
+    fn mangled_valid_configs_never_panic(cut in 0usize..2000, junk in "[\\[\\]{}=\",.a-z0-9 \n]{0,8}") {
+        let base = include_str!("../../config/weir.toml");
+        let mut at = cut.min(base.len());
+        while !base.is_char_boundary(at) {
+            at -= 1;
+        }
+        let src = format!("{}{}{}", &base[..at], junk, &base[at..]);
+        if let Err(e) = parse(&src, Path::new("g.toml")) {
+            prop_assert!(e.line >= 1 && e.column >= 1, "{}", e);
+        }
+    }
+}
