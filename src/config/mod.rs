@@ -9,6 +9,7 @@ mod model;
 mod raw;
 mod summary;
 mod validate;
+mod values;
 
 #[cfg(test)]
 mod error_tests;
