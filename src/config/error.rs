@@ -1,0 +1,236 @@
+//! The config error type and how a byte span in the source becomes a
+//! `file:line:column: key` location.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+/// A config file that could not be read, parsed or validated, with where and why.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The file the config came from, as given by the caller.
+    pub file: PathBuf,
+    /// 1-based line of the offending text; 0 when there is no position (I/O errors).
+    pub line: usize,
+    /// 1-based column (in characters) of the offending text; 0 when there is no position.
+    pub column: usize,
+    /// Dotted path of the offending key, such as `upstream[0].servers[1]`; may be empty.
+    pub key: String,
+    /// What is wrong, in words meant for the person editing the file.
+    pub message: String,
+    /// The underlying I/O error when the file could not be read.
+    #[source]
+    pub io: Option<std::io::Error>,
+}
+
+impl ConfigError {
+    /// An error at byte `span` of `source`, for `key`.
+    pub(crate) fn at(
+        file: &Path,
+        source: &str,
+        span: Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        let (line, column) = line_column(source, span.start);
+        Self {
+            file: file.to_path_buf(),
+            line,
+            column,
+            key: key.into(),
+            message: message.into(),
+            io: None,
+        }
+    }
+
+    /// The file could not be read at all.
+    pub(crate) fn io(file: &Path, error: std::io::Error) -> Self {
+        Self {
+            file: file.to_path_buf(),
+            line: 0,
+            column: 0,
+            key: String::new(),
+            message: format!("cannot read: {error}"),
+            io: Some(error),
+        }
+    }
+
+    /// Converts a toml syntax or serde error, deriving the key path from its span.
+    pub(crate) fn from_toml(file: &Path, source: &str, error: &toml::de::Error) -> Self {
+        let span = error.span().unwrap_or(0..0);
+        let (tree, _) = DeTable::parse_recoverable(source);
+        let key = key_path_at(&tree, span.start);
+        Self::at(file, source, span, key, error.message().trim_end())
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:", self.file.display())?;
+        if self.line > 0 {
+            write!(f, "{}:{}:", self.line, self.column)?;
+        }
+        if !self.key.is_empty() {
+            write!(f, " {}:", self.key)?;
+        }
+        write!(f, " {}", self.message)
+    }
+}
+
+/// 1-based line and character column of byte `offset` in `source`.
+pub(crate) fn line_column(source: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(source.len());
+    while !source.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &source[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+/// The dotted path of the deepest key whose key or value covers `offset`.
+///
+/// toml's serde errors carry a span but not the key path in a form we can
+/// read, so the path is recovered from a second, span-preserving parse.
+///
+/// When nothing covers it (a syntax error cuts a value short), the last key
+/// that starts before `offset` is the best guess.
+fn key_path_at(table: &Spanned<DeTable<'_>>, offset: usize) -> String {
+    let mut path = String::new();
+    walk_table(table.get_ref(), offset, &mut path);
+    if path.is_empty() {
+        let mut best = (0, String::new());
+        last_key_before(table.get_ref(), offset, "", &mut best);
+        path = best.1;
+    }
+    path
+}
+
+fn last_key_before(table: &DeTable<'_>, offset: usize, prefix: &str, best: &mut (usize, String)) {
+    for (key, value) in table.iter() {
+        let path = if prefix.is_empty() {
+            key.get_ref().to_string()
+        } else {
+            format!("{prefix}.{}", key.get_ref())
+        };
+        let start = key.span().start;
+        if start <= offset && (start >= best.0 || best.1.is_empty()) {
+            *best = (start, path.clone());
+        }
+        last_value_before(value.get_ref(), offset, &path, best);
+    }
+}
+
+fn last_value_before(value: &DeValue<'_>, offset: usize, path: &str, best: &mut (usize, String)) {
+    match value {
+        DeValue::Table(table) => last_key_before(table, offset, path, best),
+        DeValue::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                last_value_before(item.get_ref(), offset, &format!("{path}[{i}]"), best);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn walk_table(table: &DeTable<'_>, offset: usize, path: &mut String) {
+    for (key, value) in table.iter() {
+        let in_key = key.span().contains(&offset);
+        let in_value = value.span().contains(&offset)
+            // An array of tables or a `[table]` header spans only its header, so
+            // look inside it too.
+            || contains_deep(value, offset);
+        if in_key || in_value {
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(key.get_ref());
+            if !in_key {
+                walk_value(value.get_ref(), offset, path);
+            }
+            return;
+        }
+    }
+}
+
+fn walk_value(value: &DeValue<'_>, offset: usize, path: &mut String) {
+    match value {
+        DeValue::Table(table) => walk_table(table, offset, path),
+        DeValue::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                if item.span().contains(&offset) || contains_deep(item, offset) {
+                    path.push_str(&format!("[{i}]"));
+                    walk_value(item.get_ref(), offset, path);
+                    return;
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether any key or value below `value` covers `offset`.
+fn contains_deep(value: &Spanned<DeValue<'_>>, offset: usize) -> bool {
+    match value.get_ref() {
+        DeValue::Table(table) => table.iter().any(|(k, v)| {
+            k.span().contains(&offset) || v.span().contains(&offset) || contains_deep(v, offset)
+        }),
+        DeValue::Array(items) => items
+            .iter()
+            .any(|v| v.span().contains(&offset) || contains_deep(v, offset)),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_column_counts_lines_and_characters() {
+        let src = "a = 1\nbé = \"x\"\n";
+        assert_eq!(line_column(src, 0), (1, 1));
+        assert_eq!(line_column(src, 6), (2, 1));
+        // 'é' is two bytes but one column.
+        assert_eq!(line_column(src, 9), (2, 3));
+        assert_eq!(line_column(src, 1000), (3, 1));
+        // Inside a multi-byte character: falls back to its start.
+        assert_eq!(line_column(src, 8), (2, 2));
+    }
+
+    #[test]
+    fn display_has_file_line_column_key_message() {
+        let e = ConfigError::at(
+            Path::new("weir.toml"),
+            "\n\nx = 1",
+            2..3,
+            "server.listen",
+            "bad",
+        );
+        assert_eq!(e.to_string(), "weir.toml:3:1: server.listen: bad");
+    }
+
+    #[test]
+    fn io_error_display_has_no_position() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let e = ConfigError::io(Path::new("/etc/weir/weir.toml"), io);
+        assert_eq!(e.to_string(), "/etc/weir/weir.toml: cannot read: gone");
+        assert_eq!((e.line, e.column), (0, 0));
+    }
+
+    #[test]
+    fn key_path_is_found_from_offset() {
+        let src = "[server]\nlisten = [\"a\", { addr = \"b\", tls = 1 }]\n[[upstream]]\nname = \"x\"\n[[upstream]]\nname = \"y\"\nbogus = 1\n";
+        let (tree, _) = DeTable::parse_recoverable(src);
+        let at = |needle: &str| key_path_at(&tree, src.find(needle).unwrap_or(0));
+        assert_eq!(at("tls"), "server.listen[1].tls");
+        assert_eq!(at("\"a\""), "server.listen[0]");
+        assert_eq!(at("bogus"), "upstream[1].bogus");
+        assert_eq!(at("\"x\""), "upstream[0].name");
+    }
+}

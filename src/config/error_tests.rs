@@ -1,0 +1,427 @@
+//! Every validation error: the line it points at, the key it names, what it says.
+
+use std::path::Path;
+
+use super::parse;
+
+/// Asserts `src` fails at `line` on `key` with a message containing `msg`.
+#[track_caller]
+fn fails(src: &str, line: usize, key: &str, msg: &str) {
+    let e = match parse(src, Path::new("weir.toml")) {
+        Ok(c) => panic!("expected an error, got {c:?}"),
+        Err(e) => e,
+    };
+    assert_eq!((e.line, e.key.as_str()), (line, key), "{e}");
+    assert!(
+        e.message.contains(msg),
+        "message {:?} lacks {msg:?}",
+        e.message
+    );
+    assert!(e.column >= 1, "{e}");
+    let prefix = format!("weir.toml:{line}:{}: {key}: ", e.column);
+    assert!(e.to_string().starts_with(&prefix), "{e}");
+}
+
+/// A valid document with `server`, `upstream` and `route` bodies swapped in;
+/// with two-line bodies, `[server]` is line 1, `[[upstream]]` line 5 and `[[route]]` line 9.
+fn doc(server: &str, upstream: &str, route: &str) -> String {
+    format!("[server]\n{server}\n\n[[upstream]]\n{upstream}\n\n[[route]]\n{route}\n")
+}
+
+const LISTEN: &str = "listen = [\"127.0.0.1:8080\"]\nthreads = 0";
+const UP: &str = "name = \"app\"\nservers = [\"127.0.0.1:3000\"]";
+const ROUTE: &str = "path = \"/\"\nupstream = \"app\"";
+
+#[test]
+fn baseline_is_valid() {
+    assert!(parse(&doc(LISTEN, UP, ROUTE), Path::new("weir.toml")).is_ok());
+}
+
+#[test]
+fn unknown_key() {
+    let up = "name = \"app\"\nservers = [\"127.0.0.1:3000\"]\nbalanse = \"least_conn\"";
+    let e = parse(&doc(LISTEN, up, ROUTE), Path::new("weir.toml")).expect_err("unknown key");
+    assert_eq!(
+        (e.line, e.column, e.key.as_str()),
+        (8, 1, "upstream[0].balanse"),
+        "{e}"
+    );
+    assert!(
+        e.message.contains("unknown field `balanse`"),
+        "{}",
+        e.message
+    );
+    fails(
+        &doc("listen = [\"127.0.0.1:8080\"]\nthread = 1", UP, ROUTE),
+        3,
+        "server.thread",
+        "unknown field",
+    );
+    fails(
+        &format!("{}[bogus]\n", doc(LISTEN, UP, ROUTE)),
+        12,
+        "bogus",
+        "unknown field `bogus`",
+    );
+    let srv = "name = \"app\"\nservers = [{ addr = \"127.0.0.1:3000\", wieght = 2 }]";
+    fails(
+        &doc(LISTEN, srv, ROUTE),
+        7,
+        "upstream[0].servers[0].wieght",
+        "unknown field `wieght`",
+    );
+}
+
+#[test]
+fn bad_address() {
+    let up = "name = \"app\"\nservers = [\"127.0.0.1:3000\", \"127.0.0.1:99999\"]";
+    let e = parse(&doc(LISTEN, up, ROUTE), Path::new("weir.toml")).expect_err("bad address");
+    assert_eq!(
+        e.to_string(),
+        "weir.toml:7:30: upstream[0].servers[1]: invalid address \"127.0.0.1:99999\": \
+         expected IP:port such as 127.0.0.1:3000"
+    );
+    let up = "name = \"app\"\nservers = [{ addr = \"localhost:3000\" }]";
+    fails(
+        &doc(LISTEN, up, ROUTE),
+        7,
+        "upstream[0].servers[0].addr",
+        "invalid address",
+    );
+    fails(
+        &doc("listen = [\"8080\"]\nthreads = 0", UP, ROUTE),
+        2,
+        "server.listen[0]",
+        "invalid address",
+    );
+    let admin = format!("{}[admin]\nlisten = \"nowhere\"\n", doc(LISTEN, UP, ROUTE));
+    fails(&admin, 13, "admin.listen", "invalid address");
+    let up = "name = \"app\"\nservers = [\"127.0.0.1:0\"]";
+    fails(
+        &doc(LISTEN, up, ROUTE),
+        7,
+        "upstream[0].servers[0]",
+        "port 0",
+    );
+}
+
+#[test]
+fn duplicate_upstream_name_points_at_the_second() {
+    let src = format!(
+        "{}[[upstream]]\nname = \"app\"\nservers = [\"127.0.0.1:3001\"]\n",
+        doc(LISTEN, UP, ROUTE)
+    );
+    fails(
+        &src,
+        13,
+        "upstream[1].name",
+        "duplicate upstream name \"app\" (first defined on line 6)",
+    );
+}
+
+#[test]
+fn route_to_missing_upstream() {
+    fails(
+        &doc(LISTEN, UP, "path = \"/\"\nupstream = \"nope\""),
+        11,
+        "route[0].upstream",
+        "no upstream named \"nope\"",
+    );
+}
+
+#[test]
+fn empty_servers() {
+    fails(
+        &doc(LISTEN, "name = \"app\"\nservers = []", ROUTE),
+        7,
+        "upstream[0].servers",
+        "at least one server",
+    );
+}
+
+#[test]
+fn missing_required_keys() {
+    fails(
+        &doc(LISTEN, "name = \"app\"\nretries = 1", ROUTE),
+        5,
+        "upstream[0]",
+        "missing field `servers`",
+    );
+    fails(
+        &doc(LISTEN, UP, "path = \"/\"\nhost = \"a.b\""),
+        9,
+        "route[0]",
+        "missing field `upstream`",
+    );
+}
+
+#[test]
+fn bad_duration() {
+    let up = "name = \"app\"\nservers = [\"127.0.0.1:3000\"]\nconnect_timeout = \"2 parsecs\"";
+    fails(
+        &doc(LISTEN, up, ROUTE),
+        8,
+        "upstream[0].connect_timeout",
+        "invalid duration \"2 parsecs\"",
+    );
+    let server = "listen = [\"127.0.0.1:8080\"]\nidle_timeout = 5";
+    fails(
+        &doc(server, UP, ROUTE),
+        3,
+        "server.idle_timeout",
+        "invalid type",
+    );
+}
+
+#[test]
+fn zero_timeout() {
+    let up = "name = \"app\"\nservers = [\"127.0.0.1:3000\"]\nresponse_timeout = \"0s\"";
+    fails(
+        &doc(LISTEN, up, ROUTE),
+        8,
+        "upstream[0].response_timeout",
+        "greater than zero",
+    );
+    let server = "listen = [\"127.0.0.1:8080\"]\nheader_read_timeout = \"0ms\"";
+    fails(
+        &doc(server, UP, ROUTE),
+        3,
+        "server.header_read_timeout",
+        "greater than zero",
+    );
+}
+
+#[test]
+fn weight_out_of_range() {
+    for w in [0, 300, -1] {
+        let up = format!(
+            "name = \"app\"\nservers = [\"127.0.0.1:3001\",\n  {{ addr = \"127.0.0.1:3000\", weight = {w} }}]"
+        );
+        fails(
+            &doc(LISTEN, &up, ROUTE),
+            8,
+            "upstream[0].servers[1].weight",
+            &format!("between 1 and 256, got {w}"),
+        );
+    }
+}
+
+#[test]
+fn other_integer_ranges() {
+    let server = "listen = [\"127.0.0.1:8080\"]\nmax_connections = 0";
+    fails(
+        &doc(server, UP, ROUTE),
+        3,
+        "server.max_connections",
+        "at least 1, got 0",
+    );
+    let up = "name = \"app\"\nservers = [\"127.0.0.1:3000\"]\n[upstream.health_check]\npath = \"/h\"\nfall = 0";
+    fails(
+        &doc(LISTEN, up, ROUTE),
+        10,
+        "upstream[0].health_check.fall",
+        "at least 1",
+    );
+    let up = "name = \"app\"\nservers = [\"127.0.0.1:3000\"]\nretries = -2";
+    fails(
+        &doc(LISTEN, up, ROUTE),
+        8,
+        "upstream[0].retries",
+        "at least 0, got -2",
+    );
+}
+
+#[test]
+fn duplicate_server() {
+    let up = "name = \"app\"\nservers = [\"127.0.0.1:3000\", \"127.0.0.1:3001\",\n  { addr = \"127.0.0.1:3000\", weight = 2 }]";
+    fails(
+        &doc(LISTEN, up, ROUTE),
+        8,
+        "upstream[0].servers[2]",
+        "duplicate server 127.0.0.1:3000",
+    );
+}
+
+#[test]
+fn duplicate_listener() {
+    let server = "listen = [\"127.0.0.1:8080\",\n  \"127.0.0.1:8080\"]";
+    fails(
+        &doc(server, UP, ROUTE),
+        3,
+        "server.listen[1]",
+        "duplicate listener",
+    );
+}
+
+#[test]
+fn tls_listener_is_not_supported_yet() {
+    let server = "listen = [\"0.0.0.0:80\",\n  { addr = \"0.0.0.0:443\", tls = { cert = \"a.pem\", key = \"a.key\" } }]";
+    let src = doc(server, UP, ROUTE);
+    fails(
+        &src,
+        3,
+        "server.listen[1].tls",
+        "TLS listeners are not supported yet",
+    );
+}
+
+#[test]
+fn bad_host_pattern() {
+    for host in [
+        "example.com:8080",
+        "a.*.example.com",
+        "*",
+        "exa mple.com",
+        "",
+    ] {
+        let route = format!("host = \"{host}\"\nupstream = \"app\"");
+        fails(
+            &doc(LISTEN, UP, &route),
+            10,
+            "route[0].host",
+            "invalid host",
+        );
+    }
+}
+
+#[test]
+fn bad_cidr() {
+    let server =
+        "listen = [\"127.0.0.1:8080\"]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\"]";
+    fails(
+        &doc(server, UP, ROUTE),
+        3,
+        "server.trusted_proxies[1]",
+        "invalid CIDR \"10.0.0.0/33\"",
+    );
+}
+
+#[test]
+fn bad_path() {
+    fails(
+        &doc(LISTEN, UP, "path = \"api\"\nupstream = \"app\""),
+        10,
+        "route[0].path",
+        "must start with /",
+    );
+    fails(
+        &doc(LISTEN, UP, "path = \"/a b\"\nupstream = \"app\""),
+        10,
+        "route[0].path",
+        "not allowed",
+    );
+    let up = "name = \"app\"\nservers = [\"127.0.0.1:3000\"]\n[upstream.health_check]\npath = \"health\"";
+    fails(
+        &doc(LISTEN, up, ROUTE),
+        9,
+        "upstream[0].health_check.path",
+        "must start with /",
+    );
+    let up = "name = \"app\"\nservers = [\"127.0.0.1:3000\"]\n[upstream.health_check]\ninterval = \"1s\"";
+    fails(
+        &doc(LISTEN, up, ROUTE),
+        8,
+        "upstream[0].health_check",
+        "missing field `path`",
+    );
+}
+
+#[test]
+fn duplicate_route() {
+    // `A.com` and `a.com.` are the same host; an absent path is "/".
+    let route = "host = \"A.com\"\nupstream = \"app\"\n[[route]]\nhost = \"a.com.\"\npath = \"/\"\nupstream = \"app\"";
+    fails(
+        &doc(LISTEN, UP, route),
+        14,
+        "route[1]",
+        "same host and path as route[0]",
+    );
+    // Without host or path the route's own header is the place to point at.
+    let bare = format!(
+        "{}[[route]]\nupstream = \"app\"\n",
+        doc(LISTEN, UP, "upstream = \"app\"")
+    );
+    fails(&bare, 11, "route[1]", "same host and path as route[0]");
+}
+
+#[test]
+fn no_routes() {
+    let src = "[server]\nlisten = [\"127.0.0.1:8080\"]\n[[upstream]]\nname = \"app\"\nservers = [\"127.0.0.1:3000\"]\n";
+    fails(src, 1, "route", "at least one [[route]]");
+}
+
+#[test]
+fn no_listeners() {
+    fails(
+        &doc("listen = []\nthreads = 1", UP, ROUTE),
+        2,
+        "server.listen",
+        "at least one listener",
+    );
+    let src = "\n[[upstream]]\nname = \"app\"\nservers = [\"127.0.0.1:3000\"]\n[[route]]\nupstream = \"app\"\n";
+    fails(src, 1, "server.listen", "at least one listener");
+    fails(
+        &doc("threads = 1", UP, ROUTE),
+        1,
+        "server",
+        "missing field `listen`",
+    );
+}
+
+#[test]
+fn only_backup_servers() {
+    let up = "name = \"app\"\nservers = [{ addr = \"127.0.0.1:3000\", backup = true }]";
+    fails(
+        &doc(LISTEN, up, ROUTE),
+        7,
+        "upstream[0].servers",
+        "must not be a backup",
+    );
+}
+
+#[test]
+fn bad_words() {
+    let up = "name = \"app\"\nservers = [\"127.0.0.1:3000\"]\nbalance = \"random\"";
+    fails(
+        &doc(LISTEN, up, ROUTE),
+        8,
+        "upstream[0].balance",
+        "unknown variant `random`",
+    );
+    let src = format!("{}[log]\nlevel = \"loud\"\n", doc(LISTEN, UP, ROUTE));
+    fails(&src, 13, "log.level", "unknown variant `loud`");
+}
+
+#[test]
+fn empty_name_and_token() {
+    fails(
+        &doc(LISTEN, "name = \"\"\nservers = [\"127.0.0.1:3000\"]", ROUTE),
+        6,
+        "upstream[0].name",
+        "must not be empty",
+    );
+    let src = format!(
+        "{}[admin]\nlisten = \"127.0.0.1:9090\"\ntoken = \"\"\n",
+        doc(LISTEN, UP, ROUTE)
+    );
+    fails(&src, 14, "admin.token", "must not be empty");
+}
+
+#[test]
+fn syntax_error() {
+    let up = "name = \"app\"\nservers = [\"127.0.0.1:3000\"";
+    // The unclosed array swallows the `[[route]]` header, which is where it breaks.
+    fails(
+        &doc(LISTEN, up, ROUTE),
+        9,
+        "upstream[0].servers[1]",
+        "missing comma",
+    );
+    fails(
+        &doc(LISTEN, "name = \"app\nservers = []", ROUTE),
+        6,
+        "upstream[0].name",
+        "",
+    );
+    fails("[server]\nlisten = = 3\n", 2, "server.listen", "");
+}

@@ -1,0 +1,199 @@
+//! The config file as written: serde structs that mirror the TOML, with
+//! spans kept on every value a validation error may need to point at.
+//!
+//! Nothing here is checked beyond TOML types, known keys and closed word
+//! sets; `validate` turns these into the domain types.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole document.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub server: Option<RawServer>,
+    pub admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub upstream: Vec<Spanned<RawUpstream>>,
+    #[serde(default)]
+    pub route: Vec<Spanned<RawRoute>>,
+}
+
+/// `[server]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServer {
+    pub listen: Spanned<Vec<Spanned<AddrOr<RawListener>>>>,
+    pub threads: Option<Spanned<i64>>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub shutdown_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
+    pub header_read_timeout: Option<Spanned<String>>,
+    pub idle_timeout: Option<Spanned<String>>,
+}
+
+/// The table form of a listener: `{ addr = "...", tls = ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawListener {
+    pub addr: Spanned<String>,
+    /// Accepted in any shape so the error can say TLS is not supported yet,
+    /// rather than complain about its structure.
+    pub tls: Option<Spanned<toml::Value>>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    pub listen: Spanned<String>,
+    pub token: Option<Spanned<String>>,
+}
+
+/// `[log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLog {
+    #[serde(default)]
+    pub level: RawLogLevel,
+    #[serde(default)]
+    pub format: RawLogFormat,
+    pub access: Option<Spanned<String>>,
+    #[serde(default)]
+    pub access_format: RawAccessFormat,
+}
+
+/// `log.level`.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawLogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+/// `log.format`.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawLogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `log.access_format`.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawAccessFormat {
+    #[default]
+    Combined,
+    Json,
+}
+
+/// `upstream.balance`.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawBalance {
+    #[default]
+    RoundRobin,
+    LeastConn,
+}
+
+/// One `[[upstream]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstream {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub balance: RawBalance,
+    pub servers: Spanned<Vec<Spanned<AddrOr<RawServerEntry>>>>,
+    pub connect_timeout: Option<Spanned<String>>,
+    pub response_timeout: Option<Spanned<String>>,
+    pub keepalive: Option<Spanned<i64>>,
+    pub max_fails: Option<Spanned<i64>>,
+    pub fail_timeout: Option<Spanned<String>>,
+    pub retries: Option<Spanned<i64>>,
+    pub health_check: Option<Spanned<RawHealthCheck>>,
+}
+
+/// The table form of a server: `{ addr = "...", weight = 1, backup = false }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServerEntry {
+    pub addr: Spanned<String>,
+    pub weight: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub backup: bool,
+}
+
+/// `[upstream.health_check]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHealthCheck {
+    pub path: Spanned<String>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub rise: Option<Spanned<i64>>,
+    pub fall: Option<Spanned<i64>>,
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    pub host: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub upstream: Spanned<String>,
+}
+
+/// A value written either as a bare address string or as a table with more keys.
+///
+/// Hand-written rather than `#[serde(untagged)]`: untagged buffers the value,
+/// which loses toml's spans and turns every inner error into "did not match
+/// any variant".
+#[derive(Debug)]
+pub(crate) enum AddrOr<T> {
+    /// `"127.0.0.1:3000"`
+    Addr(String),
+    /// `{ addr = "127.0.0.1:3000", ... }`
+    Table(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for AddrOr<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct AddrOrVisitor<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for AddrOrVisitor<T> {
+            type Value = AddrOr<T>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an \"ip:port\" string or a table with `addr`")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(AddrOr::Addr(v.to_owned()))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(AddrOr::Table)
+            }
+        }
+
+        deserializer.deserialize_any(AddrOrVisitor(PhantomData))
+    }
+}
+
+/// Deserializes a document into raw structs; syntax and type errors come back as toml's error.
+pub(crate) fn from_str(source: &str) -> Result<RawConfig, toml::de::Error> {
+    toml::from_str(source)
+}

@@ -1,0 +1,369 @@
+//! The validating conversion from raw structs to the domain types: defaults,
+//! required lists, uniqueness and references between sections. Single values
+//! are checked in `values`.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::error::ConfigError;
+use super::model::*;
+use super::raw::*;
+use super::values::{cidr, host_pattern, invalid_addr, path, Cx};
+
+/// Validates `raw`, parsed from `source`; `file` only names the file in errors.
+pub(crate) fn validate(raw: RawConfig, source: &str, file: &Path) -> Result<Config, ConfigError> {
+    let cx = Cx { source, file };
+    let server = server(&cx, raw.server)?;
+    let admin = raw.admin.map(|a| admin(&cx, a, &server)).transpose()?;
+    let log = log(&cx, raw.log)?;
+    let upstreams = upstreams(&cx, raw.upstream)?;
+    let routes = routes(&cx, raw.route, &upstreams)?;
+    Ok(Config {
+        server,
+        admin,
+        log,
+        upstreams,
+        routes,
+    })
+}
+
+fn server(cx: &Cx<'_>, raw: Option<RawServer>) -> Result<ServerSettings, ConfigError> {
+    let Some(raw) = raw else {
+        return Err(cx.err(
+            0..0,
+            "server.listen",
+            "at least one listener is required, e.g. [server] listen = [\"0.0.0.0:80\"]",
+        ));
+    };
+    if raw.listen.get_ref().is_empty() {
+        return Err(cx.err(
+            raw.listen.span(),
+            "server.listen",
+            "at least one listener is required",
+        ));
+    }
+    let mut listen: Vec<ListenerConfig> = Vec::new();
+    for (i, entry) in raw.listen.get_ref().iter().enumerate() {
+        let key = format!("server.listen[{i}]");
+        let (addr, key) = match entry.get_ref() {
+            AddrOr::Addr(text) => {
+                let addr = text
+                    .trim()
+                    .parse()
+                    .map_err(|_| cx.err(entry.span(), &key, invalid_addr(text)))?;
+                (addr, key)
+            }
+            AddrOr::Table(table) => {
+                if let Some(tls) = &table.tls {
+                    return Err(cx.err(
+                        tls.span(),
+                        &format!("{key}.tls"),
+                        "TLS listeners are not supported yet",
+                    ));
+                }
+                let key = format!("{key}.addr");
+                (cx.addr(&table.addr, &key)?, key)
+            }
+        };
+        // Port 0 asks the OS for a fresh port each time, so it never collides.
+        if addr.port() != 0 && listen.iter().any(|l| l.addr == addr) {
+            return Err(cx.err(entry.span(), &key, format!("duplicate listener {addr}")));
+        }
+        listen.push(ListenerConfig { addr });
+    }
+
+    let mut trusted_proxies = Vec::new();
+    for (i, value) in raw.trusted_proxies.iter().enumerate() {
+        trusted_proxies.push(cidr(cx, value, &format!("server.trusted_proxies[{i}]"))?);
+    }
+
+    Ok(ServerSettings {
+        listen,
+        threads: cx.int(raw.threads.as_ref(), 0, (0, None), "server.threads")?,
+        max_connections: cx.int(
+            raw.max_connections.as_ref(),
+            20_000,
+            (1, None),
+            "server.max_connections",
+        )?,
+        shutdown_timeout: cx.duration(
+            raw.shutdown_timeout.as_ref(),
+            Duration::from_secs(30),
+            "server.shutdown_timeout",
+        )?,
+        trusted_proxies,
+        header_read_timeout: cx.duration(
+            raw.header_read_timeout.as_ref(),
+            Duration::from_secs(10),
+            "server.header_read_timeout",
+        )?,
+        idle_timeout: cx.duration(
+            raw.idle_timeout.as_ref(),
+            Duration::from_secs(60),
+            "server.idle_timeout",
+        )?,
+    })
+}
+
+fn admin(
+    cx: &Cx<'_>,
+    raw: RawAdmin,
+    server: &ServerSettings,
+) -> Result<AdminSettings, ConfigError> {
+    let listen = cx.addr(&raw.listen, "admin.listen")?;
+    if listen.port() != 0 && server.listen.iter().any(|l| l.addr == listen) {
+        return Err(cx.err(
+            raw.listen.span(),
+            "admin.listen",
+            format!("{listen} is already a server listener"),
+        ));
+    }
+    let token = match raw.token {
+        Some(t) if t.get_ref().is_empty() => {
+            return Err(cx.err(t.span(), "admin.token", "must not be empty"));
+        }
+        t => t.map(Spanned::into_inner),
+    };
+    Ok(AdminSettings { listen, token })
+}
+
+fn log(cx: &Cx<'_>, raw: RawLog) -> Result<LogSettings, ConfigError> {
+    let access = match raw.access {
+        None => AccessLog::Stdout,
+        Some(a) => match a.get_ref().as_str() {
+            "stdout" => AccessLog::Stdout,
+            "off" => AccessLog::Off,
+            "" => {
+                return Err(cx.err(
+                    a.span(),
+                    "log.access",
+                    "must be \"stdout\", \"off\" or a file path",
+                ))
+            }
+            path => AccessLog::File(PathBuf::from(path)),
+        },
+    };
+    Ok(LogSettings {
+        level: match raw.level {
+            RawLogLevel::Error => LogLevel::Error,
+            RawLogLevel::Warn => LogLevel::Warn,
+            RawLogLevel::Info => LogLevel::Info,
+            RawLogLevel::Debug => LogLevel::Debug,
+            RawLogLevel::Trace => LogLevel::Trace,
+        },
+        format: match raw.format {
+            RawLogFormat::Text => LogFormat::Text,
+            RawLogFormat::Json => LogFormat::Json,
+        },
+        access,
+        access_format: match raw.access_format {
+            RawAccessFormat::Combined => AccessFormat::Combined,
+            RawAccessFormat::Json => AccessFormat::Json,
+        },
+    })
+}
+
+fn upstreams(
+    cx: &Cx<'_>,
+    raw: Vec<Spanned<RawUpstream>>,
+) -> Result<Vec<UpstreamConfig>, ConfigError> {
+    let mut first_line: HashMap<String, usize> = HashMap::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, up) in raw.iter().enumerate() {
+        let up = up.get_ref();
+        let key = format!("upstream[{i}]");
+        let name = up.name.get_ref();
+        if name.trim().is_empty() {
+            return Err(cx.err(up.name.span(), &format!("{key}.name"), "must not be empty"));
+        }
+        if let Some(line) = first_line.get(name) {
+            return Err(cx.err(
+                up.name.span(),
+                &format!("{key}.name"),
+                format!("duplicate upstream name \"{name}\" (first defined on line {line})"),
+            ));
+        }
+        let (line, _) = super::error::line_column(cx.source, up.name.span().start);
+        first_line.insert(name.clone(), line);
+        out.push(upstream(cx, up, &key)?);
+    }
+    Ok(out)
+}
+
+fn upstream(cx: &Cx<'_>, raw: &RawUpstream, key: &str) -> Result<UpstreamConfig, ConfigError> {
+    let servers_key = format!("{key}.servers");
+    if raw.servers.get_ref().is_empty() {
+        return Err(cx.err(
+            raw.servers.span(),
+            &servers_key,
+            "must list at least one server",
+        ));
+    }
+    let mut servers: Vec<ServerConfig> = Vec::new();
+    for (j, entry) in raw.servers.get_ref().iter().enumerate() {
+        let entry_key = format!("{servers_key}[{j}]");
+        let server = server_entry(cx, entry, &entry_key)?;
+        if servers.iter().any(|s| s.addr == server.addr) {
+            return Err(cx.err(
+                entry.span(),
+                &entry_key,
+                format!("duplicate server {} in this upstream", server.addr),
+            ));
+        }
+        servers.push(server);
+    }
+    if servers.iter().all(|s| s.backup) {
+        return Err(cx.err(
+            raw.servers.span(),
+            &servers_key,
+            "at least one server must not be a backup",
+        ));
+    }
+    let k = |field: &str| format!("{key}.{field}");
+    Ok(UpstreamConfig {
+        name: raw.name.get_ref().clone(),
+        balance: match raw.balance {
+            RawBalance::RoundRobin => Balance::RoundRobin,
+            RawBalance::LeastConn => Balance::LeastConn,
+        },
+        servers,
+        connect_timeout: cx.duration(
+            raw.connect_timeout.as_ref(),
+            Duration::from_secs(2),
+            &k("connect_timeout"),
+        )?,
+        response_timeout: cx.duration(
+            raw.response_timeout.as_ref(),
+            Duration::from_secs(60),
+            &k("response_timeout"),
+        )?,
+        keepalive: cx.int(raw.keepalive.as_ref(), 64, (0, None), &k("keepalive"))?,
+        max_fails: cx.int(raw.max_fails.as_ref(), 1, (0, None), &k("max_fails"))?,
+        fail_timeout: cx.duration(
+            raw.fail_timeout.as_ref(),
+            Duration::from_secs(10),
+            &k("fail_timeout"),
+        )?,
+        retries: cx.int(raw.retries.as_ref(), 2, (0, None), &k("retries"))?,
+        health_check: raw
+            .health_check
+            .as_ref()
+            .map(|hc| health_check(cx, hc.get_ref(), &k("health_check")))
+            .transpose()?,
+    })
+}
+
+fn server_entry(
+    cx: &Cx<'_>,
+    entry: &Spanned<AddrOr<RawServerEntry>>,
+    key: &str,
+) -> Result<ServerConfig, ConfigError> {
+    let (addr, weight, backup) = match entry.get_ref() {
+        AddrOr::Addr(text) => {
+            let addr = text
+                .trim()
+                .parse()
+                .map_err(|_| cx.err(entry.span(), key, invalid_addr(text)))?;
+            (addr, 1, false)
+        }
+        AddrOr::Table(t) => {
+            let addr = cx.addr(&t.addr, &format!("{key}.addr"))?;
+            let weight = cx.int(
+                t.weight.as_ref(),
+                1,
+                (1, Some(256)),
+                &format!("{key}.weight"),
+            )?;
+            (addr, weight, t.backup)
+        }
+    };
+    if addr.port() == 0 {
+        return Err(cx.err(
+            entry.span(),
+            key,
+            format!("invalid address \"{addr}\": port 0 cannot be connected to"),
+        ));
+    }
+    Ok(ServerConfig {
+        addr,
+        weight,
+        backup,
+    })
+}
+
+fn health_check(
+    cx: &Cx<'_>,
+    raw: &RawHealthCheck,
+    key: &str,
+) -> Result<HealthCheckConfig, ConfigError> {
+    let k = |field: &str| format!("{key}.{field}");
+    Ok(HealthCheckConfig {
+        path: path(cx, &raw.path, &k("path"))?,
+        interval: cx.duration(
+            raw.interval.as_ref(),
+            Duration::from_secs(2),
+            &k("interval"),
+        )?,
+        timeout: cx.duration(raw.timeout.as_ref(), Duration::from_secs(1), &k("timeout"))?,
+        rise: cx.int(raw.rise.as_ref(), 2, (1, None), &k("rise"))?,
+        fall: cx.int(raw.fall.as_ref(), 3, (1, None), &k("fall"))?,
+    })
+}
+
+fn routes(
+    cx: &Cx<'_>,
+    raw: Vec<Spanned<RawRoute>>,
+    upstreams: &[UpstreamConfig],
+) -> Result<Vec<RouteConfig>, ConfigError> {
+    if raw.is_empty() {
+        return Err(cx.err(0..0, "route", "at least one [[route]] is required"));
+    }
+    let names: HashSet<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+    let mut seen: HashMap<(Option<HostPattern>, String), usize> = HashMap::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, spanned) in raw.iter().enumerate() {
+        let r = spanned.get_ref();
+        let key = format!("route[{i}]");
+        let host = r
+            .host
+            .as_ref()
+            .map(|h| {
+                host_pattern(h.get_ref()).map_err(|m| cx.err(h.span(), &format!("{key}.host"), m))
+            })
+            .transpose()?;
+        let path = match &r.path {
+            Some(p) => path(cx, p, &format!("{key}.path"))?,
+            None => "/".to_owned(),
+        };
+        let upstream = r.upstream.get_ref();
+        if !names.contains(upstream.as_str()) {
+            return Err(cx.err(
+                r.upstream.span(),
+                &format!("{key}.upstream"),
+                format!("no upstream named \"{upstream}\""),
+            ));
+        }
+        // Point at the value that makes the route a duplicate: its path, else its host.
+        let dup_span = r
+            .path
+            .as_ref()
+            .or(r.host.as_ref())
+            .map_or_else(|| spanned.span(), Spanned::span);
+        if let Some(first) = seen.insert((host.clone(), path.clone()), i) {
+            return Err(cx.err(
+                dup_span,
+                &key,
+                format!("duplicate route: same host and path as route[{first}]"),
+            ));
+        }
+        out.push(RouteConfig {
+            host,
+            path,
+            upstream: upstream.clone(),
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,206 @@
+//! Checks of single values: addresses, durations, integer ranges, networks,
+//! path prefixes and host patterns, each error pointing at the value.
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use toml::Spanned;
+
+use super::error::ConfigError;
+use super::model::HostPattern;
+
+const ADDR_HINT: &str = "expected IP:port such as 127.0.0.1:3000";
+
+/// What every check needs to build an error.
+pub(super) struct Cx<'a> {
+    /// The whole document, to turn spans into lines and columns.
+    pub source: &'a str,
+    /// Names the file in errors.
+    pub file: &'a Path,
+}
+
+impl Cx<'_> {
+    /// An error at `span` of the document, for `key`.
+    pub fn err(&self, span: Range<usize>, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::at(self.file, self.source, span, key, message)
+    }
+
+    /// An `ip:port` address.
+    pub fn addr(&self, value: &Spanned<String>, key: &str) -> Result<SocketAddr, ConfigError> {
+        value
+            .get_ref()
+            .trim()
+            .parse()
+            .map_err(|_| self.err(value.span(), key, invalid_addr(value.get_ref())))
+    }
+
+    /// A duration string, `default` when absent; zero is rejected because every
+    /// duration in the file is a timeout or an interval.
+    pub fn duration(
+        &self,
+        value: Option<&Spanned<String>>,
+        default: Duration,
+        key: &str,
+    ) -> Result<Duration, ConfigError> {
+        let Some(value) = value else {
+            return Ok(default);
+        };
+        let text = value.get_ref().trim();
+        let d = humantime::parse_duration(text).map_err(|e| {
+            self.err(
+                value.span(),
+                key,
+                format!(
+                    "invalid duration \"{text}\": {e}; expected e.g. \"500ms\", \"2s\" or \"1m\""
+                ),
+            )
+        })?;
+        if d.is_zero() {
+            return Err(self.err(value.span(), key, "must be greater than zero"));
+        }
+        Ok(d)
+    }
+
+    /// An integer in `min..=max`, `default` when absent.
+    pub fn int<T: TryFrom<i64>>(
+        &self,
+        value: Option<&Spanned<i64>>,
+        default: T,
+        (min, max): (i64, Option<i64>),
+        key: &str,
+    ) -> Result<T, ConfigError> {
+        let Some(value) = value else {
+            return Ok(default);
+        };
+        let n = *value.get_ref();
+        let expected = match max {
+            Some(max) => format!("must be between {min} and {max}, got {n}"),
+            None => format!("must be at least {min}, got {n}"),
+        };
+        if n < min || max.is_some_and(|max| n > max) {
+            return Err(self.err(value.span(), key, expected));
+        }
+        T::try_from(n).map_err(|_| self.err(value.span(), key, format!("{n} is too large")))
+    }
+}
+
+/// The message for a string that is not an `ip:port` address.
+pub(super) fn invalid_addr(text: &str) -> String {
+    format!("invalid address \"{text}\": {ADDR_HINT}")
+}
+
+/// A network in CIDR notation, or a bare address meaning just that host.
+pub(super) fn cidr(cx: &Cx<'_>, value: &Spanned<String>, key: &str) -> Result<IpNet, ConfigError> {
+    let text = value.get_ref().trim();
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    text.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
+        cx.err(
+            value.span(),
+            key,
+            format!("invalid CIDR \"{text}\": expected a network such as 10.0.0.0/8 or an address"),
+        )
+    })
+}
+
+/// A request path prefix: starts with `/`, no query, fragment, spaces or control characters.
+pub(super) fn path(cx: &Cx<'_>, value: &Spanned<String>, key: &str) -> Result<String, ConfigError> {
+    let p = value.get_ref();
+    if !p.starts_with('/') {
+        return Err(cx.err(
+            value.span(),
+            key,
+            format!("invalid path \"{p}\": must start with /"),
+        ));
+    }
+    if let Some(c) = p
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || *c == '?' || *c == '#')
+    {
+        return Err(cx.err(
+            value.span(),
+            key,
+            format!(
+                "invalid path \"{}\": {:?} is not allowed",
+                p.escape_debug(),
+                c
+            ),
+        ));
+    }
+    Ok(p.clone())
+}
+
+/// Normalises `example.com` / `*.example.com`: lower case, no trailing dot,
+/// no port, `*` only as the whole first label.
+pub(super) fn host_pattern(text: &str) -> Result<HostPattern, String> {
+    let bad = |why: &str| format!("invalid host \"{text}\": {why}");
+    let lower = text.trim().to_ascii_lowercase();
+    let host = lower.strip_suffix('.').unwrap_or(&lower);
+    if host.contains(':') {
+        return Err(bad("a port is not allowed"));
+    }
+    let (wildcard, name) = match host.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, host),
+    };
+    if name.is_empty() {
+        return Err(bad("expected a name such as example.com or *.example.com"));
+    }
+    if name.contains('*') {
+        return Err(bad(
+            "`*` is only allowed as the whole first label, as in *.example.com",
+        ));
+    }
+    if name.len() > 253 {
+        return Err(bad("longer than 253 characters"));
+    }
+    for label in name.split('.') {
+        let ok_chars = label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if label.is_empty() || label.len() > 63 || !ok_chars {
+            return Err(bad("expected a name such as example.com or *.example.com"));
+        }
+    }
+    Ok(if wildcard {
+        HostPattern::Wildcard(format!(".{name}"))
+    } else {
+        HostPattern::Exact(name.to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_patterns_are_normalised() {
+        let exact = |s: &str| Ok(HostPattern::Exact(s.to_owned()));
+        let wild = |s: &str| Ok(HostPattern::Wildcard(s.to_owned()));
+        assert_eq!(host_pattern("Example.COM."), exact("example.com"));
+        assert_eq!(host_pattern("*.Example.com"), wild(".example.com"));
+        assert_eq!(host_pattern("localhost"), exact("localhost"));
+    }
+
+    #[test]
+    fn bad_host_patterns_are_rejected() {
+        for bad in [
+            "",
+            "*",
+            "*.",
+            "example.com:80",
+            "a.*.example.com",
+            "*example.com",
+            "**.example.com",
+            "exa mple.com",
+            "a..b",
+            "[::1]",
+        ] {
+            assert!(host_pattern(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+}
