@@ -227,3 +227,50 @@ pub async fn send(req: Request<Full<Bytes>>) -> (StatusCode, String) {
         .await
         .expect("request finished within 10 s")
 }
+
+/// A body of `chunks` chunks of `chunk` bytes each, generated as it is read.
+pub struct Generated {
+    chunk: Bytes,
+    left: usize,
+}
+
+impl Generated {
+    /// `chunks` × `chunk_size` bytes of `b'x'`.
+    pub fn new(chunks: usize, chunk_size: usize) -> Self {
+        Self {
+            chunk: Bytes::from(vec![b'x'; chunk_size]),
+            left: chunks,
+        }
+    }
+}
+
+impl hyper::body::Body for Generated {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        self.left -= 1;
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(self.chunk.clone()))))
+    }
+}
+
+/// Counts a body's bytes without keeping them.
+pub async fn count_bytes<B>(mut body: B) -> u64
+where
+    B: hyper::body::Body + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    let mut total = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.expect("body frame").into_data() {
+            total += bytes::Buf::remaining(&data) as u64;
+        }
+    }
+    total
+}
