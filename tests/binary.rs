@@ -1,0 +1,206 @@
+//! The real `weir` binary: exit codes, real signals, memory during a large upload.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+
+const WEIR: &str = env!("CARGO_BIN_EXE_weir");
+
+fn write_config(toml: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    file.write_all(toml.as_bytes()).expect("write");
+    file
+}
+
+#[test]
+fn check_accepts_a_valid_file_and_names_the_line_of_an_error() {
+    let good = Command::new(WEIR)
+        .args(["check", "-c", "config/weir.toml"])
+        .output()
+        .expect("run weir check");
+    assert_eq!(good.status.code(), Some(0));
+    let summary = String::from_utf8_lossy(&good.stdout);
+    assert!(summary.contains("express_servers"), "{summary}");
+
+    let bad = write_config("[server]\nlisten = [\"127.0.0.1:0\"]\n\n[[upstream]]\nname = \"a\"\nservers = [\"nonsense\"]\n");
+    let out = Command::new(WEIR)
+        .args(["check", "-c"])
+        .arg(bad.path())
+        .output()
+        .expect("run weir check");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let expected = format!("{}:6:", bad.path().display());
+    assert!(err.starts_with(&expected), "{err}");
+    assert!(err.contains("upstream[0].servers[0]"), "{err}");
+}
+
+#[test]
+fn usage_errors_exit_2_and_a_bad_config_exits_1() {
+    let usage = Command::new(WEIR).arg("frobnicate").output().expect("run");
+    assert_eq!(usage.status.code(), Some(2));
+    let missing = Command::new(WEIR)
+        .args(["run", "-c", "/nonexistent/weir.toml"])
+        .output()
+        .expect("run");
+    assert_eq!(missing.status.code(), Some(1));
+}
+
+/// A running `weir run` process and the lines it logs.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    addr: SocketAddr,
+}
+
+impl Running {
+    fn start(config: &std::path::Path) -> Self {
+        let mut child = Command::new(WEIR)
+            .args(["run", "-c"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start weir");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut running = Self {
+            child,
+            lines,
+            addr: "0.0.0.0:0".parse().expect("addr"),
+        };
+        let line = running.wait_for_line("listening");
+        let addr = line
+            .rsplit("listen=")
+            .next()
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        running.addr = addr;
+        running
+    }
+
+    /// The next log line containing `needle`, within 10 s.
+    fn wait_for_line(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => continue,
+                Err(_) => panic!("weir did not log {needle:?} within 10 s"),
+            }
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Peak resident memory of the process so far, in KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM")
+    }
+
+    fn wait_exit(mut self) -> Option<i32> {
+        for _ in 0..1000 {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        panic!("weir did not exit within 10 s");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn sighup_reloads_and_sigterm_exits_cleanly() {
+    let a = spawn_backend("a").await;
+    let b = spawn_backend("b").await;
+    let mut file = write_config(&one_upstream("round_robin", &[server(a.addr)], ""));
+    let weir = Running::start(file.path());
+    let url = format!("http://{}/", weir.addr);
+    assert_eq!(get(&url).await.1, "a");
+
+    let next = one_upstream("round_robin", &[server(b.addr)], "");
+    file.as_file_mut().set_len(0).expect("truncate");
+    std::fs::write(file.path(), next).expect("rewrite config");
+    weir.signal("HUP");
+    weir.wait_for_line("configuration reloaded");
+    assert_eq!(get(&url).await.1, "b");
+
+    weir.signal("TERM");
+    assert_eq!(weir.wait_exit(), Some(0));
+}
+
+#[tokio::test]
+async fn a_200_mb_upload_passes_with_flat_memory() {
+    let app = spawn_backend_with(|req: http::Request<hyper::body::Incoming>| async move {
+        let received = count_bytes(req.into_body()).await;
+        http::Response::new(full(received.to_string()))
+    })
+    .await;
+    let file = write_config(&one_upstream("round_robin", &[server(app.addr)], ""));
+    let weir = Running::start(file.path());
+    let before = weir.peak_rss_kib();
+
+    let stream = tokio::net::TcpStream::connect(weir.addr).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    const MIB: usize = 1024 * 1024;
+    let req = http::Request::post("/")
+        .header("host", "upload.test")
+        .body(Generated::new(200, MIB))
+        .expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(120), sender.send_request(req))
+        .await
+        .expect("upload within 120 s")
+        .expect("response");
+    let text = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(text, (200 * MIB).to_string());
+
+    let after = weir.peak_rss_kib();
+    eprintln!("weir peak RSS: {before} KiB before, {after} KiB after a 200 MiB upload");
+    assert!(
+        after < before + 32 * 1024,
+        "peak RSS grew from {before} KiB to {after} KiB"
+    );
+}
