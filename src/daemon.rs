@@ -50,6 +50,17 @@ pub enum ReloadError {
     Io(#[from] std::io::Error),
 }
 
+/// How many reloads have been applied and refused since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReloadCount {
+    /// Reloads that swapped in a new snapshot.
+    pub ok: u64,
+    /// Reloads that changed nothing because the file was invalid.
+    pub failed: u64,
+    /// Unix time of the last successful reload (or of the start).
+    pub last_success_unix: u64,
+}
+
 /// A running weir: its listeners and the snapshot they serve.
 #[derive(Debug)]
 pub struct Daemon {
@@ -63,6 +74,8 @@ pub struct Daemon {
     listeners: HashMap<SocketAddr, RunningListener>,
     /// Starts graceful shutdown of every connection.
     shutdown: watch::Sender<bool>,
+    /// Reload outcomes, for metrics and for tests that wait for a reload.
+    reloads: watch::Sender<ReloadCount>,
 }
 
 impl Daemon {
@@ -82,6 +95,10 @@ impl Daemon {
             ctx,
             listeners: HashMap::new(),
             shutdown,
+            reloads: watch::Sender::new(ReloadCount {
+                last_success_unix: unix_now(),
+                ..ReloadCount::default()
+            }),
         };
         for listener in &settings.listen {
             daemon
@@ -96,6 +113,9 @@ impl Daemon {
     }
 
     async fn bind(&mut self, addr: SocketAddr) -> std::io::Result<()> {
+        if self.listeners.contains_key(&addr) {
+            return Ok(());
+        }
         let running = server::listen(addr, self.ctx.clone()).await?;
         self.listeners.insert(addr, running);
         Ok(())
@@ -109,6 +129,11 @@ impl Daemon {
     /// The bound address of the listener configured as `addr`.
     pub fn local_addr_of(&self, configured: SocketAddr) -> Option<SocketAddr> {
         self.listeners.get(&configured).map(|l| l.local)
+    }
+
+    /// Reload outcomes so far; changes after every reload attempt.
+    pub fn reloads(&self) -> watch::Receiver<ReloadCount> {
+        self.reloads.subscribe()
     }
 
     /// The live snapshot holder (for the admin endpoints and tests).
@@ -126,9 +151,18 @@ impl Daemon {
                     let now = sd_notify::NotifyState::monotonic_usec_now().ok();
                     notify(&[NotifyState::Reloading].into_iter().chain(now).collect::<Vec<_>>());
                     match self.reload().await {
-                        Ok(()) => info!(config = %self.path.display(), "configuration reloaded"),
-                        Err(error) => error!(config = %self.path.display(), %error,
-                            "reload failed; the previous configuration stays in force"),
+                        Ok(()) => {
+                            info!(config = %self.path.display(), "configuration reloaded");
+                            self.reloads.send_modify(|r| {
+                                r.ok += 1;
+                                r.last_success_unix = unix_now();
+                            });
+                        }
+                        Err(error) => {
+                            error!(config = %self.path.display(), %error,
+                                "reload failed; the previous configuration stays in force");
+                            self.reloads.send_modify(|r| r.failed += 1);
+                        }
                     }
                     notify(&[NotifyState::Ready]);
                 }
@@ -213,6 +247,12 @@ fn warn_restart_needed(old: &Config, new: &Config) {
             warn!(key, "changed in the file, but takes effect only after a restart");
         }
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Tells systemd about a state change; does nothing when not under systemd.

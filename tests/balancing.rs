@@ -3,12 +3,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::Duration;
+
+use std::sync::Arc;
 
 use common::*;
-use http::Response;
 use tokio::sync::Semaphore;
-use std::sync::Arc;
 
 async fn bodies(proxy: &Proxy, n: usize) -> Vec<String> {
     let mut out = Vec::with_capacity(n);
@@ -61,20 +60,6 @@ async fn weights_are_smooth_without_bursts() {
     assert!(longest_a_run < 5, "a burst of {longest_a_run}: {got:?}");
 }
 
-/// A backend whose `/hold` requests wait until the test releases them.
-async fn holding_backend(name: &'static str, gate: Arc<Semaphore>) -> Backend {
-    spawn_backend_with(move |req| {
-        let gate = gate.clone();
-        async move {
-            if req.uri().path() == "/hold" {
-                let _permit = gate.acquire().await.expect("gate open");
-            }
-            Response::new(full(name))
-        }
-    })
-    .await
-}
-
 #[tokio::test]
 async fn least_conn_avoids_busy_servers_and_rotates_ties() {
     let gate = Arc::new(Semaphore::new(0));
@@ -110,21 +95,6 @@ async fn least_conn_avoids_busy_servers_and_rotates_ties() {
         let (status, _) = held.await.expect("held request task");
         assert_eq!(status, 200);
     }
-}
-
-async fn get_owned(url: String) -> (http::StatusCode, String) {
-    get(&url).await
-}
-
-/// Polls `cond` every 5 ms for up to 5 s.
-async fn wait_until(cond: impl Fn() -> bool) {
-    for _ in 0..1000 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("condition not reached within 5 s");
 }
 
 #[tokio::test]

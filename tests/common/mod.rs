@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
-use weir::daemon::{Control, Daemon};
+use weir::daemon::{Control, Daemon, ReloadCount};
 
 /// A body type backends can answer with.
 pub type TestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -137,6 +137,8 @@ pub struct Proxy {
     pub config: tempfile::NamedTempFile,
     /// The daemon's run loop.
     pub task: JoinHandle<()>,
+    /// Reload outcomes, to wait for a reload to finish.
+    pub reloads: tokio::sync::watch::Receiver<ReloadCount>,
 }
 
 impl Proxy {
@@ -145,14 +147,26 @@ impl Proxy {
         format!("http://{}{}", self.addr, path)
     }
 
-    /// Rewrites the config file and reloads, waiting until the reload is done.
-    pub async fn reload(&mut self, toml: &str) {
+    /// Rewrites the config file and reloads; returns once the reload was
+    /// applied (true) or refused (false).
+    pub async fn reload(&mut self, toml: &str) -> bool {
         let file = self.config.as_file_mut();
         file.set_len(0).expect("truncate");
         std::io::Seek::rewind(file).expect("rewind");
         file.write_all(toml.as_bytes()).expect("write config");
         file.flush().expect("flush");
+        let before = *self.reloads.borrow_and_update();
         self.control.send(Control::Reload).await.expect("daemon gone");
+        tokio::time::timeout(Duration::from_secs(10), self.reloads.changed())
+            .await
+            .expect("reload finished within 10 s")
+            .expect("daemon gone");
+        self.reloads.borrow().ok > before.ok
+    }
+
+    /// Asks for a graceful shutdown.
+    pub async fn shutdown(&self) {
+        self.control.send(Control::Shutdown).await.expect("daemon gone");
     }
 }
 
@@ -165,6 +179,7 @@ pub async fn spawn_proxy(toml: &str) -> Proxy {
         .await
         .expect("proxy starts");
     let addr = daemon.local_addrs()[0];
+    let reloads = daemon.reloads();
     let (control, rx) = mpsc::channel(8);
     let task = tokio::spawn(daemon.run(rx));
     Proxy {
@@ -172,6 +187,7 @@ pub async fn spawn_proxy(toml: &str) -> Proxy {
         control,
         config,
         task,
+        reloads,
     }
 }
 
@@ -273,4 +289,34 @@ where
         }
     }
     total
+}
+
+/// A backend answering `name`, whose `/hold` requests wait for a permit of `gate`.
+pub async fn holding_backend(name: &'static str, gate: Arc<tokio::sync::Semaphore>) -> Backend {
+    spawn_backend_with(move |req| {
+        let gate = gate.clone();
+        async move {
+            if req.uri().path() == "/hold" {
+                let _permit = gate.acquire().await.expect("gate open");
+            }
+            Response::new(full(name))
+        }
+    })
+    .await
+}
+
+/// [`get`] with an owned URL, for spawning.
+pub async fn get_owned(url: String) -> (StatusCode, String) {
+    get(&url).await
+}
+
+/// Polls `cond` every 5 ms for up to 5 s.
+pub async fn wait_until(cond: impl Fn() -> bool) {
+    for _ in 0..1000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("condition not reached within 5 s");
 }
