@@ -149,7 +149,12 @@ impl Daemon {
             match control {
                 Control::Reload => {
                     let now = sd_notify::NotifyState::monotonic_usec_now().ok();
-                    notify(&[NotifyState::Reloading].into_iter().chain(now).collect::<Vec<_>>());
+                    notify(
+                        &[NotifyState::Reloading]
+                            .into_iter()
+                            .chain(now)
+                            .collect::<Vec<_>>(),
+                    );
                     match self.reload().await {
                         Ok(()) => {
                             info!(config = %self.path.display(), "configuration reloaded");
@@ -235,8 +240,14 @@ fn warn_restart_needed(old: &Config, new: &Config) {
     let (o, n) = (&old.server, &new.server);
     let fixed = [
         ("server.threads", o.threads != n.threads),
-        ("server.max_connections", o.max_connections != n.max_connections),
-        ("server.header_read_timeout", o.header_read_timeout != n.header_read_timeout),
+        (
+            "server.max_connections",
+            o.max_connections != n.max_connections,
+        ),
+        (
+            "server.header_read_timeout",
+            o.header_read_timeout != n.header_read_timeout,
+        ),
         ("server.idle_timeout", o.idle_timeout != n.idle_timeout),
         ("log.level", old.log.level != new.log.level),
         ("log.format", old.log.format != new.log.format),
@@ -244,7 +255,10 @@ fn warn_restart_needed(old: &Config, new: &Config) {
     ];
     for (key, changed) in fixed {
         if changed {
-            warn!(key, "changed in the file, but takes effect only after a restart");
+            warn!(
+                key,
+                "changed in the file, but takes effect only after a restart"
+            );
         }
     }
 }

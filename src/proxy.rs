@@ -148,7 +148,9 @@ async fn forward(
                 return Ok((resp, exchange));
             }
             Ok(Err(mut error)) => {
-                if let (Some(unsent), Some(left)) = (error.take_message(), stale_left.checked_sub(1)) {
+                if let (Some(unsent), Some(left)) =
+                    (error.take_message(), stale_left.checked_sub(1))
+                {
                     // The pooled connection closed before the request went out
                     // (a keep-alive race): nothing was sent, so try again.
                     stale_left = left;
@@ -181,8 +183,7 @@ fn mark_failed(upstream: &Upstream, index: usize) {
     let cfg = &upstream.config;
     let server = &upstream.servers[index];
     // nginx never takes the only server of a pool out: there is nowhere else to go.
-    if upstream.servers.len() > 1 && server.state.record_failure(cfg.max_fails, cfg.fail_timeout)
-    {
+    if upstream.servers.len() > 1 && server.state.record_failure(cfg.max_fails, cfg.fail_timeout) {
         warn!(upstream = %cfg.name, server = %server.config.addr, reason = "max_fails reached",
             down_for = ?cfg.fail_timeout, "server down");
     }

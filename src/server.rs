@@ -81,7 +81,11 @@ pub async fn listen(addr: SocketAddr, ctx: Arc<ServeContext>) -> std::io::Result
     Ok(RunningListener { local, stop, task })
 }
 
-async fn accept_loop(listener: TcpListener, ctx: Arc<ServeContext>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<ServeContext>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut shutdown = ctx.shutdown.clone();
     loop {
         // Take a connection slot before accepting: over `max_connections`,
@@ -112,9 +116,17 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ServeContext>, mut stop: wa
     }
 }
 
-async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ServeContext>, _permit: OwnedSemaphorePermit) {
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<ServeContext>,
+    _permit: OwnedSemaphorePermit,
+) {
     let _ = stream.set_nodelay(true);
-    let info = Arc::new(ConnInfo { peer, proto: "http" });
+    let info = Arc::new(ConnInfo {
+        peer,
+        proto: "http",
+    });
     let snapshot = ctx.snapshot.clone();
     let service = service_fn(move |req| {
         let snapshot = snapshot.load_full();

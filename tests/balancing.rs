@@ -29,7 +29,11 @@ fn counts(bodies: &[String]) -> HashMap<&str, usize> {
 
 #[tokio::test]
 async fn round_robin_spreads_exactly_evenly() {
-    let (a, b, c) = (spawn_backend("a").await, spawn_backend("b").await, spawn_backend("c").await);
+    let (a, b, c) = (
+        spawn_backend("a").await,
+        spawn_backend("b").await,
+        spawn_backend("c").await,
+    );
     let servers = [server(a.addr), server(b.addr), server(c.addr)];
     let proxy = spawn_proxy(&one_upstream("round_robin", &servers, "")).await;
     let n = 20;
@@ -42,7 +46,11 @@ async fn round_robin_spreads_exactly_evenly() {
 
 #[tokio::test]
 async fn weights_are_smooth_without_bursts() {
-    let (a, b, c) = (spawn_backend("a").await, spawn_backend("b").await, spawn_backend("c").await);
+    let (a, b, c) = (
+        spawn_backend("a").await,
+        spawn_backend("b").await,
+        spawn_backend("c").await,
+    );
     let servers = [
         format!("{{ addr = \"{}\", weight = 5 }}", a.addr),
         server(b.addr),
@@ -51,7 +59,11 @@ async fn weights_are_smooth_without_bursts() {
     let proxy = spawn_proxy(&one_upstream("round_robin", &servers, "")).await;
     let got = bodies(&proxy, 7).await;
     let counts = counts(&got);
-    assert_eq!((counts["a"], counts["b"], counts["c"]), (5, 1, 1), "{got:?}");
+    assert_eq!(
+        (counts["a"], counts["b"], counts["c"]),
+        (5, 1, 1),
+        "{got:?}"
+    );
     let longest_a_run = got
         .split(|b| b != "a")
         .map(<[String]>::len)
@@ -72,7 +84,11 @@ async fn least_conn_avoids_busy_servers_and_rotates_ties() {
     // Idle pool: ties rotate over all three instead of always the first.
     let got = bodies(&proxy, 6).await;
     let counts = counts(&got);
-    assert_eq!((counts["a"], counts["b"], counts["c"]), (2, 2, 2), "{got:?}");
+    assert_eq!(
+        (counts["a"], counts["b"], counts["c"]),
+        (2, 2, 2),
+        "{got:?}"
+    );
 
     // Hold one request open on each of two servers.
     let url = proxy.url("/hold");
@@ -88,7 +104,10 @@ async fn least_conn_avoids_busy_servers_and_rotates_ties() {
 
     // Every new request goes to the one idle server.
     let got = bodies(&proxy, 5).await;
-    assert!(got.iter().all(|b| !busy.contains(&b.as_str())), "{got:?} while {busy:?} busy");
+    assert!(
+        got.iter().all(|b| !busy.contains(&b.as_str())),
+        "{got:?} while {busy:?} busy"
+    );
 
     gate.add_permits(2);
     for held in [first, second] {

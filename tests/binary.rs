@@ -176,7 +176,9 @@ async fn a_200_mb_upload_passes_with_flat_memory() {
     let weir = Running::start(file.path());
     let before = weir.peak_rss_kib();
 
-    let stream = tokio::net::TcpStream::connect(weir.addr).await.expect("connect");
+    let stream = tokio::net::TcpStream::connect(weir.addr)
+        .await
+        .expect("connect");
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await

@@ -15,7 +15,10 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 fn header<'a>(parts: &'a http::request::Parts, name: &str) -> Option<&'a str> {
-    parts.headers.get(name).map(|v| v.to_str().expect("ascii header"))
+    parts
+        .headers
+        .get(name)
+        .map(|v| v.to_str().expect("ascii header"))
 }
 
 #[tokio::test]
@@ -45,7 +48,14 @@ async fn upstream_sees_the_contract_headers_and_forged_ones_do_not_survive() {
     assert_eq!(header(&seen, "x-forwarded-proto"), Some("http"));
     assert_eq!(header(&seen, "x-forwarded-host"), Some("site.test:8080"));
     assert_eq!(header(&seen, "x-kept"), Some("yes"));
-    for gone in ["x-foo", "keep-alive", "te", "connection", "upgrade", "proxy-connection"] {
+    for gone in [
+        "x-foo",
+        "keep-alive",
+        "te",
+        "connection",
+        "upgrade",
+        "proxy-connection",
+    ] {
         assert_eq!(header(&seen, gone), None, "{gone} was forwarded");
     }
 }
@@ -68,7 +78,10 @@ async fn a_trusted_proxy_chain_is_appended_to() {
     let (status, _) = send(req).await;
     assert_eq!(status, 200);
     let seen = app.last_request();
-    assert_eq!(header(&seen, "x-forwarded-for"), Some("203.0.113.9, 127.0.0.1"));
+    assert_eq!(
+        header(&seen, "x-forwarded-for"),
+        Some("203.0.113.9, 127.0.0.1")
+    );
     assert_eq!(header(&seen, "x-real-ip"), Some("203.0.113.9"));
     assert_eq!(header(&seen, "x-forwarded-proto"), Some("https"));
 }
@@ -86,10 +99,17 @@ async fn response_hop_by_hop_headers_are_removed() {
     .await;
     let proxy = spawn_proxy(&one_upstream("round_robin", &[server(app.addr)], "")).await;
     let resp = client()
-        .request(Request::get(proxy.url("/")).body(Full::new(Bytes::new())).expect("req"))
+        .request(
+            Request::get(proxy.url("/"))
+                .body(Full::new(Bytes::new()))
+                .expect("req"),
+        )
         .await
         .expect("response");
-    assert_eq!(resp.headers().get("x-public").map(|v| v.as_bytes()), Some(&b"1"[..]));
+    assert_eq!(
+        resp.headers().get("x-public").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
     assert!(resp.headers().get("x-internal").is_none());
 }
 
@@ -100,11 +120,17 @@ async fn a_response_is_streamed_before_the_upstream_finishes_it() {
     let app = spawn_backend_with(move |_req| {
         let gate = gate.clone();
         async move {
-            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>>(4);
+            let (tx, rx) = tokio::sync::mpsc::channel::<
+                Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>,
+            >(4);
             tokio::spawn(async move {
-                let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"first;")))).await;
+                let _ = tx
+                    .send(Ok(Frame::data(Bytes::from_static(b"first;"))))
+                    .await;
                 gate.notified().await;
-                let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"second")))).await;
+                let _ = tx
+                    .send(Ok(Frame::data(Bytes::from_static(b"second"))))
+                    .await;
             });
             let stream = tokio_stream_from(rx);
             Response::new(StreamBody::new(stream).boxed())
@@ -113,7 +139,11 @@ async fn a_response_is_streamed_before_the_upstream_finishes_it() {
     .await;
     let proxy = spawn_proxy(&one_upstream("round_robin", &[server(app.addr)], "")).await;
     let resp = client()
-        .request(Request::get(proxy.url("/")).body(Full::new(Bytes::new())).expect("req"))
+        .request(
+            Request::get(proxy.url("/"))
+                .body(Full::new(Bytes::new()))
+                .expect("req"),
+        )
         .await
         .expect("response head before the body is complete");
     let mut body = resp.into_body();
@@ -185,7 +215,11 @@ async fn large_upload_and_download_pass_through_whole() {
     assert_eq!(received, (64 * MIB).to_string());
 
     let resp = client()
-        .request(Request::get(proxy.url("/download")).body(Full::new(Bytes::new())).expect("req"))
+        .request(
+            Request::get(proxy.url("/download"))
+                .body(Full::new(Bytes::new()))
+                .expect("req"),
+        )
         .await
         .expect("response");
     assert_eq!(resp.status(), 200);

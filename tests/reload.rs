@@ -18,9 +18,17 @@ async fn a_reload_storm_under_load_loses_no_request() {
         spawn_backend("d").await,
     ];
     let pools: Vec<Vec<String>> = vec![
-        vec![server(backends[0].addr), server(backends[1].addr), server(backends[2].addr)],
+        vec![
+            server(backends[0].addr),
+            server(backends[1].addr),
+            server(backends[2].addr),
+        ],
         vec![server(backends[0].addr), server(backends[1].addr)],
-        vec![server(backends[1].addr), server(backends[2].addr), server(backends[3].addr)],
+        vec![
+            server(backends[1].addr),
+            server(backends[2].addr),
+            server(backends[3].addr),
+        ],
         vec![server(backends[3].addr)],
     ];
     let mut proxy = spawn_proxy(&one_upstream("round_robin", &pools[0], "")).await;
@@ -47,11 +55,19 @@ async fn a_reload_storm_under_load_loses_no_request() {
     }
     for i in 0..60 {
         let pool = &pools[i % 3];
-        let balance = if i % 2 == 0 { "round_robin" } else { "least_conn" };
+        let balance = if i % 2 == 0 {
+            "round_robin"
+        } else {
+            "least_conn"
+        };
         assert!(proxy.reload(&one_upstream(balance, pool, "")).await);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert!(proxy.reload(&one_upstream("round_robin", &pools[3], "")).await);
+    assert!(
+        proxy
+            .reload(&one_upstream("round_robin", &pools[3], ""))
+            .await
+    );
     stop.store(true, Ordering::Relaxed);
     for client in clients {
         client.await.expect("client task");
@@ -75,7 +91,11 @@ async fn an_in_flight_request_survives_a_reload_that_removes_its_server() {
     let held = tokio::spawn(get_owned(proxy.url("/hold")));
     wait_until(|| a.hits() == 1).await;
 
-    assert!(proxy.reload(&one_upstream("round_robin", &[server(b.addr)], "")).await);
+    assert!(
+        proxy
+            .reload(&one_upstream("round_robin", &[server(b.addr)], ""))
+            .await
+    );
     assert_eq!(get(&proxy.url("/")).await.1, "b");
 
     gate.add_permits(1);
@@ -124,7 +144,11 @@ async fn an_invalid_file_changes_nothing_and_the_next_valid_one_applies() {
     assert_eq!(proxy.reloads.borrow().failed, 1);
     assert_eq!(get(&proxy.url("/")).await.1, "a");
 
-    assert!(proxy.reload(&one_upstream("round_robin", &[server(b.addr)], "")).await);
+    assert!(
+        proxy
+            .reload(&one_upstream("round_robin", &[server(b.addr)], ""))
+            .await
+    );
     assert_eq!(get(&proxy.url("/")).await.1, "b");
 }
 

@@ -50,7 +50,10 @@ async fn in_flight_requests_finish_with_connection_close_and_new_ones_are_refuse
         resp.headers().get("connection").map(|v| v.as_bytes()),
         Some(&b"close"[..])
     );
-    assert_eq!(resp.into_body().collect().await.expect("body").to_bytes(), "a");
+    assert_eq!(
+        resp.into_body().collect().await.expect("body").to_bytes(),
+        "a"
+    );
     tokio::time::timeout(Duration::from_secs(5), proxy.task)
         .await
         .expect("daemon stopped once the request finished")

@@ -46,7 +46,10 @@ async fn closed_port_is_502_then_503_once_every_server_is_out() {
     let (status, body) = get(&proxy.url("/")).await;
     assert_eq!(status, 503);
     assert_eq!(body, "503 Service Unavailable\n");
-    assert!(started.elapsed() < Duration::from_secs(1), "503 is immediate");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "503 is immediate"
+    );
 }
 
 #[tokio::test]

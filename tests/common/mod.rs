@@ -77,7 +77,9 @@ where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<TestBody>> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind backend");
     let addr = listener.local_addr().expect("local addr");
     let requests = Arc::new(Mutex::new(Vec::new()));
     let hits = Arc::new(AtomicUsize::new(0));
@@ -89,10 +91,12 @@ where
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let (handler, req_log, hit_count) = (handler.clone(), req_log.clone(), hit_count.clone());
+            let (handler, req_log, hit_count) =
+                (handler.clone(), req_log.clone(), hit_count.clone());
             connections.spawn(async move {
                 let service = service_fn(move |req: Request<Incoming>| {
-                    let (handler, req_log, hit_count) = (handler.clone(), req_log.clone(), hit_count.clone());
+                    let (handler, req_log, hit_count) =
+                        (handler.clone(), req_log.clone(), hit_count.clone());
                     async move {
                         let (parts, body) = req.into_parts();
                         req_log.lock().expect("lock").push(parts.clone());
@@ -156,7 +160,10 @@ impl Proxy {
         file.write_all(toml.as_bytes()).expect("write config");
         file.flush().expect("flush");
         let before = *self.reloads.borrow_and_update();
-        self.control.send(Control::Reload).await.expect("daemon gone");
+        self.control
+            .send(Control::Reload)
+            .await
+            .expect("daemon gone");
         tokio::time::timeout(Duration::from_secs(10), self.reloads.changed())
             .await
             .expect("reload finished within 10 s")
@@ -166,7 +173,10 @@ impl Proxy {
 
     /// Asks for a graceful shutdown.
     pub async fn shutdown(&self) {
-        self.control.send(Control::Shutdown).await.expect("daemon gone");
+        self.control
+            .send(Control::Shutdown)
+            .await
+            .expect("daemon gone");
     }
 }
 
@@ -227,7 +237,9 @@ pub fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Fu
 
 /// GETs `url`; returns the status and the body as text. Bounded by 10 s.
 pub async fn get(url: &str) -> (StatusCode, String) {
-    let req = Request::get(url).body(Full::new(Bytes::new())).expect("request");
+    let req = Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .expect("request");
     send(req).await
 }
 

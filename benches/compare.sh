@@ -1,0 +1,486 @@
+#!/usr/bin/env bash
+# Compare weir with nginx and HAProxy on this machine, fairly (see benches/README.md and
+# /work/shared/BENCHMARKING.md for the why).
+#
+#   bash benches/compare.sh [--rounds 5] [--duration 5] [--warmup 1] [--conns 64[,256,1000]]
+#                           [--threads 1[,2]] [--quick] [--proxies weir,nginx,haproxy]
+#                           [--no-install] [--no-build] [--keep]
+#
+#   --rounds N      measured rounds; each round runs every target once (default 5)
+#   --duration S    seconds per measured wrk run (default 5)
+#   --warmup S      seconds of unmeasured wrk just before each measured run (default 1)
+#   --conns LIST    wrk connections, comma-separated; one table per value (default 64)
+#   --threads LIST  proxy threads/workers, 1 and/or 2, comma-separated (default 1)
+#   --quick         3 rounds x 3 s (explicit --rounds/--duration still win)
+#   --proxies LIST  subset of weir,nginx,haproxy (default all three)
+#   --no-install    do not apt-get missing tools
+#   --no-build      use the existing target/release binaries
+#   --keep          keep the temp dir (configs, logs, raw wrk output, results.tsv)
+#
+# It installs wrk/nginx/haproxy with apt-get when missing, builds weir and
+# examples/bench_backend in release, starts three one-thread backends and the proxies on
+# 127.0.0.1 (free high ports), runs them interleaved round by round with taskset pinning,
+# reads utime+stime from /proc/PID/stat around every run, and prints markdown tables.
+# Everything it starts is stopped on exit.
+set -euo pipefail
+
+CMDLINE="bash benches/compare.sh${*:+ $*}"
+ROUNDS="" DURATION="" WARMUP=1 CONNS_LIST=64 THREADS_LIST=1 QUICK=0
+PROXIES="weir,nginx,haproxy" INSTALL=1 BUILD=1 KEEP=0
+
+die() { echo "compare.sh: $*" >&2; exit 1; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+
+while (($#)); do
+    case "$1" in
+        --rounds) ROUNDS="${2:?}"; shift 2 ;;
+        --duration) DURATION="${2:?}"; shift 2 ;;
+        --warmup) WARMUP="${2:?}"; shift 2 ;;
+        --conns) CONNS_LIST="${2:?}"; shift 2 ;;
+        --threads) THREADS_LIST="${2:?}"; shift 2 ;;
+        --proxies) PROXIES="${2:?}"; shift 2 ;;
+        --quick) QUICK=1; shift ;;
+        --no-install) INSTALL=0; shift ;;
+        --no-build) BUILD=0; shift ;;
+        --keep) KEEP=1; shift ;;
+        -h|--help) usage 0 ;;
+        *) echo "unknown option: $1" >&2; usage 2 ;;
+    esac
+done
+if ((QUICK)); then ROUNDS="${ROUNDS:-3}"; DURATION="${DURATION:-3}"; fi
+ROUNDS="${ROUNDS:-5}"; DURATION="${DURATION:-5}"
+IFS=, read -ra CONNS_ARR <<<"$CONNS_LIST"
+IFS=, read -ra THREADS_ARR <<<"$THREADS_LIST"
+IFS=, read -ra PROXY_ARR <<<"$PROXIES"
+for n in "$ROUNDS" "$DURATION" "$WARMUP" "${CONNS_ARR[@]}"; do
+    [[ "$n" =~ ^[0-9]+$ && "$n" -gt 0 ]] || die "not a positive integer: $n"
+done
+for t in "${THREADS_ARR[@]}"; do [[ "$t" == 1 || "$t" == 2 ]] || die "--threads takes 1 and/or 2"; done
+for p in "${PROXY_ARR[@]}"; do [[ "$p" =~ ^(weir|nginx|haproxy)$ ]] || die "unknown proxy: $p"; done
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+WEIR="$TARGET_DIR/release/weir"
+BACKEND="$TARGET_DIR/release/examples/bench_backend"
+
+# ---------------------------------------------------------------- tools and build
+missing=()
+for tool in wrk nginx haproxy taskset curl ss; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+    ((INSTALL)) || die "missing tools: ${missing[*]} (run without --no-install)"
+    pkgs=()
+    for tool in "${missing[@]}"; do
+        case "$tool" in taskset) pkgs+=(util-linux) ;; ss) pkgs+=(iproute2) ;; *) pkgs+=("$tool") ;; esac
+    done
+    SUDO=""; [[ $EUID -eq 0 ]] || SUDO="sudo"
+    echo "installing: ${pkgs[*]}" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${pkgs[@]}" >&2
+fi
+# Debian starts the packaged services; they listen on :80 but are otherwise harmless.
+NGINX_BIN="$(command -v nginx || echo /usr/sbin/nginx)"
+HAPROXY_BIN="$(command -v haproxy || echo /usr/sbin/haproxy)"
+
+if ((BUILD)); then
+    echo "building weir and bench_backend (release)..." >&2
+    cargo build --release --quiet --bin weir --example bench_backend >&2
+fi
+[[ -x "$WEIR" && -x "$BACKEND" ]] || die "missing $WEIR or $BACKEND (build them, or drop --no-build)"
+
+# ---------------------------------------------------------------- process bookkeeping
+T="$(mktemp -d /tmp/weir-bench.XXXXXX)"
+declare -a ALL_PIDS=()
+cleanup() {
+    local p
+    for p in "${ALL_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        local alive=0
+        for p in "${ALL_PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        ((alive)) || break
+        sleep 0.2
+    done
+    for p in "${ALL_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    if ((KEEP)); then echo "kept: $T" >&2; else rm -rf "$T"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || ulimit -n 65536 2>/dev/null || true
+
+USED_PORTS=" "
+pick_port() { # sets REPLY to a free 127.0.0.1 port
+    local p
+    for _ in $(seq 200); do
+        p=$((20000 + RANDOM % 40000))
+        [[ "$USED_PORTS" == *" $p "* ]] && continue
+        if [[ -z "$(ss -Htan "( sport = :$p )" 2>/dev/null)" ]]; then
+            USED_PORTS+="$p "; REPLY=$p; return 0
+        fi
+    done
+    die "no free port found"
+}
+wait_port() { # wait_port PORT PID: until something accepts on 127.0.0.1:PORT
+    for _ in $(seq 200); do
+        kill -0 "$2" 2>/dev/null || return 1
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    return 1
+}
+CLK_TCK="$(getconf CLK_TCK)"
+cpu_ticks() { # cpu_ticks PID...: utime+stime summed (whole thread group per PID)
+    local total=0 p s
+    local -a f
+    for p in "$@"; do
+        s="$(cat "/proc/$p/stat" 2>/dev/null)" || continue
+        s="${s##*) }"            # the command name may contain spaces and parens
+        read -ra f <<<"$s"       # f[0] is field 3 (state): utime is field 14, stime 15
+        total=$((total + f[11] + f[12]))
+    done
+    echo "$total"
+}
+
+# ---------------------------------------------------------------- pinning
+NPROC="$(nproc)"
+if ((NPROC >= 2)); then
+    WRK_CPUS=1 BACKEND_CPUS=0
+else
+    WRK_CPUS=0 BACKEND_CPUS=0
+    echo "warning: one CPU only; nothing can be pinned apart, figures are not comparable" >&2
+fi
+proxy_cpus() { # proxy_cpus THREADS
+    if (($1 == 1 || NPROC < 2)); then echo 0; else echo 0,1; fi
+}
+pinning_note() {
+    if (($1 == 1)); then
+        echo "wrk alone on cpu$WRK_CPUS; the three backends and the one-thread proxy on cpu$BACKEND_CPUS"
+    else
+        echo "wrk on cpu$WRK_CPUS; backends on cpu$BACKEND_CPUS; the two-thread proxy may use cpu0+cpu1" \
+            "(a 2-core machine has no third core: the proxy shares cpu1 with wrk and cpu0 with the" \
+            "backends, so compare proxies by the CPU ratio and by their 1->2 scaling, not absolute req/s)"
+    fi
+}
+
+# ---------------------------------------------------------------- backends
+cat >"$T/report.lua" <<'LUA'
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("WRKRESULT %d %d %.1f %.1f %d %d %d %d %d\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.connect, e.read, e.write, e.status, e.timeout))
+end
+LUA
+
+declare -a BACKEND_PORTS=() BACKEND_PIDS=()
+for i in 1 2 3; do
+    pick_port; port=$REPLY
+    taskset -c "$BACKEND_CPUS" "$BACKEND" "$port" >"$T/backend$i.log" 2>&1 &
+    pid=$!; ALL_PIDS+=("$pid"); BACKEND_PORTS+=("$port"); BACKEND_PIDS+=("$pid")
+done
+for i in 0 1 2; do
+    wait_port "${BACKEND_PORTS[$i]}" "${BACKEND_PIDS[$i]}" ||
+        die "backend on ${BACKEND_PORTS[$i]} did not start: $(cat "$T/backend$((i + 1)).log")"
+done
+
+# ---------------------------------------------------------------- proxies
+declare -A PORT=() PIDS=()
+
+write_configs() { # write_configs THREADS CONNS
+    local threads=$1 conns=$2 b
+    local wc=$((conns * 4 + 1024))
+    pick_port; PORT[weir]=$REPLY
+    pick_port; PORT[nginx]=$REPLY
+    pick_port; PORT[haproxy]=$REPLY
+
+    {
+        echo "[server]"
+        echo "listen = [\"127.0.0.1:${PORT[weir]}\"]"
+        echo "threads = $threads"
+        echo "max_connections = $wc"
+        echo
+        echo "[log]"
+        echo "level = \"warn\""
+        echo "access = \"off\""
+        echo
+        echo "[[upstream]]"
+        echo "name = \"bench\""
+        echo "balance = \"round_robin\""
+        echo "servers = [\"127.0.0.1:${BACKEND_PORTS[0]}\", \"127.0.0.1:${BACKEND_PORTS[1]}\", \"127.0.0.1:${BACKEND_PORTS[2]}\"]"
+        echo "keepalive = $conns               # idle pooled connections per server, >= client concurrency"
+        echo
+        echo "[[route]]"
+        echo "path = \"/\""
+        echo "upstream = \"bench\""
+    } >"$T/weir.toml"
+
+    mkdir -p "$T/nginx/logs" "$T/nginx/tmp"
+    {
+        [[ $EUID -eq 0 ]] && echo "user root;"
+        echo "worker_processes $threads;"
+        echo "worker_rlimit_nofile $((wc * 2));"
+        echo "daemon off;"
+        echo "pid $T/nginx/nginx.pid;"
+        echo "error_log $T/nginx/logs/error.log warn;"
+        echo "events { worker_connections $wc; }"
+        echo "http {"
+        echo "    access_log off;"
+        echo "    keepalive_requests 1000000000;   # no client reconnect churn (default 1000)"
+        echo "    client_body_temp_path $T/nginx/tmp/body;"
+        echo "    proxy_temp_path $T/nginx/tmp/proxy;"
+        echo "    fastcgi_temp_path $T/nginx/tmp/fastcgi;"
+        echo "    uwsgi_temp_path $T/nginx/tmp/uwsgi;"
+        echo "    scgi_temp_path $T/nginx/tmp/scgi;"
+        echo "    upstream bench {"
+        for b in "${BACKEND_PORTS[@]}"; do echo "        server 127.0.0.1:$b;"; done
+        echo "        keepalive $conns;                # idle upstream connections per worker, >= concurrency"
+        echo "        keepalive_requests 1000000000;"
+        echo "    }"
+        echo "    server {"
+        echo "        listen 127.0.0.1:${PORT[nginx]} backlog=4096;"
+        echo "        location / {"
+        echo "            proxy_pass http://bench;"
+        echo "            proxy_http_version 1.1;"
+        echo "            proxy_set_header Connection \"\";"
+        echo "            proxy_set_header Host \$http_host;"
+        echo "            proxy_set_header X-Real-IP \$remote_addr;"
+        echo "            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;"
+        echo "            proxy_set_header X-Forwarded-Proto \$scheme;"
+        echo "            proxy_set_header X-Forwarded-Host \$http_host;"
+        echo "        }"
+        echo "    }"
+        echo "}"
+    } >"$T/nginx.conf"
+
+    {
+        echo "global"
+        echo "    nbthread $threads"
+        echo "    maxconn $wc"
+        echo "defaults"
+        echo "    mode http"
+        echo "    timeout connect 2s"
+        echo "    timeout client 60s"
+        echo "    timeout server 60s"
+        echo "    timeout http-keep-alive 60s"
+        echo "    option http-keep-alive"
+        echo "    option forwardfor"
+        echo "    http-reuse always"
+        echo "frontend fe"
+        echo "    bind 127.0.0.1:${PORT[haproxy]}"
+        echo "    http-request set-header X-Real-IP %[src]"
+        echo "    http-request set-header X-Forwarded-Proto http"
+        echo "    http-request set-header X-Forwarded-Host %[req.hdr(host)]"
+        echo "    default_backend be"
+        echo "backend be"
+        echo "    balance roundrobin"
+        for i in 0 1 2; do echo "    server s$((i + 1)) 127.0.0.1:${BACKEND_PORTS[$i]}"; done
+    } >"$T/haproxy.cfg"
+}
+
+start_proxy() { # start_proxy NAME THREADS
+    local name=$1 cpus pid code body_len
+    cpus="$(proxy_cpus "$2")"
+    case "$name" in
+        weir) taskset -c "$cpus" "$WEIR" run -c "$T/weir.toml" >"$T/weir.log" 2>&1 & ;;
+        nginx) taskset -c "$cpus" "$NGINX_BIN" -p "$T/nginx" -c "$T/nginx.conf" -e "$T/nginx/logs/error.log" \
+            >"$T/nginx.log" 2>&1 & ;;
+        haproxy) taskset -c "$cpus" "$HAPROXY_BIN" -db -f "$T/haproxy.cfg" >"$T/haproxy.log" 2>&1 & ;;
+    esac
+    pid=$!; ALL_PIDS+=("$pid")
+    if ! wait_port "${PORT[$name]}" "$pid"; then
+        cat "$T/$name.log" "$T/nginx/logs/error.log" 2>/dev/null | tail -20 >&2
+        die "$name did not start"
+    fi
+    PIDS[$name]="$pid"
+    if [[ $name == nginx ]]; then # master + workers
+        local workers=""
+        for _ in $(seq 100); do
+            workers="$(pgrep -P "$pid" | tr '\n' ' ')"
+            (($(wc -w <<<"$workers") >= $2)) && break
+            sleep 0.05
+        done
+        PIDS[$name]="$pid $workers"
+    fi
+    # sanity: 200 and the backend's 94-byte body through the proxy
+    code="$(curl -s -o "$T/sanity.body" -w '%{http_code}' "http://127.0.0.1:${PORT[$name]}/" || true)"
+    body_len="$(wc -c <"$T/sanity.body" 2>/dev/null || echo 0)"
+    if [[ "$code" != 200 || "$body_len" != 94 ]]; then
+        echo "WARNING: $name sanity request got status $code, ${body_len}-byte body (want 200, 94)" >&2
+    fi
+}
+
+stop_proxies() {
+    local name p
+    for name in "${!PIDS[@]}"; do
+        for p in ${PIDS[$name]}; do kill -TERM "$p" 2>/dev/null || true; done
+    done
+    for name in "${!PIDS[@]}"; do
+        for _ in $(seq 50); do
+            local alive=0
+            for p in ${PIDS[$name]}; do kill -0 "$p" 2>/dev/null && alive=1; done
+            ((alive)) || break
+            sleep 0.1
+        done
+        for p in ${PIDS[$name]}; do kill -KILL "$p" 2>/dev/null || true; done
+    done
+    PIDS=()
+}
+
+# ---------------------------------------------------------------- runs
+RESULTS="$T/results.tsv"
+: >"$RESULTS"
+mkdir -p "$T/runs"
+
+# run_target VARIANT ROUND NAME PORT CONNS PROXY_PIDS...
+run_target() {
+    local variant=$1 round=$2 name=$3 port=$4 conns=$5
+    shift 5
+    local -a ppids=("$@")
+    local out="$T/runs/$variant.r$round.$name.txt"
+    taskset -c "$WRK_CPUS" wrk -t1 -c"$conns" -d"${WARMUP}s" "http://127.0.0.1:$port/" >/dev/null 2>&1 || true
+    local b0 p0 b1 p1
+    b0="$(cpu_ticks "${BACKEND_PIDS[@]}")"
+    p0="$(cpu_ticks "${ppids[@]}")"
+    taskset -c "$WRK_CPUS" wrk -t1 -c"$conns" -d"${DURATION}s" --latency -s "$T/report.lua" \
+        "http://127.0.0.1:$port/" >"$out" 2>&1 || true
+    b1="$(cpu_ticks "${BACKEND_PIDS[@]}")"
+    p1="$(cpu_ticks "${ppids[@]}")"
+    local p
+    for p in "${ppids[@]}" "${BACKEND_PIDS[@]}"; do
+        if ! kill -0 "$p" 2>/dev/null; then
+            tail -20 "$T/$name.log" >&2 2>/dev/null || true
+            die "$name (or a backend) died during round $round of $variant; wrk said: $(tail -5 "$out")"
+        fi
+    done
+    local line
+    line="$(grep '^WRKRESULT ' "$out" | tail -1)" || die "no wrk result for $name; wrk said: $(cat "$out")"
+    # requests duration_us p50_us p99_us connect read write status timeout
+    read -r _ req dur p50 p99 ec er ew es et <<<"$line"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$variant" "$round" "$name" \
+        "$(awk -v r="$req" -v d="$dur" 'BEGIN { printf "%.1f", r / (d / 1e6) }')" \
+        "$p50" "$p99" "$req" "$((p1 - p0))" "$((b1 - b0))" "$es" "$((ec + er + ew + et))" >>"$RESULTS"
+    printf '  round %d %-8s %8.0f req/s  p99 %6.0f us  errors %d/%d\n' "$round" "$name" \
+        "$(awk -v r="$req" -v d="$dur" 'BEGIN { printf "%.1f", r / (d / 1e6) }')" "$p99" \
+        "$es" "$((ec + er + ew + et))" >&2
+}
+
+# stats: numbers on stdin -> "median min max"
+stats() {
+    sort -g | awk '{ a[NR] = $1 } END {
+        if (NR == 0) { print "nan nan nan"; exit }
+        m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
+        print m, a[1], a[NR] }'
+}
+# col VARIANT NAME EXPR: one awk expression per matching row ($4 rps, $5 p50, $6 p99,
+# $7 requests, $8 proxy ticks, $9 backend ticks, $10 non-2xx, $11 socket errors)
+col() {
+    awk -F'\t' -v v="$1" -v n="$2" -v tck="$CLK_TCK" '$1 == v && $3 == n { print '"$3"' }' "$RESULTS"
+}
+# ratio VARIANT A B EXPR: per-round EXPR(A) / EXPR(B)
+ratio() {
+    awk -F'\t' -v v="$1" -v a="$2" -v b="$3" -v tck="$CLK_TCK" '
+        $1 == v && ($3 == a || $3 == b) { x[$3, $2] = '"$4"'; r[$2] = 1 }
+        END { for (k in r) if (((a, k) in x) && ((b, k) in x) && x[b, k] > 0) print x[a, k] / x[b, k] }' "$RESULTS"
+}
+
+PROXY_CPU_US='($8 * 1e6 / tck) / $7'
+BACKEND_CPU_US='($9 * 1e6 / tck) / $7'
+CPU_RATIO='($9 > 0 ? $8 / $9 : 0)'
+
+report_variant() { # report_variant VARIANT THREADS CONNS
+    local v=$1 threads=$2 conns=$3 name label
+    echo
+    echo "### ${threads} thread(s)/worker(s), wrk -t1 -c$conns -d${DURATION}s, $ROUNDS rounds (+${WARMUP}s warm-up each)"
+    echo "pinning: $(pinning_note "$threads")"
+    echo
+    echo "| target | req/s median (min-max) | p50 ms | p99 ms | proxy CPU us/req | backend CPU us/req | proxy/backend CPU median (min-max) | non-2xx | socket errors |"
+    echo "|---|---|---|---|---|---|---|---|---|"
+    for name in direct "${PROXY_ARR[@]}"; do
+        [[ -n "$(col "$v" "$name" '$4')" ]] || continue
+        local rps p50 p99 pcpu bcpu cr e2 es
+        read -r rps_m rps_lo rps_hi <<<"$(col "$v" "$name" '$4' | stats)"
+        rps="$(printf '%.0f (%.0f-%.0f)' "$rps_m" "$rps_lo" "$rps_hi")"
+        p50="$(col "$v" "$name" '$5 / 1000' | stats | awk '{ printf "%.2f", $1 }')"
+        p99="$(col "$v" "$name" '$6 / 1000' | stats | awk '{ printf "%.2f", $1 }')"
+        bcpu="$(col "$v" "$name" "$BACKEND_CPU_US" | stats | awk '{ printf "%.2f", $1 }')"
+        e2="$(col "$v" "$name" '$10' | awk '{ s += $1 } END { print s + 0 }')"
+        es="$(col "$v" "$name" '$11' | awk '{ s += $1 } END { print s + 0 }')"
+        if [[ $name == direct ]]; then
+            label="direct to one backend (ceiling)"; pcpu="-"; cr="-"
+        else
+            label="$name"
+            pcpu="$(col "$v" "$name" "$PROXY_CPU_US" | stats | awk '{ printf "%.2f", $1 }')"
+            cr="$(col "$v" "$name" "$CPU_RATIO" | stats | awk '{ printf "%.2f (%.2f-%.2f)", $1, $2, $3 }')"
+        fi
+        echo "| $label | $rps | $p50 | $p99 | $pcpu | $bcpu | $cr | $e2 | $es |"
+    done
+    if [[ ",$PROXIES," == *",weir,"* ]]; then
+        local other
+        for other in nginx haproxy; do
+            [[ ",$PROXIES," == *",$other,"* ]] || continue
+            local rr cpu_r p99_r
+            rr="$(ratio "$v" weir "$other" '$4' | stats | awk '{ printf "%.2f (%.2f-%.2f)", $1, $2, $3 }')"
+            cpu_r="$(ratio "$v" weir "$other" "$CPU_RATIO" | stats | awk '{ printf "%.2f (%.2f-%.2f)", $1, $2, $3 }')"
+            p99_r="$(ratio "$v" weir "$other" '$6' | stats | awk '{ printf "%.2f (%.2f-%.2f)", $1, $2, $3 }')"
+            echo
+            echo "weir / $other, per-round ratios, median (min-max): req/s $rr | proxy/backend CPU $cpu_r | p99 $p99_r"
+        done
+    fi
+}
+
+# ---------------------------------------------------------------- header
+ver_wrk="$(wrk --version 2>&1 | head -1 | awk '{ print $2 }')" || true
+ver_nginx="$("$NGINX_BIN" -v 2>&1 | sed 's/.*nginx\///')" || true
+ver_haproxy="$("$HAPROXY_BIN" -v 2>&1 | head -1 | awk '{ print $3 }')" || true
+ver_weir="$("$WEIR" --version 2>&1 | head -1)" || true
+rev="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
+dirty="$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null | head -1)"
+[[ -n "$dirty" ]] && rev+="+dirty"
+echo "## weir comparison"
+echo "command: $CMDLINE"
+echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC') | nproc: $NPROC | kernel: $(uname -r) | loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "versions: $ver_weir (git $rev) | nginx $ver_nginx | HAProxy $ver_haproxy | wrk $ver_wrk | $(rustc --version 2>/dev/null || echo 'rustc ?')"
+echo "backends: 3 x examples/bench_backend (hyper, current-thread tokio, 94-byte body) on cpu$BACKEND_CPUS"
+
+declare -a VARIANTS=()
+for threads in "${THREADS_ARR[@]}"; do
+    for conns in "${CONNS_ARR[@]}"; do
+        v="t${threads}c${conns}"
+        VARIANTS+=("$v:$threads:$conns")
+        echo "running $v: $(pinning_note "$threads")" >&2
+        write_configs "$threads" "$conns"
+        for name in "${PROXY_ARR[@]}"; do start_proxy "$name" "$threads"; done
+        sleep 0.5
+        for round in $(seq "$ROUNDS"); do
+            run_target "$v" "$round" direct "${BACKEND_PORTS[0]}" "$conns" "${BACKEND_PIDS[0]}"
+            for name in "${PROXY_ARR[@]}"; do
+                # shellcheck disable=SC2086 # PIDS holds a space-separated list
+                run_target "$v" "$round" "$name" "${PORT[$name]}" "$conns" ${PIDS[$name]}
+            done
+        done
+        for name in "${PROXY_ARR[@]}"; do
+            if [[ -s "$T/$name.log" ]] && grep -qiE 'error|warn|panic' "$T/$name.log"; then
+                echo "note: $name logged during $v:" >&2
+                grep -iE 'error|warn|panic' "$T/$name.log" | sort | uniq -c | sort -rn | head -5 >&2
+            fi
+        done
+        stop_proxies
+        report_variant "$v" "$threads" "$conns"
+    done
+done
+
+# 1 -> 2 threads scaling, when both were run
+if [[ " ${THREADS_ARR[*]} " == *" 1 "* && " ${THREADS_ARR[*]} " == *" 2 "* ]]; then
+    echo
+    echo "### scaling, 1 -> 2 threads/workers (median req/s with 2 / median req/s with 1)"
+    for conns in "${CONNS_ARR[@]}"; do
+        line="-c$conns:"
+        for name in "${PROXY_ARR[@]}"; do
+            a="$(col "t1c$conns" "$name" '$4' | stats | cut -d' ' -f1)"
+            b="$(col "t2c$conns" "$name" '$4' | stats | cut -d' ' -f1)"
+            line+=" $name $(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2fx", (a > 0 ? b / a : 0) }')"
+        done
+        echo "$line"
+    done
+fi
