@@ -3,6 +3,10 @@
 //! Picking "the first idle server in list order" would send every request of a
 //! quiet period to the first server; instead each pick starts its scan one
 //! server further on, and the first minimum found from there wins.
+//!
+//! A pick reads every server of the group, as nginx's does: a few ns per server.
+//! Two concurrent picks may both choose the same idle server before either one's
+//! in-flight count rises; that is inherent to reading live counts and evens out.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -1,0 +1,86 @@
+//! Server selection cost per pick, for each algorithm, with 3 and 1,000 servers.
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use weir::balance::{Candidate, Selector};
+use weir::config::Balance;
+
+/// Runtime state shaped like the daemon's: atomics read at pick time.
+struct Server {
+    weight: u32,
+    usable: AtomicBool,
+    in_flight: AtomicU64,
+}
+
+impl Candidate for Server {
+    fn weight(&self) -> u32 {
+        self.weight
+    }
+    fn usable(&self) -> bool {
+        self.usable.load(Ordering::Relaxed)
+    }
+    fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+fn servers(n: usize, weighted: bool) -> Vec<Server> {
+    (0..n)
+        .map(|i| Server {
+            weight: if weighted { (i % 256) as u32 + 1 } else { 1 },
+            usable: AtomicBool::new(true),
+            in_flight: AtomicU64::new((i % 7) as u64),
+        })
+        .collect()
+}
+
+fn config(servers: &[Server]) -> Vec<(u32, bool)> {
+    servers.iter().map(|s| (s.weight, false)).collect()
+}
+
+fn select(c: &mut Criterion) {
+    let mut group = c.benchmark_group("select");
+    for (name, balance) in [
+        ("round_robin", Balance::RoundRobin),
+        ("least_conn", Balance::LeastConn),
+    ] {
+        for n in [3, 1000] {
+            for weighted in [false, true] {
+                let servers = servers(n, weighted);
+                let selector = Selector::new(balance, &config(&servers));
+                let label = if weighted { "weighted" } else { "equal" };
+                group.bench_function(BenchmarkId::new(format!("{name}/{label}"), n), |b| {
+                    b.iter(|| selector.select(black_box(&servers)))
+                });
+            }
+        }
+        // Half the servers down: round robin must skip their slots.
+        let servers = servers(1000, true);
+        for s in servers.iter().step_by(2) {
+            s.usable.store(false, Ordering::Relaxed);
+        }
+        let selector = Selector::new(balance, &config(&servers));
+        group.bench_function(BenchmarkId::new(format!("{name}/half_down"), 1000), |b| {
+            b.iter(|| selector.select(black_box(&servers)))
+        });
+    }
+    group.finish();
+}
+
+/// Building a round-robin schedule: paid once per upstream on each reload.
+fn build(c: &mut Criterion) {
+    let mut group = c.benchmark_group("new_round_robin");
+    group.sample_size(10);
+    for (label, weighted) in [("equal", false), ("weighted", true)] {
+        let config = config(&servers(1000, weighted));
+        group.bench_function(BenchmarkId::new(label, 1000), |b| {
+            b.iter(|| Selector::new(Balance::RoundRobin, black_box(&config)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, select, build);
+criterion_main!(benches);
