@@ -61,10 +61,15 @@ struct Running {
 
 impl Running {
     fn start(config: &std::path::Path) -> Self {
+        Self::start_with(config, &[])
+    }
+
+    fn start_with(config: &std::path::Path, env: &[(&str, &std::ffi::OsStr)]) -> Self {
         let mut child = Command::new(WEIR)
             .args(["run", "-c"])
             .arg(config)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -150,7 +155,20 @@ async fn sighup_reloads_and_sigterm_exits_cleanly() {
     let a = spawn_backend("a").await;
     let b = spawn_backend("b").await;
     let mut file = write_config(&one_upstream("round_robin", &[server(a.addr)], ""));
-    let weir = Running::start(file.path());
+    // Stand in for systemd: weir reports its state on NOTIFY_SOCKET.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("bind notify socket");
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let weir = Running::start_with(file.path(), &[("NOTIFY_SOCKET", socket_path.as_os_str())]);
+    let next_notification = || {
+        let mut buf = [0u8; 512];
+        let n = notify.recv(&mut buf).expect("a notification within 10 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(next_notification(), "READY=1\n");
     let url = format!("http://{}/", weir.addr);
     assert_eq!(get(&url).await.1, "a");
 
@@ -159,10 +177,17 @@ async fn sighup_reloads_and_sigterm_exits_cleanly() {
     std::fs::write(file.path(), next).expect("rewrite config");
     weir.signal("HUP");
     weir.wait_for_line("configuration reloaded");
+    let reloading = next_notification();
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading:?}"
+    );
+    assert_eq!(next_notification(), "READY=1\n");
     assert_eq!(get(&url).await.1, "b");
 
     weir.signal("TERM");
     assert_eq!(weir.wait_exit(), Some(0));
+    assert_eq!(next_notification(), "STOPPING=1\n");
 }
 
 #[tokio::test]

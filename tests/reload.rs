@@ -39,12 +39,14 @@ async fn a_reload_storm_under_load_loses_no_request() {
     for _ in 0..4 {
         let (url, stop, ok, failed) = (proxy.url("/"), stop.clone(), ok.clone(), failed.clone());
         clients.push(tokio::spawn(async move {
+            // One keep-alive client per task: its connections live across reloads.
+            let client = client();
             // Bounded: stops when told, or after 100k requests at most.
             for _ in 0..100_000 {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let (status, _) = get(&url).await;
+                let (status, _) = get_with(&client, &url).await;
                 if status == 200 {
                     ok.fetch_add(1, Ordering::Relaxed);
                 } else {
@@ -171,4 +173,21 @@ async fn listeners_follow_the_file() {
         "the removed listener still accepts"
     );
     assert_eq!(get(&proxy.url("/")).await.1, "a");
+}
+
+#[tokio::test]
+async fn a_removed_server_loses_its_idle_pooled_connections() {
+    let a = spawn_backend("a").await;
+    let b = spawn_backend("b").await;
+    let mut proxy = spawn_proxy(&one_upstream("round_robin", &[server(a.addr)], "")).await;
+    assert_eq!(get(&proxy.url("/")).await.1, "a");
+    wait_until(|| a.open.load(Ordering::SeqCst) == 1).await;
+
+    assert!(
+        proxy
+            .reload(&one_upstream("round_robin", &[server(b.addr)], ""))
+            .await
+    );
+    assert_eq!(get(&proxy.url("/")).await.1, "b");
+    wait_until(|| a.open.load(Ordering::SeqCst) == 0).await;
 }

@@ -40,6 +40,8 @@ pub struct Backend {
     pub requests: Arc<Mutex<Vec<http::request::Parts>>>,
     /// Request count.
     pub hits: Arc<AtomicUsize>,
+    /// Connections currently open to it.
+    pub open: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -83,7 +85,8 @@ where
     let addr = listener.local_addr().expect("local addr");
     let requests = Arc::new(Mutex::new(Vec::new()));
     let hits = Arc::new(AtomicUsize::new(0));
-    let (req_log, hit_count) = (requests.clone(), hits.clone());
+    let open = Arc::new(AtomicUsize::new(0));
+    let (req_log, hit_count, open_count) = (requests.clone(), hits.clone(), open.clone());
     let task = tokio::spawn(async move {
         // Connections live in the set, so aborting the accept task cuts them too.
         let mut connections = JoinSet::new();
@@ -93,6 +96,8 @@ where
             };
             let (handler, req_log, hit_count) =
                 (handler.clone(), req_log.clone(), hit_count.clone());
+            let open_count = open_count.clone();
+            open_count.fetch_add(1, Ordering::SeqCst);
             connections.spawn(async move {
                 let service = service_fn(move |req: Request<Incoming>| {
                     let (handler, req_log, hit_count) =
@@ -108,6 +113,7 @@ where
                     .serve_connection(TokioIo::new(stream), service)
                     .with_upgrades()
                     .await;
+                open_count.fetch_sub(1, Ordering::SeqCst);
             });
             while connections.try_join_next().is_some() {}
         }
@@ -116,6 +122,7 @@ where
         addr,
         requests,
         hits,
+        open,
         task,
     }
 }
@@ -231,7 +238,7 @@ pub fn server(addr: SocketAddr) -> String {
 }
 
 /// A pooled HTTP/1.1 client.
-pub fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+pub fn client() -> TestClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
@@ -245,8 +252,24 @@ pub async fn get(url: &str) -> (StatusCode, String) {
 
 /// Sends `req`, returns the status and body text. Bounded by 10 s.
 pub async fn send(req: Request<Full<Bytes>>) -> (StatusCode, String) {
+    send_with(&client(), req).await
+}
+
+/// A pooled client as [`client`] returns.
+pub type TestClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+/// GETs `url` on `client` (reusing its keep-alive connections).
+pub async fn get_with(client: &TestClient, url: &str) -> (StatusCode, String) {
+    let req = Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    send_with(client, req).await
+}
+
+/// Sends `req` on `client`; returns the status and body text. Bounded by 10 s.
+pub async fn send_with(client: &TestClient, req: Request<Full<Bytes>>) -> (StatusCode, String) {
     let fut = async {
-        let resp = client().request(req).await.expect("request through proxy");
+        let resp = client.request(req).await.expect("request through proxy");
         let status = resp.status();
         let body = resp.into_body().collect().await.expect("body").to_bytes();
         (status, String::from_utf8_lossy(&body).into_owned())
