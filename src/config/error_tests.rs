@@ -425,3 +425,42 @@ fn syntax_error() {
     );
     fails("[server]\nlisten = = 3\n", 2, "server.listen", "");
 }
+
+#[test]
+fn bad_sizes_statuses_and_optional_timeouts() {
+    let listen = "listen = [\"127.0.0.1:8080\"]\nmax_body_size = \"10 parsecs\"";
+    fails(
+        &doc(listen, UP, ROUTE),
+        3,
+        "server.max_body_size",
+        "positive size",
+    );
+    let listen = "listen = [\"127.0.0.1:8080\"]\nmax_header_size = 1024";
+    fails(
+        &doc(listen, UP, ROUTE),
+        3,
+        "server.max_header_size",
+        "at least 8192",
+    );
+    let up = "name = \"app\"\nservers = [\"127.0.0.1:3000\"]\nfail_on_status = [502, 700]";
+    fails(
+        &doc(LISTEN, up, ROUTE),
+        8,
+        "upstream[0].fail_on_status[1]",
+        "between 100 and 599",
+    );
+    let up = "name = \"app\"\nservers = [\"127.0.0.1:3000\"]\nslow_start = \"0s\"";
+    fails(
+        &doc(LISTEN, up, ROUTE),
+        8,
+        "upstream[0].slow_start",
+        "greater than zero",
+    );
+    let route = "upstream = \"app\"\nrequest_timeout = \"soon\"";
+    fails(
+        &doc(LISTEN, UP, route),
+        11,
+        "route[0].request_timeout",
+        "invalid duration",
+    );
+}

@@ -41,6 +41,10 @@ pub struct ServerSettings {
     pub header_read_timeout: Duration,
     /// How long an idle keep-alive client connection is kept open.
     pub idle_timeout: Duration,
+    /// Largest request head accepted, in bytes; beyond it 431.
+    pub max_header_size: usize,
+    /// Largest request body accepted, in bytes; beyond it 413. `None` = no limit.
+    pub max_body_size: Option<u64>,
 }
 
 /// One listening socket.
@@ -146,6 +150,14 @@ pub struct UpstreamConfig {
     pub fail_timeout: Duration,
     /// Extra attempts on other servers, in the safe cases.
     pub retries: u32,
+    /// Bound on the time spent retrying, from the first attempt.
+    pub retry_timeout: Option<Duration>,
+    /// Bound on a whole exchange, from request to the end of the response body.
+    pub request_timeout: Option<Duration>,
+    /// Upstream statuses that count as failures for passive health (and retries).
+    pub fail_on_status: Vec<u16>,
+    /// Window over which a server returning to service ramps up to its full weight.
+    pub slow_start: Option<Duration>,
     /// Active health checks, when configured.
     pub health_check: Option<HealthCheckConfig>,
 }
@@ -174,6 +186,10 @@ pub struct HealthCheckConfig {
     pub rise: u32,
     /// Consecutive failures that take a server down.
     pub fall: u32,
+    /// Statuses that count as healthy; empty means any 2xx or 3xx.
+    pub status: Vec<u16>,
+    /// `Host` header sent with probes; the server's address when absent.
+    pub host: Option<String>,
 }
 
 /// One `[[route]]`.
@@ -185,6 +201,8 @@ pub struct RouteConfig {
     pub path: String,
     /// Name of the upstream it sends to (known to exist).
     pub upstream: String,
+    /// Overrides the upstream's `request_timeout` for this route.
+    pub request_timeout: Option<Duration>,
 }
 
 /// A route's host, normalised to lower case without a trailing dot.

@@ -37,6 +37,16 @@ pub(crate) struct RawServer {
     pub trusted_proxies: Vec<Spanned<String>>,
     pub header_read_timeout: Option<Spanned<String>>,
     pub idle_timeout: Option<Spanned<String>>,
+    pub max_header_size: Option<Spanned<RawSize>>,
+    pub max_body_size: Option<Spanned<RawSize>>,
+}
+
+/// A byte size: an integer, or a string with a unit such as `"10MB"` or `"64KiB"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawSize {
+    Bytes(i64),
+    Text(String),
 }
 
 /// The table form of a listener: `{ addr = "...", tls = ... }`.
@@ -123,6 +133,11 @@ pub(crate) struct RawUpstream {
     pub max_fails: Option<Spanned<i64>>,
     pub fail_timeout: Option<Spanned<String>>,
     pub retries: Option<Spanned<i64>>,
+    pub retry_timeout: Option<Spanned<String>>,
+    pub request_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub fail_on_status: Vec<Spanned<i64>>,
+    pub slow_start: Option<Spanned<String>>,
     pub health_check: Option<Spanned<RawHealthCheck>>,
 }
 
@@ -145,6 +160,9 @@ pub(crate) struct RawHealthCheck {
     pub timeout: Option<Spanned<String>>,
     pub rise: Option<Spanned<i64>>,
     pub fall: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub status: Vec<Spanned<i64>>,
+    pub host: Option<Spanned<String>>,
 }
 
 /// One `[[route]]`.
@@ -154,6 +172,7 @@ pub(crate) struct RawRoute {
     pub host: Option<Spanned<String>>,
     pub path: Option<Spanned<String>>,
     pub upstream: Spanned<String>,
+    pub request_timeout: Option<Spanned<String>>,
 }
 
 /// A value written either as a bare address string or as a table with more keys.

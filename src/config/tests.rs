@@ -83,6 +83,8 @@ fn contract_example_parses_with_defaults() {
             trusted_proxies: vec![],
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            max_header_size: 64 * 1024,
+            max_body_size: None,
         },
         admin: Some(AdminSettings {
             listen: addr("127.0.0.1:9090"),
@@ -108,12 +110,17 @@ fn contract_example_parses_with_defaults() {
             max_fails: 1,
             fail_timeout: Duration::from_secs(10),
             retries: 2,
+            retry_timeout: None,
+            request_timeout: None,
+            fail_on_status: vec![],
+            slow_start: None,
             health_check: None,
         }],
         routes: vec![RouteConfig {
             host: Some(HostPattern::Exact("yoursite.com".into())),
             path: "/".into(),
             upstream: "express_servers".into(),
+            request_timeout: None,
         }],
     };
     assert_eq!(c, expected);
@@ -354,4 +361,41 @@ proptest! {
             prop_assert!(e.line >= 1 && e.column >= 1, "{}", e);
         }
     }
+}
+
+#[test]
+fn limits_timeouts_and_health_keys_parse() {
+    let c = ok(r#"
+[server]
+listen = ["127.0.0.1:0"]
+max_header_size = "16KiB"
+max_body_size = "10MB"
+
+[[upstream]]
+name = "a"
+servers = ["127.0.0.1:3000", "127.0.0.1:3001"]
+retry_timeout = "5s"
+request_timeout = "30s"
+fail_on_status = [502, 503]
+slow_start = "20s"
+[upstream.health_check]
+path = "/health"
+status = [200, 204]
+host = "health.internal"
+
+[[route]]
+upstream = "a"
+request_timeout = "2s"
+"#);
+    assert_eq!(c.server.max_header_size, 16 * 1024);
+    assert_eq!(c.server.max_body_size, Some(10 * 1024 * 1024));
+    let u = &c.upstreams[0];
+    assert_eq!(u.retry_timeout, Some(Duration::from_secs(5)));
+    assert_eq!(u.request_timeout, Some(Duration::from_secs(30)));
+    assert_eq!(u.fail_on_status, vec![502, 503]);
+    assert_eq!(u.slow_start, Some(Duration::from_secs(20)));
+    let hc = u.health_check.as_ref().expect("health check");
+    assert_eq!(hc.status, vec![200, 204]);
+    assert_eq!(hc.host.as_deref(), Some("health.internal"));
+    assert_eq!(c.routes[0].request_timeout, Some(Duration::from_secs(2)));
 }

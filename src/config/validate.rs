@@ -13,6 +13,9 @@ use super::model::*;
 use super::raw::*;
 use super::values::{cidr, host_pattern, invalid_addr, path, Cx};
 
+/// hyper cannot read a request head with a buffer smaller than this.
+const MIN_HEADER_BUFFER: u64 = 8192;
+
 /// Validates `raw`, parsed from `source`; `file` only names the file in errors.
 pub(crate) fn validate(raw: RawConfig, source: &str, file: &Path) -> Result<Config, ConfigError> {
     let cx = Cx { source, file };
@@ -105,7 +108,22 @@ fn server(cx: &Cx<'_>, raw: Option<RawServer>) -> Result<ServerSettings, ConfigE
             Duration::from_secs(60),
             "server.idle_timeout",
         )?,
+        max_header_size: max_header_size(cx, raw.max_header_size.as_ref())?,
+        max_body_size: cx.size(raw.max_body_size.as_ref(), "server.max_body_size")?,
     })
+}
+
+fn max_header_size(cx: &Cx<'_>, raw: Option<&Spanned<RawSize>>) -> Result<usize, ConfigError> {
+    let key = "server.max_header_size";
+    let size = cx.size(raw, key)?.unwrap_or(64 * 1024);
+    match (raw, size < MIN_HEADER_BUFFER) {
+        (Some(value), true) => Err(cx.err(
+            value.span(),
+            key,
+            format!("must be at least {MIN_HEADER_BUFFER} bytes"),
+        )),
+        _ => Ok(usize::try_from(size).unwrap_or(usize::MAX)),
+    }
 }
 
 fn admin(
@@ -248,6 +266,11 @@ fn upstream(cx: &Cx<'_>, raw: &RawUpstream, key: &str) -> Result<UpstreamConfig,
             &k("fail_timeout"),
         )?,
         retries: cx.int(raw.retries.as_ref(), 2, (0, None), &k("retries"))?,
+        retry_timeout: cx.optional_duration(raw.retry_timeout.as_ref(), &k("retry_timeout"))?,
+        request_timeout: cx
+            .optional_duration(raw.request_timeout.as_ref(), &k("request_timeout"))?,
+        fail_on_status: statuses(cx, &raw.fail_on_status, &k("fail_on_status"))?,
+        slow_start: cx.optional_duration(raw.slow_start.as_ref(), &k("slow_start"))?,
         health_check: raw
             .health_check
             .as_ref()
@@ -310,7 +333,22 @@ fn health_check(
         timeout: cx.duration(raw.timeout.as_ref(), Duration::from_secs(1), &k("timeout"))?,
         rise: cx.int(raw.rise.as_ref(), 2, (1, None), &k("rise"))?,
         fall: cx.int(raw.fall.as_ref(), 3, (1, None), &k("fall"))?,
+        status: statuses(cx, &raw.status, &k("status"))?,
+        host: match &raw.host {
+            Some(h) if h.get_ref().trim().is_empty() => {
+                return Err(cx.err(h.span(), &k("host"), "must not be empty"));
+            }
+            h => h.as_ref().map(|h| h.get_ref().trim().to_owned()),
+        },
     })
+}
+
+/// A list of HTTP status codes, each 100..=599.
+fn statuses(cx: &Cx<'_>, raw: &[Spanned<i64>], key: &str) -> Result<Vec<u16>, ConfigError> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, code)| cx.int(Some(code), 0u16, (100, Some(599)), &format!("{key}[{i}]")))
+        .collect()
 }
 
 fn routes(
@@ -363,6 +401,10 @@ fn routes(
             host,
             path,
             upstream: upstream.clone(),
+            request_timeout: cx.optional_duration(
+                r.request_timeout.as_ref(),
+                &format!("{key}.request_timeout"),
+            )?,
         });
     }
     Ok(out)

@@ -12,6 +12,24 @@ use toml::Spanned;
 use super::error::ConfigError;
 use super::model::HostPattern;
 
+/// `"10MB"`, `"512k"`, `"1 GiB"`, `"100"`: binary multiples, case-insensitive.
+fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim().to_ascii_lowercase();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let multiplier: u64 = match unit.trim() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(multiplier)
+}
+
 const ADDR_HINT: &str = "expected IP:port such as 127.0.0.1:3000";
 
 /// What every check needs to build an error.
@@ -62,6 +80,41 @@ impl Cx<'_> {
             return Err(self.err(value.span(), key, "must be greater than zero"));
         }
         Ok(d)
+    }
+
+    /// An optional duration: absent means no bound; zero is rejected.
+    pub fn optional_duration(
+        &self,
+        value: Option<&Spanned<String>>,
+        key: &str,
+    ) -> Result<Option<Duration>, ConfigError> {
+        value
+            .map(|v| self.duration(Some(v), Duration::ZERO, key))
+            .transpose()
+    }
+
+    /// A byte size: a positive integer or a string such as `"512KiB"`, `"10MB"`, `"1g"`
+    /// (k/m/g are binary multiples, as nginx reads them).
+    pub fn size(
+        &self,
+        value: Option<&Spanned<super::raw::RawSize>>,
+        key: &str,
+    ) -> Result<Option<u64>, ConfigError> {
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        let parsed = match value.get_ref() {
+            super::raw::RawSize::Bytes(n) => u64::try_from(*n).ok(),
+            super::raw::RawSize::Text(text) => parse_size(text),
+        };
+        match parsed {
+            Some(n) if n > 0 => Ok(Some(n)),
+            _ => Err(self.err(
+                value.span(),
+                key,
+                "expected a positive size such as 1048576, \"512KiB\" or \"10MB\"",
+            )),
+        }
     }
 
     /// An integer in `min..=max`, `default` when absent.
