@@ -4,15 +4,25 @@
 //! response body also carries what must happen when the exchange ends — the
 //! in-flight guard, the upstream connection to give back, the access log line.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
 
 use crate::access::AccessRecord;
 use crate::upstream::{InFlightGuard, PooledConn};
+
+/// Errors a body can fail with while weir streams it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The client sent more than `max_body_size`; mapped to 413.
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than max_body_size")]
+pub struct BodyTooLarge;
 
 /// The body weir sends upstream.
 #[derive(Debug)]
@@ -20,34 +30,54 @@ pub enum RequestBody {
     /// No body (health probes, bodiless requests rebuilt for a retry).
     Empty,
     /// The client's body, streamed through.
-    Client(Incoming),
+    Client {
+        /// The body as it arrives.
+        body: Incoming,
+        /// Bytes still allowed by `max_body_size`; `None` = no limit.
+        left: Option<u64>,
+    },
+}
+
+impl RequestBody {
+    /// The client's body, limited to `max` bytes when set.
+    pub fn client(body: Incoming, max: Option<u64>) -> Self {
+        RequestBody::Client { body, left: max }
+    }
 }
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            RequestBody::Empty => Poll::Ready(None),
-            RequestBody::Client(body) => Pin::new(body).poll_frame(cx),
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let RequestBody::Client { body, left } = self.get_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = ready!(Pin::new(body).poll_frame(cx));
+        if let (Some(Ok(frame)), Some(left)) = (&frame, left.as_mut()) {
+            let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+            match left.checked_sub(len) {
+                Some(rest) => *left = rest,
+                None => return Poll::Ready(Some(Err(BodyTooLarge.into()))),
+            }
         }
+        Poll::Ready(frame.map(|f| f.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Empty => true,
-            RequestBody::Client(body) => body.is_end_stream(),
+            RequestBody::Client { body, .. } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Empty => SizeHint::with_exact(0),
-            RequestBody::Client(body) => body.size_hint(),
+            RequestBody::Client { body, .. } => body.size_hint(),
         }
     }
 }
@@ -59,6 +89,8 @@ pub struct ResponseBody {
     source: Source,
     /// What to do when the body ends or is dropped; `None` once done.
     exchange: Option<Exchange>,
+    /// `request_timeout` for the rest of the body, when set.
+    deadline: Option<Pin<Box<Sleep>>>,
 }
 
 #[derive(Debug)]
@@ -80,6 +112,8 @@ pub struct Exchange {
     pub record: Option<AccessRecord>,
     /// Body bytes sent to the client so far.
     pub bytes: u64,
+    /// When the whole exchange must be over (`request_timeout`).
+    pub deadline: Option<Instant>,
 }
 
 impl Exchange {
@@ -101,13 +135,17 @@ impl ResponseBody {
         Self {
             source: Source::Full(Some(bytes.into())),
             exchange: Some(exchange),
+            deadline: None,
         }
     }
 
-    /// The upstream's body, streamed.
+    /// The upstream's body, streamed (and cut off at the exchange's deadline).
     pub fn upstream(body: Incoming, exchange: Exchange) -> Self {
         Self {
             source: Source::Upstream(body),
+            deadline: exchange
+                .deadline
+                .map(|at| Box::pin(tokio::time::sleep_until(at))),
             exchange: Some(exchange),
         }
     }
@@ -119,15 +157,26 @@ impl ResponseBody {
     }
 }
 
+/// The response body outlived `request_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("request_timeout reached while streaming the response")]
+pub struct ResponseTimedOut;
+
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        if let Some(deadline) = this.deadline.as_mut() {
+            if deadline.as_mut().poll(cx).is_ready() {
+                this.finish(false);
+                return Poll::Ready(Some(Err(ResponseTimedOut.into())));
+            }
+        }
         let frame = match &mut this.source {
             Source::Full(bytes) => bytes.take().map(|b| Ok(Frame::data(b))),
             Source::Upstream(body) => ready!(Pin::new(body).poll_frame(cx)),
@@ -145,7 +194,7 @@ impl Body for ResponseBody {
             Some(Err(_)) => this.finish(false),
             None => this.finish(true),
         }
-        Poll::Ready(frame)
+        Poll::Ready(frame.map(|f| f.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {

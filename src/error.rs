@@ -43,9 +43,12 @@ pub enum ProxyError {
         /// The configured `response_timeout`.
         timeout: Duration,
     },
-    /// The request cannot be forwarded as it stands.
-    #[error("bad request: {0}")]
-    BadRequest(&'static str),
+    /// The request body is larger than `max_body_size`.
+    #[error("request body larger than max_body_size")]
+    BodyTooLarge,
+    /// Reading the client's request body failed (the client went away mid-upload).
+    #[error("client request body failed: {0}")]
+    ClientBody(hyper::Error),
 }
 
 impl ProxyError {
@@ -56,7 +59,8 @@ impl ProxyError {
             ProxyError::NoServer { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
         }
     }
 }

@@ -5,7 +5,8 @@
 //! - [`config`]: TOML parsing and validation into domain types.
 //! - [`daemon`]: listeners, the live [`snapshot::Snapshot`], reload and shutdown.
 //! - [`server`]: accepting client connections and serving HTTP/1.1 on them.
-//! - [`proxy`]: the request path: route, pick, forward, stream back.
+//! - [`proxy`]: the request path: route, rewrite, forward, stream back;
+//!   [`forward`]: picking a server, connecting, sending, retrying where safe.
 //! - [`routing`] and [`balance`]: pure lookup and selection logic.
 //! - [`upstream`]: servers, their runtime state and connection pools.
 //! - [`headers`], [`body`], [`error`]: what is forwarded and how failures map to statuses.
@@ -21,6 +22,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod error;
+pub mod forward;
 pub mod headers;
 pub mod logging;
 pub mod proxy;

@@ -2,19 +2,19 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use tracing::{info, warn};
+use tokio::time::Instant;
+use tracing::warn;
 
 use crate::access::AccessRecord;
 use crate::body::{Exchange, RequestBody, ResponseBody};
 use crate::error::ProxyError;
+use crate::forward::{forward, Deadlines};
 use crate::headers::{prepare_upstream_request, strip_hop_by_hop, Peer};
 use crate::snapshot::Snapshot;
-use crate::upstream::{InFlightGuard, Upstream};
 
 /// What weir knows about the client connection a request came on.
 #[derive(Debug, Clone)]
@@ -40,9 +40,21 @@ pub async fn handle(
 
     let host = request_host(&parts);
     let host_str = host.as_ref().and_then(|h| h.to_str().ok());
-    let Some(upstream) = snapshot.route(host_str, parts.uri.path()).cloned() else {
+    let Some(target) = snapshot.route(host_str, parts.uri.path()) else {
         return error_response(ProxyError::NoRoute, conn, &parts, record);
     };
+    let upstream = target.upstream.clone();
+    let deadlines = Deadlines {
+        started,
+        request: target
+            .request_timeout
+            .or(upstream.config.request_timeout)
+            .map(|t| started + t),
+    };
+    let max_body = snapshot.config.server.max_body_size;
+    if max_body.is_some_and(|max| declared_length(&parts.headers).is_some_and(|len| len > max)) {
+        return error_response(ProxyError::BodyTooLarge, conn, &parts, record);
+    }
 
     prepare_upstream_request(
         &mut parts.headers,
@@ -65,16 +77,16 @@ pub async fn handle(
         .path_and_query()
         .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
     parts.version = Version::HTTP_11;
-    let req = Request::from_parts(parts, RequestBody::Client(body));
+    let req = Request::from_parts(parts, RequestBody::client(body, max_body));
 
-    match forward(&upstream, req, &mut record, started).await {
-        Ok((resp, exchange)) => {
+    match forward(&upstream, req, &mut record, deadlines).await {
+        Ok((resp, mut exchange)) => {
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            let mut exchange = exchange;
             if let Some(record) = exchange.record.as_mut() {
                 record.status = parts.status;
             }
+            exchange.deadline = deadlines.request;
             Response::from_parts(parts, ResponseBody::upstream(body, exchange))
         }
         Err(err) => error_response_for(err, conn, &head, record),
@@ -87,105 +99,23 @@ struct RequestHead {
     uri: Uri,
 }
 
+/// The body length the client declared, if it declared one.
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// The request's host: the URI's authority for absolute-form requests
 /// (RFC 9112 §3.2.2), else the `Host` header.
 fn request_host(parts: &http::request::Parts) -> Option<HeaderValue> {
     match parts.uri.authority() {
         Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
         None => parts.headers.get(header::HOST).cloned(),
-    }
-}
-
-/// Sends `req` to a server of `upstream`, trying other servers when a
-/// connection cannot be made. Returns the upstream's response head and the
-/// bookkeeping its body must carry.
-async fn forward(
-    upstream: &Upstream,
-    mut req: Request<RequestBody>,
-    record: &mut Option<AccessRecord>,
-    started: Instant,
-) -> Result<(Response<Incoming>, Exchange), ProxyError> {
-    let cfg = &upstream.config;
-    let mut tried: Vec<usize> = Vec::new();
-    let mut last_error = None;
-    // A pooled connection found closed before anything was sent does not
-    // count as a try, but is bounded all the same.
-    let mut stale_left = 3u32;
-    while tried.len() <= cfg.retries as usize {
-        let Some(index) = upstream.pick(&tried) else {
-            break;
-        };
-        let server = &upstream.servers[index];
-        let addr = server.config.addr;
-        let guard = InFlightGuard::new(server.state.clone());
-        let mut conn = match server.pool.checkout().await {
-            Ok(conn) => conn,
-            Err(source) => {
-                warn!(upstream = %cfg.name, server = %addr, error = %source, "connect failed");
-                mark_failed(upstream, index);
-                tried.push(index);
-                last_error = Some(ProxyError::Connect {
-                    server: addr,
-                    source,
-                });
-                continue;
-            }
-        };
-        let sent = tokio::time::timeout(cfg.response_timeout, conn.sender.try_send_request(req));
-        match sent.await {
-            Ok(Ok(resp)) => {
-                server.state.record_success();
-                if let Some(record) = record.as_mut() {
-                    record.upstream = Some((cfg.name.clone(), addr));
-                    record.upstream_time = Some(started.elapsed().as_secs_f64());
-                }
-                let exchange = Exchange {
-                    guard: Some(guard),
-                    conn: Some(conn),
-                    record: record.take(),
-                    bytes: 0,
-                };
-                return Ok((resp, exchange));
-            }
-            Ok(Err(mut error)) => {
-                if let (Some(unsent), Some(left)) =
-                    (error.take_message(), stale_left.checked_sub(1))
-                {
-                    // The pooled connection closed before the request went out
-                    // (a keep-alive race): nothing was sent, so try again.
-                    stale_left = left;
-                    info!(upstream = %cfg.name, server = %addr, "pooled connection was closed; retrying");
-                    req = unsent;
-                    continue;
-                }
-                mark_failed(upstream, index);
-                return Err(ProxyError::Upstream {
-                    server: addr,
-                    source: error.into_error(),
-                });
-            }
-            Err(_elapsed) => {
-                mark_failed(upstream, index);
-                return Err(ProxyError::Timeout {
-                    server: addr,
-                    timeout: cfg.response_timeout,
-                });
-            }
-        }
-    }
-    Err(last_error.unwrap_or_else(|| ProxyError::NoServer {
-        upstream: cfg.name.clone(),
-    }))
-}
-
-/// Counts a failure against a server and logs when it takes the server out.
-fn mark_failed(upstream: &Upstream, index: usize) {
-    let cfg = &upstream.config;
-    let server = &upstream.servers[index];
-    // nginx never takes the only server of a pool out: there is nowhere else to go.
-    if upstream.servers.len() > 1 && server.state.record_failure(cfg.max_fails, cfg.fail_timeout) {
-        warn!(upstream = %cfg.name, server = %server.config.addr, reason = "max_fails reached",
-            down_for = ?cfg.fail_timeout, "server down");
     }
 }
 

@@ -8,6 +8,15 @@ use crate::config::Config;
 use crate::routing::Router;
 use crate::upstream::Upstream;
 
+/// What a route leads to.
+#[derive(Debug)]
+pub struct RouteTarget {
+    /// The upstream that serves it.
+    pub upstream: Arc<Upstream>,
+    /// The route's own `request_timeout`, overriding the upstream's.
+    pub request_timeout: Option<std::time::Duration>,
+}
+
 /// An immutable routing table built from one configuration.
 ///
 /// A reload builds a new one off to the side and stores it whole, so a
@@ -16,7 +25,7 @@ pub struct Snapshot {
     /// The configuration this snapshot was built from.
     pub config: Arc<Config>,
     /// Routes to upstreams.
-    router: Router<Arc<Upstream>>,
+    router: Router<RouteTarget>,
     /// Upstreams in config order.
     pub upstreams: Vec<Arc<Upstream>>,
     /// The access log, when on.
@@ -48,7 +57,11 @@ impl Snapshot {
             .iter()
             .filter_map(|r| {
                 let upstream = upstreams.iter().find(|u| u.name() == r.upstream)?;
-                Some((r.host.clone(), r.path.clone(), upstream.clone()))
+                let target = RouteTarget {
+                    upstream: upstream.clone(),
+                    request_timeout: r.request_timeout,
+                };
+                Some((r.host.clone(), r.path.clone(), target))
             })
             .collect();
         let log = &config.log;
@@ -64,8 +77,8 @@ impl Snapshot {
         })
     }
 
-    /// The upstream a request for `host` and `path` goes to.
-    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<Upstream>> {
+    /// Where a request for `host` and `path` goes.
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&RouteTarget> {
         self.router.route(host, path)
     }
 

@@ -109,6 +109,19 @@ impl Upstream {
         self.servers.iter().find(|s| s.config.addr == addr)
     }
 
+    /// Counts a failure against server `index` and logs when it takes the server out.
+    pub fn mark_failed(&self, index: usize) {
+        let cfg = &self.config;
+        let Some(server) = self.servers.get(index) else {
+            return;
+        };
+        // nginx never takes the only server of a pool out: there is nowhere else to go.
+        if self.servers.len() > 1 && server.state.record_failure(cfg.max_fails, cfg.fail_timeout) {
+            tracing::warn!(upstream = %cfg.name, server = %server.config.addr,
+                reason = "max_fails reached", down_for = ?cfg.fail_timeout, "server down");
+        }
+    }
+
     /// Picks a usable server that is not in `tried` (indices of earlier attempts).
     pub fn pick(&self, tried: &[usize]) -> Option<usize> {
         if tried.is_empty() {
