@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use crate::access::AccessRecord;
+use crate::activity::Busy;
 use crate::upstream::{InFlightGuard, PooledConn};
 
 /// Errors a body can fail with while weir streams it.
@@ -91,6 +92,8 @@ pub struct ResponseBody {
     exchange: Option<Exchange>,
     /// `request_timeout` for the rest of the body, when set.
     deadline: Option<Pin<Box<Sleep>>>,
+    /// Keeps the client connection counted as busy (no idle timeout) until the body is done.
+    busy: Option<Busy>,
 }
 
 #[derive(Debug)]
@@ -136,6 +139,7 @@ impl ResponseBody {
             source: Source::Full(Some(bytes.into())),
             exchange: Some(exchange),
             deadline: None,
+            busy: None,
         }
     }
 
@@ -147,7 +151,13 @@ impl ResponseBody {
                 .deadline
                 .map(|at| Box::pin(tokio::time::sleep_until(at))),
             exchange: Some(exchange),
+            busy: None,
         }
+    }
+
+    /// Keeps the client connection busy until this body is done.
+    pub fn hold(&mut self, busy: Busy) {
+        self.busy = Some(busy);
     }
 
     fn finish(&mut self, complete: bool) {

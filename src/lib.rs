@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod activity;
 pub mod balance;
 pub mod body;
 pub mod cli;

@@ -8,12 +8,13 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::activity::{Activity, TimedIo};
 use crate::config::ServerSettings;
 use crate::proxy::{self, ConnInfo};
 use crate::snapshot::Snapshot;
@@ -29,6 +30,10 @@ pub struct ServeContext {
     pub shutdown: watch::Receiver<bool>,
     /// HTTP/1.1 connection settings, fixed at start.
     pub http: http1::Builder,
+    /// `idle_timeout`, fixed at start.
+    pub idle_timeout: Duration,
+    /// `header_read_timeout`, fixed at start.
+    pub header_read_timeout: Duration,
 }
 
 impl ServeContext {
@@ -39,15 +44,18 @@ impl ServeContext {
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let mut http = http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .keep_alive(true)
-            .header_read_timeout(settings.header_read_timeout)
-            .max_buf_size(64 * 1024);
+        // Header and idle deadlines are kept by `TimedIo`, which knows whether
+        // a request is in progress; hyper's timer would also cut idle connections.
+        http.keep_alive(true)
+            .header_read_timeout(None)
+            .max_buf_size(settings.max_header_size);
         Self {
             snapshot,
             connections: Arc::new(Semaphore::new(settings.max_connections)),
             shutdown,
             http,
+            idle_timeout: settings.idle_timeout,
+            header_read_timeout: settings.header_read_timeout,
         }
     }
 }
@@ -128,14 +136,26 @@ async fn serve(
         proto: "http",
     });
     let snapshot = ctx.snapshot.clone();
+    let activity = Activity::new();
+    let io = TimedIo::new(
+        stream,
+        activity.clone(),
+        ctx.idle_timeout,
+        ctx.header_read_timeout,
+    );
     let service = service_fn(move |req| {
+        let busy = activity.begin();
         let snapshot = snapshot.load_full();
         let info = info.clone();
-        async move { Ok::<_, Infallible>(proxy::handle(snapshot, &info, req).await) }
+        async move {
+            let mut resp = proxy::handle(snapshot, &info, req).await;
+            resp.body_mut().hold(busy);
+            Ok::<_, Infallible>(resp)
+        }
     });
     let conn = ctx
         .http
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(conn);
     let mut shutdown = ctx.shutdown.clone();
