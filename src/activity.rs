@@ -248,7 +248,7 @@ mod tests {
         tokio::time::advance(Duration::from_secs(30)).await;
         client.write_all(b"G").await.expect("write");
         let mut buf = [0u8; 1];
-        io.read(&mut buf).await.expect("read");
+        assert_eq!(io.read(&mut buf).await.expect("read"), 1);
         assert_eq!(time_to_timeout(&mut io).await, HEADER);
     }
 }
