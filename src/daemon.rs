@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::config::{self, Config, ConfigError};
+use crate::health::HealthChecks;
 use crate::server::{self, RunningListener, ServeContext};
 use crate::snapshot::Snapshot;
 
@@ -76,6 +77,8 @@ pub struct Daemon {
     shutdown: watch::Sender<bool>,
     /// Reload outcomes, for metrics and for tests that wait for a reload.
     reloads: watch::Sender<ReloadCount>,
+    /// Active health probes, matched to the snapshot after every reload.
+    health: HealthChecks,
 }
 
 impl Daemon {
@@ -99,7 +102,9 @@ impl Daemon {
                 last_success_unix: unix_now(),
                 ..ReloadCount::default()
             }),
+            health: HealthChecks::default(),
         };
+        daemon.health.sync(&daemon.snapshot.load());
         for listener in &settings.listen {
             daemon
                 .bind(listener.addr)
@@ -184,8 +189,9 @@ impl Daemon {
         let current = self.snapshot.load_full();
         warn_restart_needed(&current.config, &config);
         let wanted: Vec<SocketAddr> = config.server.listen.iter().map(|l| l.addr).collect();
-        let next = Snapshot::build(config, Some(&current))?;
-        self.snapshot.store(Arc::new(next));
+        let next = Arc::new(Snapshot::build(config, Some(&current))?);
+        self.snapshot.store(next.clone());
+        self.health.sync(&next);
 
         let removed: Vec<SocketAddr> = self
             .listeners
@@ -209,8 +215,9 @@ impl Daemon {
         Ok(())
     }
 
-    async fn shutdown(self, mut controls: mpsc::Receiver<Control>) {
+    async fn shutdown(mut self, mut controls: mpsc::Receiver<Control>) {
         notify(&[NotifyState::Stopping]);
+        self.health.stop();
         let settings = self.snapshot.load().config.server.clone();
         info!(timeout = ?settings.shutdown_timeout, "shutting down: waiting for open connections");
         let _ = self.shutdown.send(true);

@@ -25,6 +25,7 @@ pub mod demo;
 pub mod error;
 pub mod forward;
 pub mod headers;
+pub mod health;
 pub mod logging;
 pub mod proxy;
 pub mod routing;

@@ -31,6 +31,8 @@ pub struct Server {
     pub state: Arc<ServerState>,
     /// Idle connections to this server.
     pub pool: Arc<Pool>,
+    /// The upstream's `slow_start` window.
+    slow_start: Option<std::time::Duration>,
 }
 
 impl Candidate for Server {
@@ -38,17 +40,24 @@ impl Candidate for Server {
         self.config.weight
     }
     fn usable(&self) -> bool {
+        // A server ramping up under slow_start is offered a growing share of picks.
         self.state.is_usable()
+            && self
+                .slow_start
+                .and_then(|window| self.state.ramp(window))
+                .is_none_or(|share| fastrand::f64() < share)
     }
     fn in_flight(&self) -> u64 {
         self.state.in_flight()
     }
 }
 
-/// A server seen through a filter that hides servers already tried.
+/// A server seen through a filter that hides servers already tried, and
+/// optionally ignores slow_start (when every usable server is ramping up).
 struct Untried<'a> {
     server: &'a Server,
     tried: bool,
+    ramp: bool,
 }
 
 impl Candidate for Untried<'_> {
@@ -56,7 +65,12 @@ impl Candidate for Untried<'_> {
         self.server.weight()
     }
     fn usable(&self) -> bool {
-        !self.tried && self.server.usable()
+        !self.tried
+            && if self.ramp {
+                self.server.usable()
+            } else {
+                self.server.state.is_usable()
+            }
     }
     fn in_flight(&self) -> u64 {
         self.server.in_flight()
@@ -85,6 +99,7 @@ impl Upstream {
                     config: server.clone(),
                     state,
                     pool,
+                    slow_start: config.slow_start,
                 }
             })
             .collect();
@@ -125,17 +140,27 @@ impl Upstream {
     /// Picks a usable server that is not in `tried` (indices of earlier attempts).
     pub fn pick(&self, tried: &[usize]) -> Option<usize> {
         if tried.is_empty() {
-            return self.selector.select(&self.servers);
+            if let Some(index) = self.selector.select(&self.servers) {
+                return Some(index);
+            }
+            if self.config.slow_start.is_none() {
+                return None;
+            }
         }
-        let view: Vec<Untried<'_>> = self
-            .servers
-            .iter()
-            .enumerate()
-            .map(|(i, server)| Untried {
-                server,
-                tried: tried.contains(&i),
-            })
-            .collect();
-        self.selector.select(&view)
+        let view = |ramp: bool| -> Vec<Untried<'_>> {
+            self.servers
+                .iter()
+                .enumerate()
+                .map(|(i, server)| Untried {
+                    server,
+                    tried: tried.contains(&i),
+                    ramp,
+                })
+                .collect()
+        };
+        // Ramping servers may all decline a pick; then any usable one will do.
+        self.selector
+            .select(&view(true))
+            .or_else(|| self.selector.select(&view(false)))
     }
 }

@@ -24,7 +24,13 @@ pub struct ServerState {
     passive: Mutex<PassiveHealth>,
     /// Cached "out until" as milliseconds since `epoch`, read lock-free on every pick.
     down_until_ms: AtomicU64,
-    /// Reference point for `down_until_ms`.
+    /// Active health: false after `fall` failed probes, true again after `rise` good ones.
+    active_up: AtomicBool,
+    /// When the server last came back into service (ms since `epoch`, 0 = never):
+    /// `slow_start` ramps its share up from there. May lie in the future when a
+    /// passive failure keeps the server out until then.
+    back_since_ms: AtomicU64,
+    /// Reference point for the millisecond timestamps.
     epoch: Instant,
 }
 
@@ -45,6 +51,8 @@ impl ServerState {
             draining: AtomicBool::new(false),
             passive: Mutex::new(PassiveHealth::default()),
             down_until_ms: AtomicU64::new(0),
+            active_up: AtomicBool::new(true),
+            back_since_ms: AtomicU64::new(0),
             epoch: Instant::now(),
         }
     }
@@ -59,9 +67,42 @@ impl ServerState {
         self.draining.load(Ordering::Relaxed)
     }
 
-    /// Starts or stops draining.
+    /// Starts or stops draining; a server enabled again ramps up under `slow_start`.
     pub fn set_draining(&self, draining: bool) {
-        self.draining.store(draining, Ordering::Relaxed);
+        if !self.draining.swap(draining, Ordering::Relaxed) || draining {
+            return;
+        }
+        self.mark_back(Instant::now());
+    }
+
+    /// Whether active health checks consider the server up (true without checks).
+    pub fn is_active_up(&self) -> bool {
+        self.active_up.load(Ordering::Relaxed)
+    }
+
+    /// Sets the active health verdict; coming up starts a `slow_start` ramp.
+    pub fn set_active_up(&self, up: bool) {
+        if self.active_up.swap(up, Ordering::Relaxed) != up && up {
+            self.mark_back(Instant::now());
+        }
+    }
+
+    /// The share of its weight a returning server may take under `slow_start`:
+    /// `None` when it is not ramping up (full share).
+    pub fn ramp(&self, slow_start: Duration) -> Option<f64> {
+        let back = self.back_since_ms.load(Ordering::Relaxed);
+        if back == 0 {
+            return None;
+        }
+        let now = self.millis_since_epoch(Instant::now());
+        let window = slow_start.as_millis().max(1) as f64;
+        let elapsed = now.saturating_sub(back) as f64;
+        (elapsed < window).then(|| elapsed / window)
+    }
+
+    fn mark_back(&self, at: Instant) {
+        self.back_since_ms
+            .store(self.millis_since_epoch(at).max(1), Ordering::Relaxed);
     }
 
     /// Whether passive health checks currently keep the server out.
@@ -72,7 +113,7 @@ impl ServerState {
 
     /// Whether new requests may be sent to this server.
     pub fn is_usable(&self) -> bool {
-        !self.is_draining() && !self.is_down()
+        !self.is_draining() && !self.is_down() && self.is_active_up()
     }
 
     /// Records a failed attempt (nginx `max_fails`/`fail_timeout` semantics).
@@ -98,6 +139,8 @@ impl ServerState {
         passive.window_start = None;
         let until = self.millis_since_epoch(now + fail_timeout).max(1);
         self.down_until_ms.store(until, Ordering::Relaxed);
+        // It comes back by itself when the timeout ends: its ramp starts then.
+        self.back_since_ms.store(until, Ordering::Relaxed);
         true
     }
 
@@ -207,6 +250,39 @@ mod tests {
         tokio::time::advance(Duration::from_secs(11)).await;
         assert!(!s.record_failure(2, Duration::from_secs(10)));
         assert!(s.is_usable());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_back_from_passive_failure_ramps_up() {
+        let s = state();
+        let window = Duration::from_secs(10);
+        assert_eq!(s.ramp(window), None);
+        assert!(s.record_failure(1, Duration::from_secs(5)));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let start = s.ramp(window).expect("ramping");
+        assert!(start < 0.05, "{start}");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let half = s.ramp(window).expect("ramping");
+        assert!((half - 0.5).abs() < 0.05, "{half}");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(s.ramp(window), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn active_health_and_enable_start_a_ramp() {
+        let s = state();
+        let window = Duration::from_secs(10);
+        s.set_active_up(false);
+        assert!(!s.is_usable());
+        s.set_active_up(true);
+        assert!(s.is_usable());
+        assert!(s.ramp(window).is_some());
+        tokio::time::advance(window + Duration::from_millis(1)).await;
+        assert_eq!(s.ramp(window), None);
+        s.set_draining(true);
+        assert_eq!(s.ramp(window), None);
+        s.set_draining(false);
+        assert!(s.ramp(window).is_some());
     }
 
     #[test]

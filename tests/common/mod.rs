@@ -79,9 +79,17 @@ where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<TestBody>> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind backend");
+    let addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    spawn_backend_at(addr, handler).await
+}
+
+/// Like [`spawn_backend_with`], on `addr` (to restart a stopped backend on its port).
+pub async fn spawn_backend_at<F, Fut>(addr: SocketAddr, handler: F) -> Backend
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<TestBody>> + Send + 'static,
+{
+    let listener = TcpListener::bind(addr).await.expect("bind backend");
     let addr = listener.local_addr().expect("local addr");
     let requests = Arc::new(Mutex::new(Vec::new()));
     let hits = Arc::new(AtomicUsize::new(0));
@@ -150,6 +158,21 @@ pub struct Proxy {
     pub task: JoinHandle<()>,
     /// Reload outcomes, to wait for a reload to finish.
     pub reloads: tokio::sync::watch::Receiver<ReloadCount>,
+    /// The live routing table, to look at server state.
+    pub snapshot: Arc<arc_swap::ArcSwap<weir::snapshot::Snapshot>>,
+}
+
+impl Proxy {
+    /// Runtime state of server `addr` of upstream `upstream` in the current snapshot.
+    pub fn server_state(
+        &self,
+        upstream: &str,
+        addr: SocketAddr,
+    ) -> Arc<weir::upstream::ServerState> {
+        let snapshot = self.snapshot.load();
+        let upstream = snapshot.upstream(upstream).expect("upstream exists");
+        upstream.server(addr).expect("server exists").state.clone()
+    }
 }
 
 impl Proxy {
@@ -197,6 +220,7 @@ pub async fn spawn_proxy(toml: &str) -> Proxy {
         .expect("proxy starts");
     let addr = daemon.local_addrs()[0];
     let reloads = daemon.reloads();
+    let snapshot = daemon.snapshot();
     let (control, rx) = mpsc::channel(8);
     let task = tokio::spawn(daemon.run(rx));
     Proxy {
@@ -205,6 +229,7 @@ pub async fn spawn_proxy(toml: &str) -> Proxy {
         config,
         task,
         reloads,
+        snapshot,
     }
 }
 
