@@ -143,9 +143,8 @@ impl Upstream {
             if let Some(index) = self.selector.select(&self.servers) {
                 return Some(index);
             }
-            if self.config.slow_start.is_none() {
-                return None;
-            }
+            // Without slow_start nothing can have declined the pick.
+            self.config.slow_start?;
         }
         let view = |ramp: bool| -> Vec<Untried<'_>> {
             self.servers
