@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use atomic_waker::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -32,6 +33,9 @@ pub struct Activity {
     idle_since_ms: AtomicU64,
     /// When the first byte of the next request head arrived, or `NONE`.
     head_since_ms: AtomicU64,
+    /// The reader parked while a request was in progress: it has no timer
+    /// armed, so it is woken when the connection turns idle to arm one.
+    reader: AtomicWaker,
 }
 
 /// Counts one request in progress on a connection until dropped.
@@ -46,6 +50,7 @@ impl Activity {
             busy: AtomicU32::new(0),
             idle_since_ms: AtomicU64::new(0),
             head_since_ms: AtomicU64::new(0),
+            reader: AtomicWaker::new(),
         })
     }
 
@@ -88,6 +93,7 @@ impl Drop for Busy {
             self.0
                 .idle_since_ms
                 .store(self.0.now_ms(), Ordering::Relaxed);
+            self.0.reader.wake();
         }
     }
 }
@@ -140,6 +146,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
+                // Register before looking, so a request ending in between still wakes us.
+                this.activity.reader.register(cx.waker());
                 let Some(at) = this
                     .activity
                     .deadline(this.idle_timeout, this.header_timeout)
@@ -239,6 +247,24 @@ mod tests {
         drop(busy);
         client.write_all(b"x").await.expect("write");
         assert_eq!(io.read(&mut buf).await.expect("read"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_parked_while_busy_gets_the_idle_timeout_once_the_request_ends() {
+        let (mut io, _client, activity) = pair();
+        let busy = activity.begin();
+        let start = Instant::now();
+        let reader = tokio::spawn(async move {
+            time_to_timeout(&mut io).await;
+            start.elapsed()
+        });
+        // Let the reader park with no timer, then keep the request busy for 10 min.
+        tokio::task::yield_now().await;
+        tokio::time::advance(Duration::from_secs(600)).await;
+        assert!(!reader.is_finished(), "no deadline while busy");
+        drop(busy);
+        let waited = reader.await.expect("reader task");
+        assert_eq!(waited, Duration::from_secs(600) + IDLE);
     }
 
     #[tokio::test(start_paused = true)]
