@@ -208,3 +208,33 @@ async fn an_oversized_body_is_413_declared_or_streamed() {
     let (answer, _) = read_until_closed(&mut stream, Instant::now()).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
 }
+
+#[tokio::test]
+async fn over_max_connections_new_clients_wait_for_a_free_slot() {
+    let app = spawn_backend("app").await;
+    let toml = with_server_keys(
+        one_upstream("round_robin", &[server(app.addr)], ""),
+        "max_connections = 2",
+    );
+    let proxy = spawn_proxy(&toml).await;
+    let request = b"GET / HTTP/1.1\r\nHost: limit.test\r\n\r\n";
+    async fn answered(stream: &mut TcpStream, within: Duration) -> bool {
+        let mut buf = [0u8; 1024];
+        matches!(
+            tokio::time::timeout(within, stream.read(&mut buf)).await,
+            Ok(Ok(n)) if n > 0
+        )
+    }
+    let mut first = TcpStream::connect(proxy.addr).await.expect("connect");
+    let mut second = TcpStream::connect(proxy.addr).await.expect("connect");
+    for stream in [&mut first, &mut second] {
+        stream.write_all(request).await.expect("write");
+        assert!(answered(stream, Duration::from_secs(5)).await);
+    }
+    // The kernel accepts the third connection, but weir does not serve it yet.
+    let mut third = TcpStream::connect(proxy.addr).await.expect("connect");
+    third.write_all(request).await.expect("write");
+    assert!(!answered(&mut third, Duration::from_millis(300)).await);
+    drop(first);
+    assert!(answered(&mut third, Duration::from_secs(5)).await);
+}

@@ -163,3 +163,75 @@ impl Upstream {
             .or_else(|| self.selector.select(&view(false)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Balance;
+    use std::time::Duration;
+
+    fn upstream(slow_start: Option<Duration>) -> Upstream {
+        let config = UpstreamConfig {
+            name: "app".into(),
+            balance: Balance::RoundRobin,
+            servers: ["127.0.0.1:3000", "127.0.0.1:3001"]
+                .iter()
+                .map(|a| ServerConfig {
+                    addr: a.parse().expect("addr"),
+                    weight: 1,
+                    backup: false,
+                })
+                .collect(),
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(1),
+            keepalive: 1,
+            max_fails: 1,
+            fail_timeout: Duration::from_secs(10),
+            retries: 2,
+            retry_timeout: None,
+            request_timeout: None,
+            fail_on_status: vec![],
+            slow_start,
+            health_check: None,
+        };
+        Upstream::new(config, None)
+    }
+
+    fn share_of_first(up: &Upstream, picks: usize) -> f64 {
+        let first = (0..picks).filter(|_| up.pick(&[]) == Some(0)).count();
+        first as f64 / picks as f64
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_returning_server_ramps_up_under_slow_start() {
+        let up = upstream(Some(Duration::from_secs(100)));
+        up.servers[0].state.set_active_up(false);
+        up.servers[0].state.set_active_up(true);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let early = share_of_first(&up, 4000);
+        assert!(
+            early > 0.02 && early < 0.15,
+            "share at 10% of the ramp: {early}"
+        );
+        tokio::time::advance(Duration::from_secs(91)).await;
+        let full = share_of_first(&up, 4000);
+        assert!((full - 0.5).abs() < 0.01, "share after the ramp: {full}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ramping_server_alone_still_takes_requests() {
+        let up = upstream(Some(Duration::from_secs(100)));
+        up.servers[1].state.set_draining(true);
+        up.servers[0].state.set_active_up(false);
+        up.servers[0].state.set_active_up(true);
+        assert!((0..100).all(|_| up.pick(&[]) == Some(0)));
+    }
+
+    #[test]
+    fn without_slow_start_a_returning_server_takes_its_full_share() {
+        let up = upstream(None);
+        up.servers[0].state.set_active_up(false);
+        up.servers[0].state.set_active_up(true);
+        assert!((share_of_first(&up, 1000) - 0.5).abs() < 0.01);
+    }
+}
