@@ -5,6 +5,8 @@
 //! in-flight guard, the upstream connection to give back, the access log line.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
@@ -12,6 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::access::AccessRecord;
+use crate::stats::Recording;
 use crate::upstream::{InFlightGuard, PooledConn};
 
 /// The body weir sends upstream.
@@ -21,6 +24,8 @@ pub enum RequestBody {
     Empty,
     /// The client's body, streamed through.
     Client(Incoming),
+    /// The client's body, streamed through and its bytes counted for the metrics.
+    Metered(Incoming, Arc<AtomicU64>),
 }
 
 impl Body for RequestBody {
@@ -34,20 +39,27 @@ impl Body for RequestBody {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
             RequestBody::Client(body) => Pin::new(body).poll_frame(cx),
+            RequestBody::Metered(body, bytes) => {
+                let frame = ready!(Pin::new(body).poll_frame(cx));
+                if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()) {
+                    bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+                Poll::Ready(frame)
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Empty => true,
-            RequestBody::Client(body) => body.is_end_stream(),
+            RequestBody::Client(body) | RequestBody::Metered(body, _) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Empty => SizeHint::with_exact(0),
-            RequestBody::Client(body) => body.size_hint(),
+            RequestBody::Client(body) | RequestBody::Metered(body, _) => body.size_hint(),
         }
     }
 }
@@ -80,6 +92,8 @@ pub struct Exchange {
     pub record: Option<AccessRecord>,
     /// Body bytes sent to the client so far.
     pub bytes: u64,
+    /// The request's metrics, recorded at the end.
+    pub metrics: Option<Recording>,
 }
 
 impl Exchange {
@@ -91,6 +105,9 @@ impl Exchange {
         }
         if let Some(record) = self.record.take() {
             record.write(self.bytes, complete);
+        }
+        if let Some(metrics) = self.metrics.take() {
+            metrics.finish(self.bytes);
         }
     }
 }

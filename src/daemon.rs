@@ -21,6 +21,8 @@ pub enum Control {
     Reload,
     /// Stop gracefully; a second one stops at once (SIGTERM, SIGINT).
     Shutdown,
+    /// Reopen the access log file after logrotate moved it (SIGUSR1).
+    ReopenLogs,
 }
 
 /// Why the daemon could not start.
@@ -76,12 +78,15 @@ pub struct Daemon {
     shutdown: watch::Sender<bool>,
     /// Reload outcomes, for metrics and for tests that wait for a reload.
     reloads: watch::Sender<ReloadCount>,
+    /// The admin listener, when `[admin]` is configured; stops when the daemon is dropped.
+    admin: Option<crate::admin::Admin>,
 }
 
 impl Daemon {
     /// Builds the first snapshot and binds every listener of `config`.
     pub async fn start(path: PathBuf, config: Config) -> Result<Self, StartError> {
         let settings = config.server.clone();
+        let admin = config.admin.clone();
         let snapshot = Snapshot::build(config, None).map_err(|source| StartError::Io {
             what: "cannot open the access log".into(),
             source,
@@ -99,6 +104,7 @@ impl Daemon {
                 last_success_unix: unix_now(),
                 ..ReloadCount::default()
             }),
+            admin: None,
         };
         for listener in &settings.listen {
             daemon
@@ -108,6 +114,13 @@ impl Daemon {
                     what: format!("cannot listen on {}", listener.addr),
                     source,
                 })?;
+        }
+        if let Some(admin) = admin {
+            let started = crate::admin::start(&admin, daemon.snapshot(), daemon.reloads()).await;
+            daemon.admin = Some(started.map_err(|source| StartError::Io {
+                what: format!("cannot listen on {} (admin)", admin.listen),
+                source,
+            })?);
         }
         Ok(daemon)
     }
@@ -129,6 +142,11 @@ impl Daemon {
     /// The bound address of the listener configured as `addr`.
     pub fn local_addr_of(&self, configured: SocketAddr) -> Option<SocketAddr> {
         self.listeners.get(&configured).map(|l| l.local)
+    }
+
+    /// The bound address of the admin listener, when one is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|a| a.local)
     }
 
     /// Reload outcomes so far; changes after every reload attempt.
@@ -172,6 +190,12 @@ impl Daemon {
                     notify(&[NotifyState::Ready]);
                 }
                 Control::Shutdown => break,
+                Control::ReopenLogs => {
+                    // The send waits only while the writer's queue is full; keep it off the runtime.
+                    if let Some(log) = self.snapshot.load().access.clone() {
+                        let _ = tokio::task::spawn_blocking(move || log.reopen()).await;
+                    }
+                }
             }
         }
         self.shutdown(controls).await;

@@ -14,6 +14,7 @@ use crate::body::{Exchange, RequestBody, ResponseBody};
 use crate::error::ProxyError;
 use crate::headers::{prepare_upstream_request, strip_hop_by_hop, Peer};
 use crate::snapshot::Snapshot;
+use crate::stats::{failed_server, Recording};
 use crate::upstream::{InFlightGuard, Upstream};
 
 /// What weir knows about the client connection a request came on.
@@ -41,8 +42,10 @@ pub async fn handle(
     let host = request_host(&parts);
     let host_str = host.as_ref().and_then(|h| h.to_str().ok());
     let Some(upstream) = snapshot.route(host_str, parts.uri.path()).cloned() else {
-        return error_response(ProxyError::NoRoute, conn, &parts, record);
+        let metrics = Recording::new(snapshot.stats.unrouted.clone(), started);
+        return error_response(ProxyError::NoRoute, conn, &parts, record, metrics);
     };
+    let mut metrics = Recording::new(upstream.stats.clone(), started);
 
     prepare_upstream_request(
         &mut parts.headers,
@@ -65,7 +68,7 @@ pub async fn handle(
         .path_and_query()
         .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
     parts.version = Version::HTTP_11;
-    let req = Request::from_parts(parts, RequestBody::Client(body));
+    let req = Request::from_parts(parts, metrics.meter(body));
 
     match forward(&upstream, req, &mut record, started).await {
         Ok((resp, exchange)) => {
@@ -75,9 +78,16 @@ pub async fn handle(
             if let Some(record) = exchange.record.as_mut() {
                 record.status = parts.status;
             }
+            metrics.status = parts.status.as_u16();
+            metrics.server = exchange.guard.as_ref().map(|g| g.server().clone());
+            exchange.metrics = Some(metrics);
             Response::from_parts(parts, ResponseBody::upstream(body, exchange))
         }
-        Err(err) => error_response_for(err, conn, &head, record),
+        Err(err) => {
+            let failed = failed_server(&err).and_then(|addr| upstream.server(addr));
+            metrics.server = failed.map(|s| s.state.clone());
+            error_response_for(err, conn, &head, record, metrics)
+        }
     }
 }
 
@@ -115,6 +125,9 @@ async fn forward(
         let Some(index) = upstream.pick(&tried) else {
             break;
         };
+        if !tried.is_empty() {
+            upstream.stats.record_retry();
+        }
         let server = &upstream.servers[index];
         let addr = server.config.addr;
         let guard = InFlightGuard::new(server.state.clone());
@@ -144,6 +157,7 @@ async fn forward(
                     conn: Some(conn),
                     record: record.take(),
                     bytes: 0,
+                    metrics: None,
                 };
                 return Ok((resp, exchange));
             }
@@ -194,12 +208,13 @@ fn error_response(
     conn: &ConnInfo,
     parts: &http::request::Parts,
     record: Option<AccessRecord>,
+    metrics: Recording,
 ) -> Response<ResponseBody> {
     let head = RequestHead {
         method: parts.method.clone(),
         uri: parts.uri.clone(),
     };
-    error_response_for(err, conn, &head, record)
+    error_response_for(err, conn, &head, record, metrics)
 }
 
 /// The plain-text answer for a request weir could not forward, logged once with its reason.
@@ -208,6 +223,7 @@ fn error_response_for(
     conn: &ConnInfo,
     head: &RequestHead,
     mut record: Option<AccessRecord>,
+    mut metrics: Recording,
 ) -> Response<ResponseBody> {
     let status = err.status();
     warn!(status = status.as_u16(), client = %conn.peer, method = %head.method,
@@ -215,8 +231,10 @@ fn error_response_for(
     if let Some(record) = record.as_mut() {
         record.status = status;
     }
+    metrics.status = status.as_u16();
     let exchange = Exchange {
         record,
+        metrics: Some(metrics),
         ..Exchange::default()
     };
     plain_response(status, exchange)

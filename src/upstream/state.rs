@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::stats::{Check, ServerStats};
+
 /// Runtime state of one server of one upstream.
 ///
 /// It is shared by every snapshot that contains the server, keyed by
@@ -26,6 +28,8 @@ pub struct ServerState {
     down_until_ms: AtomicU64,
     /// Reference point for `down_until_ms`.
     epoch: Instant,
+    /// Request counters for the admin endpoints; they count on across reloads.
+    pub stats: ServerStats,
 }
 
 #[derive(Debug, Default)]
@@ -46,6 +50,7 @@ impl ServerState {
             passive: Mutex::new(PassiveHealth::default()),
             down_until_ms: AtomicU64::new(0),
             epoch: Instant::now(),
+            stats: ServerStats::default(),
         }
     }
 
@@ -98,6 +103,7 @@ impl ServerState {
         passive.window_start = None;
         let until = self.millis_since_epoch(now + fail_timeout).max(1);
         self.down_until_ms.store(until, Ordering::Relaxed);
+        self.stats.record_transition(Check::Passive, false);
         true
     }
 
@@ -112,7 +118,9 @@ impl ServerState {
         let mut passive = self.passive.lock().unwrap_or_else(|e| e.into_inner());
         passive.fails = 0;
         passive.window_start = None;
-        self.down_until_ms.store(0, Ordering::Relaxed);
+        if self.down_until_ms.swap(0, Ordering::Relaxed) != 0 {
+            self.stats.record_transition(Check::Passive, true);
+        }
     }
 
     fn millis_since_epoch(&self, at: Instant) -> u64 {

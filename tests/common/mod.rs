@@ -135,6 +135,8 @@ pub async fn closed_port() -> SocketAddr {
 pub struct Proxy {
     /// Where it accepts clients.
     pub addr: SocketAddr,
+    /// Where the admin listener is, when the config has `[admin]`.
+    pub admin: Option<SocketAddr>,
     /// Sends reload and shutdown requests, as signals would.
     pub control: mpsc::Sender<Control>,
     /// The config file; rewrite it and send `Control::Reload`.
@@ -189,11 +191,13 @@ pub async fn spawn_proxy(toml: &str) -> Proxy {
         .await
         .expect("proxy starts");
     let addr = daemon.local_addrs()[0];
+    let admin = daemon.admin_addr();
     let reloads = daemon.reloads();
     let (control, rx) = mpsc::channel(8);
     let task = tokio::spawn(daemon.run(rx));
     Proxy {
         addr,
+        admin,
         control,
         config,
         task,
