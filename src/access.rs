@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -23,6 +23,15 @@ use crate::config::{AccessFormat, AccessLog};
 /// Lines that may wait for the writer before new ones are dropped.
 const QUEUE: usize = 16 * 1024;
 
+/// What the writer thread is asked to do.
+#[derive(Debug)]
+enum Message {
+    /// Append a formatted line.
+    Line(String),
+    /// Close and reopen the file (after logrotate moved it away).
+    Reopen,
+}
+
 /// Where access log lines go; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AccessLogger {
@@ -34,7 +43,7 @@ struct Inner {
     /// Line format.
     format: AccessFormat,
     /// The writer thread's queue.
-    tx: SyncSender<String>,
+    tx: SyncSender<Message>,
     /// Lines dropped because the queue was full.
     dropped: AtomicU64,
     /// The destination as configured, so a reload can tell whether it changed.
@@ -44,15 +53,15 @@ struct Inner {
 impl AccessLogger {
     /// Opens the destination and starts its writer; `None` when access logging is off.
     pub fn open(target: &AccessLog, format: AccessFormat) -> io::Result<Option<Self>> {
-        let out: Box<dyn Write + Send> = match target {
+        let (out, path): (Box<dyn Write + Send>, _) = match target {
             AccessLog::Off => return Ok(None),
-            AccessLog::Stdout => Box::new(io::stdout()),
-            AccessLog::File(path) => Box::new(open_append(path)?),
+            AccessLog::Stdout => (Box::new(io::stdout()), None),
+            AccessLog::File(path) => (Box::new(open_append(path)?), Some(path.clone())),
         };
         let (tx, rx) = sync_channel(QUEUE);
         std::thread::Builder::new()
             .name("weir-access-log".into())
-            .spawn(move || write_lines(rx, out))?;
+            .spawn(move || write_lines(rx, out, path))?;
         Ok(Some(Self {
             inner: Arc::new(Inner {
                 format,
@@ -73,8 +82,14 @@ impl AccessLogger {
         self.inner.dropped.load(Ordering::Relaxed)
     }
 
+    /// Asks the writer to reopen its file, so lines go to a fresh file after
+    /// logrotate renamed the old one. Blocks only while the queue is full.
+    pub fn reopen(&self) {
+        let _ = self.inner.tx.send(Message::Reopen);
+    }
+
     fn send(&self, line: String) {
-        match self.inner.tx.try_send(line) {
+        match self.inner.tx.try_send(Message::Line(line)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.inner.dropped.fetch_add(1, Ordering::Relaxed);
@@ -87,15 +102,36 @@ fn open_append(path: &Path) -> io::Result<std::fs::File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-fn write_lines(rx: Receiver<String>, out: Box<dyn Write + Send>) {
+fn write_lines(rx: Receiver<Message>, out: Box<dyn Write + Send>, path: Option<PathBuf>) {
     let mut out = BufWriter::new(out);
-    while let Ok(line) = rx.recv() {
-        let mut batch = Some(line);
+    while let Ok(message) = rx.recv() {
+        let mut batch = Some(message);
         // Write what is queued, then flush once: few syscalls under load,
         // no line left sitting in the buffer when traffic stops.
-        while let Some(line) = batch {
-            if out.write_all(line.as_bytes()).is_err() {
-                return;
+        while let Some(message) = batch {
+            match message {
+                Message::Line(line) => {
+                    if out.write_all(line.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+                Message::Reopen => {
+                    if out.flush().is_err() {
+                        return;
+                    }
+                    if let Some(path) = &path {
+                        match open_append(path) {
+                            Ok(file) => {
+                                out = BufWriter::new(Box::new(file));
+                                tracing::info!(path = %path.display(), "access log reopened");
+                            }
+                            Err(error) => {
+                                tracing::error!(path = %path.display(), %error,
+                                    "cannot reopen the access log; writing to the old file");
+                            }
+                        }
+                    }
+                }
             }
             batch = rx.try_recv().ok();
         }

@@ -6,6 +6,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
@@ -15,6 +17,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::access::AccessRecord;
 use crate::activity::Busy;
+use crate::stats::Recording;
 use crate::upstream::{InFlightGuard, PooledConn};
 
 /// Errors a body can fail with while weir streams it.
@@ -36,13 +39,19 @@ pub enum RequestBody {
         body: Incoming,
         /// Bytes still allowed by `max_body_size`; `None` = no limit.
         left: Option<u64>,
+        /// Counts the bytes read, for the metrics, when metered.
+        counted: Option<Arc<AtomicU64>>,
     },
 }
 
 impl RequestBody {
-    /// The client's body, limited to `max` bytes when set.
-    pub fn client(body: Incoming, max: Option<u64>) -> Self {
-        RequestBody::Client { body, left: max }
+    /// The client's body, limited to `max` bytes when set, its bytes added to `counted`.
+    pub fn client(body: Incoming, max: Option<u64>, counted: Option<Arc<AtomicU64>>) -> Self {
+        RequestBody::Client {
+            body,
+            left: max,
+            counted,
+        }
     }
 }
 
@@ -54,15 +63,25 @@ impl Body for RequestBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let RequestBody::Client { body, left } = self.get_mut() else {
+        let RequestBody::Client {
+            body,
+            left,
+            counted,
+        } = self.get_mut()
+        else {
             return Poll::Ready(None);
         };
         let frame = ready!(Pin::new(body).poll_frame(cx));
-        if let (Some(Ok(frame)), Some(left)) = (&frame, left.as_mut()) {
+        if let Some(Ok(frame)) = &frame {
             let len = frame.data_ref().map_or(0, |d| d.len() as u64);
-            match left.checked_sub(len) {
-                Some(rest) => *left = rest,
-                None => return Poll::Ready(Some(Err(BodyTooLarge.into()))),
+            if let Some(left) = left.as_mut() {
+                match left.checked_sub(len) {
+                    Some(rest) => *left = rest,
+                    None => return Poll::Ready(Some(Err(BodyTooLarge.into()))),
+                }
+            }
+            if let Some(counted) = counted {
+                counted.fetch_add(len, Ordering::Relaxed);
             }
         }
         Poll::Ready(frame.map(|f| f.map_err(Into::into)))
@@ -117,6 +136,8 @@ pub struct Exchange {
     pub bytes: u64,
     /// When the whole exchange must be over (`request_timeout`).
     pub deadline: Option<Instant>,
+    /// The request's metrics, recorded at the end.
+    pub metrics: Option<Recording>,
 }
 
 impl Exchange {
@@ -128,6 +149,9 @@ impl Exchange {
         }
         if let Some(record) = self.record.take() {
             record.write(self.bytes, complete);
+        }
+        if let Some(metrics) = self.metrics.take() {
+            metrics.finish(self.bytes);
         }
     }
 }

@@ -24,14 +24,14 @@ pub async fn demo(config: Config) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot start the demo app on {addr}: {e}"))?;
     }
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    signals::forward(tx).map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let daemon = Daemon::start(PathBuf::from("config/weir.toml"), config)
         .await
         .map_err(|e| e.to_string())?;
     for addr in daemon.local_addrs() {
         print!("{}", demo::banner(addr));
     }
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
-    signals::forward(tx).map_err(|e| format!("cannot install signal handlers: {e}"))?;
     daemon.run(rx).await;
     Ok(())
 }

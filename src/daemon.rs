@@ -22,6 +22,8 @@ pub enum Control {
     Reload,
     /// Stop gracefully; a second one stops at once (SIGTERM, SIGINT).
     Shutdown,
+    /// Reopen the access log file after logrotate moved it (SIGUSR1).
+    ReopenLogs,
 }
 
 /// Why the daemon could not start.
@@ -79,12 +81,15 @@ pub struct Daemon {
     reloads: watch::Sender<ReloadCount>,
     /// Active health probes, matched to the snapshot after every reload.
     health: HealthChecks,
+    /// The admin listener, when `[admin]` is configured; stops when the daemon is dropped.
+    admin: Option<crate::admin::Admin>,
 }
 
 impl Daemon {
     /// Builds the first snapshot and binds every listener of `config`.
     pub async fn start(path: PathBuf, config: Config) -> Result<Self, StartError> {
         let settings = config.server.clone();
+        let admin = config.admin.clone();
         let snapshot = Snapshot::build(config, None).map_err(|source| StartError::Io {
             what: "cannot open the access log".into(),
             source,
@@ -103,6 +108,7 @@ impl Daemon {
                 ..ReloadCount::default()
             }),
             health: HealthChecks::default(),
+            admin: None,
         };
         daemon.health.sync(&daemon.snapshot.load());
         for listener in &settings.listen {
@@ -113,6 +119,13 @@ impl Daemon {
                     what: format!("cannot listen on {}", listener.addr),
                     source,
                 })?;
+        }
+        if let Some(admin) = admin {
+            let started = crate::admin::start(&admin, daemon.snapshot(), daemon.reloads()).await;
+            daemon.admin = Some(started.map_err(|source| StartError::Io {
+                what: format!("cannot listen on {} (admin)", admin.listen),
+                source,
+            })?);
         }
         Ok(daemon)
     }
@@ -134,6 +147,11 @@ impl Daemon {
     /// The bound address of the listener configured as `addr`.
     pub fn local_addr_of(&self, configured: SocketAddr) -> Option<SocketAddr> {
         self.listeners.get(&configured).map(|l| l.local)
+    }
+
+    /// The bound address of the admin listener, when one is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|a| a.local)
     }
 
     /// Reload outcomes so far; changes after every reload attempt.
@@ -177,6 +195,12 @@ impl Daemon {
                     notify(&[NotifyState::Ready]);
                 }
                 Control::Shutdown => break,
+                Control::ReopenLogs => {
+                    // The send waits only while the writer's queue is full; keep it off the runtime.
+                    if let Some(log) = self.snapshot.load().access.clone() {
+                        let _ = tokio::task::spawn_blocking(move || log.reopen()).await;
+                    }
+                }
             }
         }
         self.shutdown(controls).await;
@@ -285,12 +309,14 @@ fn notify(states: &[NotifyState<'_>]) {
 
 /// Loads `path`, starts a daemon, turns signals into controls and runs until shutdown.
 pub async fn run_with_signals(path: &Path, config: Config) -> Result<(), StartError> {
-    let daemon = Daemon::start(path.to_path_buf(), config).await?;
+    // Handlers first: a SIGHUP arriving while listeners are being bound is
+    // queued for the run loop instead of killing the process.
     let (tx, rx) = mpsc::channel(8);
     crate::signals::forward(tx).map_err(|source| StartError::Io {
         what: "cannot install signal handlers".into(),
         source,
     })?;
+    let daemon = Daemon::start(path.to_path_buf(), config).await?;
     daemon.run(rx).await;
     Ok(())
 }

@@ -63,6 +63,9 @@ pub async fn forward(
         let Some(index) = upstream.pick(&tried) else {
             break;
         };
+        if !tried.is_empty() {
+            upstream.stats.record_retry();
+        }
         let server = &upstream.servers[index];
         let addr = server.config.addr;
         if let Some(error) = &last_error {

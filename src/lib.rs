@@ -11,11 +11,13 @@
 //! - [`upstream`]: servers, their runtime state and connection pools.
 //! - [`headers`], [`body`], [`error`]: what is forwarded and how failures map to statuses.
 //! - [`access`], [`logging`]: the access log and diagnostics.
+//! - [`stats`], [`admin`]: request counters and the admin listener that shows them.
 //! - [`signals`]: Unix signals as [`daemon::Control`] values; [`demo`]: `weir demo`.
 #![forbid(unsafe_code)]
 
 pub mod access;
 pub mod activity;
+pub mod admin;
 pub mod balance;
 pub mod body;
 pub mod cli;
@@ -32,4 +34,5 @@ pub mod routing;
 pub mod server;
 pub mod signals;
 pub mod snapshot;
+pub mod stats;
 pub mod upstream;

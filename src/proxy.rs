@@ -15,6 +15,7 @@ use crate::error::ProxyError;
 use crate::forward::{forward, Deadlines};
 use crate::headers::{prepare_upstream_request, strip_hop_by_hop, Peer};
 use crate::snapshot::Snapshot;
+use crate::stats::{failed_server, Recording};
 
 /// What weir knows about the client connection a request came on.
 #[derive(Debug, Clone)]
@@ -41,9 +42,11 @@ pub async fn handle(
     let host = request_host(&parts);
     let host_str = host.as_ref().and_then(|h| h.to_str().ok());
     let Some(target) = snapshot.route(host_str, parts.uri.path()) else {
-        return error_response(ProxyError::NoRoute, conn, &parts, record);
+        let metrics = Recording::new(snapshot.stats.unrouted.clone(), started);
+        return error_response(ProxyError::NoRoute, conn, &parts, record, metrics);
     };
     let upstream = target.upstream.clone();
+    let mut metrics = Recording::new(upstream.stats.clone(), started);
     let deadlines = Deadlines {
         started,
         request: target
@@ -53,7 +56,7 @@ pub async fn handle(
     };
     let max_body = snapshot.config.server.max_body_size;
     if max_body.is_some_and(|max| declared_length(&parts.headers).is_some_and(|len| len > max)) {
-        return error_response(ProxyError::BodyTooLarge, conn, &parts, record);
+        return error_response(ProxyError::BodyTooLarge, conn, &parts, record, metrics);
     }
 
     prepare_upstream_request(
@@ -77,7 +80,8 @@ pub async fn handle(
         .path_and_query()
         .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
     parts.version = Version::HTTP_11;
-    let req = Request::from_parts(parts, RequestBody::client(body, max_body));
+    let counted = metrics.meter(&body);
+    let req = Request::from_parts(parts, RequestBody::client(body, max_body, counted));
 
     match forward(&upstream, req, &mut record, deadlines).await {
         Ok((resp, mut exchange)) => {
@@ -87,9 +91,16 @@ pub async fn handle(
                 record.status = parts.status;
             }
             exchange.deadline = deadlines.request;
+            metrics.status = parts.status.as_u16();
+            metrics.server = exchange.guard.as_ref().map(|g| g.server().clone());
+            exchange.metrics = Some(metrics);
             Response::from_parts(parts, ResponseBody::upstream(body, exchange))
         }
-        Err(err) => error_response_for(err, conn, &head, record),
+        Err(err) => {
+            let failed = failed_server(&err).and_then(|addr| upstream.server(addr));
+            metrics.server = failed.map(|s| s.state.clone());
+            error_response_for(err, conn, &head, record, metrics)
+        }
     }
 }
 
@@ -124,12 +135,13 @@ fn error_response(
     conn: &ConnInfo,
     parts: &http::request::Parts,
     record: Option<AccessRecord>,
+    metrics: Recording,
 ) -> Response<ResponseBody> {
     let head = RequestHead {
         method: parts.method.clone(),
         uri: parts.uri.clone(),
     };
-    error_response_for(err, conn, &head, record)
+    error_response_for(err, conn, &head, record, metrics)
 }
 
 /// The plain-text answer for a request weir could not forward, logged once with its reason.
@@ -138,6 +150,7 @@ fn error_response_for(
     conn: &ConnInfo,
     head: &RequestHead,
     mut record: Option<AccessRecord>,
+    mut metrics: Recording,
 ) -> Response<ResponseBody> {
     let status = err.status();
     warn!(status = status.as_u16(), client = %conn.peer, method = %head.method,
@@ -145,8 +158,10 @@ fn error_response_for(
     if let Some(record) = record.as_mut() {
         record.status = status;
     }
+    metrics.status = status.as_u16();
     let exchange = Exchange {
         record,
+        metrics: Some(metrics),
         ..Exchange::default()
     };
     plain_response(status, exchange)

@@ -131,6 +131,7 @@ async fn serve(
     _permit: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
+    let _open = ctx.snapshot.load().stats.connection_opened();
     let info = Arc::new(ConnInfo {
         peer,
         proto: "http",

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::access::AccessLogger;
 use crate::config::Config;
 use crate::routing::Router;
+use crate::stats::DaemonStats;
 use crate::upstream::Upstream;
 
 /// What a route leads to.
@@ -30,6 +31,8 @@ pub struct Snapshot {
     pub upstreams: Vec<Arc<Upstream>>,
     /// The access log, when on.
     pub access: Option<AccessLogger>,
+    /// Daemon-wide counters, handed from snapshot to snapshot.
+    pub stats: Arc<DaemonStats>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -73,6 +76,7 @@ impl Snapshot {
             router: Router::new(routes),
             upstreams,
             access,
+            stats: previous.map(|p| p.stats.clone()).unwrap_or_default(),
             config: Arc::new(config),
         })
     }

@@ -10,6 +10,7 @@ pub use state::{InFlightGuard, ServerState};
 
 use crate::balance::{Candidate, Selector};
 use crate::config::{ServerConfig, UpstreamConfig};
+use crate::stats::UpstreamStats;
 
 /// One upstream as configured in one snapshot.
 #[derive(Debug)]
@@ -20,6 +21,8 @@ pub struct Upstream {
     pub servers: Vec<Server>,
     /// Picks a server (primaries first, backups when none can take the request).
     selector: Selector,
+    /// Request counters, shared with the same upstream in other snapshots.
+    pub stats: Arc<UpstreamStats>,
 }
 
 /// One server of an upstream in one snapshot.
@@ -109,6 +112,7 @@ impl Upstream {
             .collect();
         Self {
             selector: Selector::new(config.balance, &shape),
+            stats: previous.map(|p| p.stats.clone()).unwrap_or_default(),
             config,
             servers,
         }

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::stats::{Check, ServerStats};
+
 /// Runtime state of one server of one upstream.
 ///
 /// It is shared by every snapshot that contains the server, keyed by
@@ -32,6 +34,8 @@ pub struct ServerState {
     back_since_ms: AtomicU64,
     /// Reference point for the millisecond timestamps.
     epoch: Instant,
+    /// Request counters for the admin endpoints; they count on across reloads.
+    pub stats: ServerStats,
 }
 
 #[derive(Debug, Default)]
@@ -54,6 +58,7 @@ impl ServerState {
             active_up: AtomicBool::new(true),
             back_since_ms: AtomicU64::new(0),
             epoch: Instant::now(),
+            stats: ServerStats::default(),
         }
     }
 
@@ -82,7 +87,11 @@ impl ServerState {
 
     /// Sets the active health verdict; coming up starts a `slow_start` ramp.
     pub fn set_active_up(&self, up: bool) {
-        if self.active_up.swap(up, Ordering::Relaxed) != up && up {
+        if self.active_up.swap(up, Ordering::Relaxed) == up {
+            return;
+        }
+        self.stats.record_transition(Check::Active, up);
+        if up {
             self.mark_back(Instant::now());
         }
     }
@@ -141,6 +150,7 @@ impl ServerState {
         self.down_until_ms.store(until, Ordering::Relaxed);
         // It comes back by itself when the timeout ends: its ramp starts then.
         self.back_since_ms.store(until, Ordering::Relaxed);
+        self.stats.record_transition(Check::Passive, false);
         true
     }
 
@@ -155,7 +165,9 @@ impl ServerState {
         let mut passive = self.passive.lock().unwrap_or_else(|e| e.into_inner());
         passive.fails = 0;
         passive.window_start = None;
-        self.down_until_ms.store(0, Ordering::Relaxed);
+        if self.down_until_ms.swap(0, Ordering::Relaxed) != 0 {
+            self.stats.record_transition(Check::Passive, true);
+        }
     }
 
     fn millis_since_epoch(&self, at: Instant) -> u64 {

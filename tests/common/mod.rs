@@ -150,6 +150,8 @@ pub async fn closed_port() -> SocketAddr {
 pub struct Proxy {
     /// Where it accepts clients.
     pub addr: SocketAddr,
+    /// Where the admin listener is, when the config has `[admin]`.
+    pub admin: Option<SocketAddr>,
     /// Sends reload and shutdown requests, as signals would.
     pub control: mpsc::Sender<Control>,
     /// The config file; rewrite it and send `Control::Reload`.
@@ -219,12 +221,14 @@ pub async fn spawn_proxy(toml: &str) -> Proxy {
         .await
         .expect("proxy starts");
     let addr = daemon.local_addrs()[0];
+    let admin = daemon.admin_addr();
     let reloads = daemon.reloads();
     let snapshot = daemon.snapshot();
     let (control, rx) = mpsc::channel(8);
     let task = tokio::spawn(daemon.run(rx));
     Proxy {
         addr,
+        admin,
         control,
         config,
         task,
@@ -379,4 +383,47 @@ pub async fn wait_until(cond: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     panic!("condition not reached within 5 s");
+}
+
+/// `toml` with an `[admin]` listener on an ephemeral port, and a token when given.
+pub fn with_admin(toml: &str, token: Option<&str>) -> String {
+    let token = token.map_or(String::new(), |t| format!("token = \"{t}\"\n"));
+    format!("{toml}\n[admin]\nlisten = \"127.0.0.1:0\"\n{token}")
+}
+
+impl Proxy {
+    /// `http://admin` + `path`; panics when the proxy has no admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin.expect("admin listener"), path)
+    }
+
+    /// GETs an admin endpoint, with a bearer token when given.
+    pub async fn admin_get(&self, path: &str, token: Option<&str>) -> (StatusCode, String) {
+        self.admin_call(http::Method::GET, path, token).await
+    }
+
+    /// POSTs to an admin endpoint without a token.
+    pub async fn admin_post(&self, path: &str) -> (StatusCode, String) {
+        self.admin_call(http::Method::POST, path, None).await
+    }
+
+    async fn admin_call(
+        &self,
+        method: http::Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> (StatusCode, String) {
+        let mut req = Request::builder().method(method).uri(self.admin_url(path));
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        send(req.body(Full::new(Bytes::new())).expect("request")).await
+    }
+
+    /// `/status.json`, parsed.
+    pub async fn status_json(&self) -> serde_json::Value {
+        let (status, body) = self.admin_get("/status.json", None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        serde_json::from_str(&body).expect("status.json is JSON")
+    }
 }

@@ -1,0 +1,256 @@
+//! `/metrics`: the Prometheus text format, collected from the live snapshot at scrape time.
+//!
+//! Nothing is registered ahead of time: every scrape walks the current
+//! upstreams and servers and encodes their atomics with `prometheus-client`'s
+//! encoder, so label sets always follow the config in force.
+
+use std::fmt::Error as FmtError;
+use std::sync::atomic::Ordering;
+
+use http::{Response, StatusCode};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+
+use super::{respond, text, Body, State};
+use crate::snapshot::Snapshot;
+use crate::stats::{Check, HistogramSnapshot, UpstreamStats, BUCKETS};
+
+/// `GET /metrics`.
+pub(super) fn render(state: &State) -> Response<Body> {
+    let mut out = String::with_capacity(16 * 1024);
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(Scrape {
+        snapshot: state.snapshot.load_full(),
+        reloads: *state.reloads.borrow(),
+    }));
+    match prometheus_client::encoding::prometheus_text::encode(&mut out, &registry) {
+        Ok(()) => respond(
+            StatusCode::OK,
+            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+            out.into(),
+        ),
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n"),
+    }
+}
+
+/// One scrape's view: the snapshot and reload counts read once, so a scrape is consistent.
+#[derive(Debug)]
+struct Scrape {
+    snapshot: std::sync::Arc<Snapshot>,
+    reloads: crate::daemon::ReloadCount,
+}
+
+/// Labels of a per-server series.
+type ServerLabels<'a> = [(&'static str, &'a str); 2];
+
+fn counter(enc: &mut MetricEncoder<'_>, value: u64) -> Result<(), FmtError> {
+    enc.encode_counter::<NoLabelSet, _, u64>(&value, None)
+}
+
+fn histogram(enc: &mut MetricEncoder<'_>, h: &HistogramSnapshot) -> Result<(), FmtError> {
+    let buckets: Vec<(f64, u64)> = BUCKETS
+        .iter()
+        .copied()
+        .chain([f64::INFINITY])
+        .zip(h.counts)
+        .collect();
+    enc.encode_histogram::<NoLabelSet>(h.sum, h.count(), &buckets, None)
+}
+
+impl Scrape {
+    /// Every (upstream, server address) pair in the config, with the server.
+    fn servers(&self) -> impl Iterator<Item = (&str, String, &crate::upstream::Server)> {
+        self.snapshot.upstreams.iter().flat_map(|u| {
+            u.servers
+                .iter()
+                .map(move |s| (u.name(), s.config.addr.to_string(), s))
+        })
+    }
+
+    /// Upstreams plus the unrouted pseudo-upstream `""`.
+    fn upstream_stats(&self) -> impl Iterator<Item = (&str, &UpstreamStats)> {
+        let unrouted = std::iter::once(("", &*self.snapshot.stats.unrouted));
+        self.snapshot
+            .upstreams
+            .iter()
+            .map(|u| (u.name(), &*u.stats))
+            .chain(unrouted)
+    }
+
+    fn requests(&self, d: &mut DescriptorEncoder<'_>) -> Result<(), FmtError> {
+        let help = "Responses sent to clients, by upstream, server and status (server=\"\": no server was tried; upstream=\"\": no route matched)";
+        let mut enc = d.encode_descriptor("weir_requests", help, None, MetricType::Counter)?;
+        for (upstream, addr, server) in self.servers() {
+            for (code, n) in server.state.stats.codes.nonzero() {
+                let code = code.to_string();
+                let labels = [("upstream", upstream), ("server", &addr), ("code", &code)];
+                counter(&mut enc.encode_family(&labels)?, n)?;
+            }
+        }
+        for (upstream, stats) in self.upstream_stats() {
+            for (code, n) in stats.unassigned.nonzero() {
+                let code = code.to_string();
+                let labels = [("upstream", upstream), ("server", ""), ("code", &code)];
+                counter(&mut enc.encode_family(&labels)?, n)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn per_server(
+        &self,
+        d: &mut DescriptorEncoder<'_>,
+        name: &str,
+        help: &str,
+        kind: MetricType,
+        value: impl Fn(&crate::upstream::Server) -> u64,
+    ) -> Result<(), FmtError> {
+        let mut enc = d.encode_descriptor(name, help, None, kind)?;
+        for (upstream, addr, server) in self.servers() {
+            let labels: ServerLabels<'_> = [("upstream", upstream), ("server", &addr)];
+            let mut fam = enc.encode_family(&labels)?;
+            match kind {
+                MetricType::Counter => counter(&mut fam, value(server))?,
+                _ => fam.encode_gauge(&(value(server) as i64))?,
+            }
+        }
+        Ok(())
+    }
+
+    fn transitions(&self, d: &mut DescriptorEncoder<'_>) -> Result<(), FmtError> {
+        let help =
+            "Health state changes of a server, by check (passive, active) and new state (up, down)";
+        let mut enc = d.encode_descriptor(
+            "weir_upstream_health_transitions",
+            help,
+            None,
+            MetricType::Counter,
+        )?;
+        for (upstream, addr, server) in self.servers() {
+            for (check, name) in [(Check::Passive, "passive"), (Check::Active, "active")] {
+                let (down, up) = server.state.stats.transitions(check);
+                for (to, n) in [("down", down), ("up", up)] {
+                    let labels = [
+                        ("upstream", upstream),
+                        ("server", &addr),
+                        ("check", name),
+                        ("to", to),
+                    ];
+                    counter(&mut enc.encode_family(&labels)?, n)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl prometheus_client::collector::Collector for Scrape {
+    fn encode(&self, mut d: DescriptorEncoder<'_>) -> Result<(), FmtError> {
+        self.requests(&mut d)?;
+        {
+            let help = "Time from a request's arrival to the end of its response, by upstream";
+            let mut enc = d.encode_descriptor(
+                "weir_request_duration_seconds",
+                help,
+                None,
+                MetricType::Histogram,
+            )?;
+            for (upstream, stats) in self.upstream_stats() {
+                let labels = [("upstream", upstream)];
+                histogram(&mut enc.encode_family(&labels)?, &stats.latency.snapshot())?;
+            }
+        }
+        {
+            let help = "Attempts made on another server after an attempt failed, by upstream";
+            let mut enc =
+                d.encode_descriptor("weir_upstream_retries", help, None, MetricType::Counter)?;
+            for u in &self.snapshot.upstreams {
+                let labels = [("upstream", u.name())];
+                counter(
+                    &mut enc.encode_family(&labels)?,
+                    u.stats.retries.load(Ordering::Relaxed),
+                )?;
+            }
+        }
+        let gauge = MetricType::Gauge;
+        let count = MetricType::Counter;
+        self.per_server(
+            &mut d,
+            "weir_upstream_in_flight",
+            "Requests in flight to a server",
+            gauge,
+            |s| s.state.in_flight(),
+        )?;
+        self.per_server(
+            &mut d,
+            "weir_upstream_server_up",
+            "1 when health checks let the server take requests, else 0",
+            gauge,
+            |s| u64::from(!s.state.is_down()),
+        )?;
+        self.per_server(
+            &mut d,
+            "weir_upstream_server_draining",
+            "1 while an operator drains the server, else 0",
+            gauge,
+            |s| u64::from(s.state.is_draining()),
+        )?;
+        self.per_server(
+            &mut d,
+            "weir_upstream_request_bytes",
+            "Request body bytes received from clients and forwarded to a server",
+            count,
+            |s| s.state.stats.bytes_in.load(Ordering::Relaxed),
+        )?;
+        self.per_server(
+            &mut d,
+            "weir_upstream_response_bytes",
+            "Response body bytes from a server sent to clients",
+            count,
+            |s| s.state.stats.bytes_out.load(Ordering::Relaxed),
+        )?;
+        self.transitions(&mut d)?;
+
+        let stats = &self.snapshot.stats;
+        let open = ConstGauge::new(stats.connections_open.load(Ordering::Relaxed));
+        open.encode(d.encode_descriptor(
+            "weir_connections_open",
+            "Client connections open now",
+            None,
+            open.metric_type(),
+        )?)?;
+        {
+            let mut enc = d.encode_descriptor(
+                "weir_config_reloads",
+                "Configuration reloads, by result (ok, error)",
+                None,
+                count,
+            )?;
+            counter(
+                &mut enc.encode_family(&[("result", "ok")])?,
+                self.reloads.ok,
+            )?;
+            counter(
+                &mut enc.encode_family(&[("result", "error")])?,
+                self.reloads.failed,
+            )?;
+        }
+        let last = ConstGauge::new(self.reloads.last_success_unix as f64);
+        last.encode(d.encode_descriptor(
+            "weir_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful reload (or of the start)",
+            None,
+            gauge,
+        )?)?;
+        let dropped = ConstCounter::new(self.snapshot.access.as_ref().map_or(0, |a| a.dropped()));
+        dropped.encode(d.encode_descriptor(
+            "weir_access_log_dropped_lines",
+            "Access log lines dropped because the writer fell behind",
+            None,
+            count,
+        )?)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,367 @@
+//! Request statistics kept as plain atomics where requests end.
+//!
+//! Recording a request is a handful of relaxed atomic adds on counters that
+//! live in per-server and per-upstream state — no lock, no map lookup, no
+//! allocation. Those states are carried over across reloads like
+//! [`ServerState`], so counters keep counting; the admin endpoints read them
+//! at scrape time from the live snapshot, which is why removed servers vanish
+//! from `/metrics` on their own.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use http_body::Body as _;
+use hyper::body::Incoming;
+
+use crate::error::ProxyError;
+use crate::upstream::ServerState;
+
+/// Upper bounds of the latency buckets in seconds; a last `+Inf` bucket follows.
+pub const BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Number of bucket slots including `+Inf`.
+pub const SLOTS: usize = BUCKETS.len() + 1;
+
+/// A fixed-bucket latency histogram of atomics.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative); the last one is `+Inf`.
+    counts: [AtomicU64; SLOTS],
+    /// Sum of all observations in nanoseconds.
+    sum_ns: AtomicU64,
+}
+
+/// A point-in-time copy of a [`Histogram`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HistogramSnapshot {
+    /// Observations per bucket (not cumulative).
+    pub counts: [u64; SLOTS],
+    /// Sum of observations in seconds.
+    pub sum: f64,
+}
+
+impl Histogram {
+    /// Counts one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let slot = BUCKETS.iter().position(|b| secs <= *b).unwrap_or(SLOTS - 1);
+        self.counts[slot].fetch_add(1, Ordering::Relaxed);
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// Copies the current values.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        HistogramSnapshot {
+            counts: std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed)),
+            sum: self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9,
+        }
+    }
+}
+
+impl HistogramSnapshot {
+    /// Total observations.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Bucket-wise `self - earlier`, for rates over a window.
+    pub fn since(&self, earlier: &HistogramSnapshot) -> HistogramSnapshot {
+        HistogramSnapshot {
+            counts: std::array::from_fn(|i| self.counts[i].saturating_sub(earlier.counts[i])),
+            sum: (self.sum - earlier.sum).max(0.0),
+        }
+    }
+
+    /// Adds `other` bucket-wise.
+    pub fn add(&mut self, other: &HistogramSnapshot) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts) {
+            *a += b;
+        }
+        self.sum += other.sum;
+    }
+
+    /// The `q` quantile in seconds, interpolated within its bucket the way
+    /// Prometheus' `histogram_quantile` does; `None` without observations.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * total as f64;
+        let mut below = 0u64;
+        for (i, &n) in self.counts.iter().enumerate() {
+            if n > 0 && (below + n) as f64 >= rank {
+                let Some(&upper) = BUCKETS.get(i) else {
+                    // The +Inf bucket has no upper bound: report the highest finite one.
+                    return Some(BUCKETS[BUCKETS.len() - 1]);
+                };
+                let lower = if i == 0 { 0.0 } else { BUCKETS[i - 1] };
+                let into = (rank - below as f64) / n as f64;
+                return Some(lower + (upper - lower) * into.clamp(0.0, 1.0));
+            }
+            below += n;
+        }
+        Some(BUCKETS[BUCKETS.len() - 1])
+    }
+}
+
+/// Lowest status code counted; codes are 100..=999 (RFC 9110 §15 and `http`'s `StatusCode`).
+const FIRST_CODE: u16 = 100;
+
+/// Responses counted per exact status code.
+#[derive(Debug)]
+pub struct CodeCounts {
+    /// Index = code - 100.
+    counts: Box<[AtomicU64]>,
+}
+
+impl Default for CodeCounts {
+    fn default() -> Self {
+        Self {
+            counts: (FIRST_CODE..1000).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl CodeCounts {
+    /// Counts one response with `code`.
+    pub fn add(&self, code: u16) {
+        if let Some(slot) = code
+            .checked_sub(FIRST_CODE)
+            .and_then(|i| self.counts.get(usize::from(i)))
+        {
+            slot.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Codes seen so far and their counts, in code order.
+    pub fn nonzero(&self) -> Vec<(u16, u64)> {
+        (FIRST_CODE..)
+            .zip(self.counts.iter())
+            .map(|(code, n)| (code, n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+}
+
+/// Which kind of health check changed a server's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// `max_fails`/`fail_timeout` on real traffic.
+    Passive,
+    /// Probes from `[upstream.health_check]`.
+    Active,
+}
+
+/// Counters of one server, living in its [`ServerState`] so they survive reloads.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Responses sent to clients for requests this server handled, by status.
+    pub codes: CodeCounts,
+    /// Time from the request's arrival to the end of its response body.
+    pub latency: Histogram,
+    /// Request body bytes received from clients and sent to this server.
+    pub bytes_in: AtomicU64,
+    /// Response body bytes sent to clients from this server.
+    pub bytes_out: AtomicU64,
+    /// Health transitions: `[passive down, passive up, active down, active up]`.
+    transitions: [AtomicU64; 4],
+}
+
+impl ServerStats {
+    /// Counts a health state change of this server.
+    pub fn record_transition(&self, check: Check, up: bool) {
+        let i = usize::from(check == Check::Active) * 2 + usize::from(up);
+        self.transitions[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Health transitions so far for `check`, as (to down, to up).
+    pub fn transitions(&self, check: Check) -> (u64, u64) {
+        let i = usize::from(check == Check::Active) * 2;
+        (
+            self.transitions[i].load(Ordering::Relaxed),
+            self.transitions[i + 1].load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Counters of one upstream, carried over across reloads by upstream name.
+#[derive(Debug, Default)]
+pub struct UpstreamStats {
+    /// Latency of every request routed to this upstream (`weir_request_duration_seconds`).
+    pub latency: Histogram,
+    /// Responses with a 5xx status, for error rates.
+    pub errors: AtomicU64,
+    /// Responses to requests that never reached a server (503 with none usable), by status.
+    pub unassigned: CodeCounts,
+    /// Attempts made after an earlier attempt failed.
+    pub retries: AtomicU64,
+}
+
+impl UpstreamStats {
+    /// Counts an attempt on another server after a failed one.
+    pub fn record_retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Daemon-wide counters, carried over across reloads in the snapshot.
+#[derive(Debug, Default)]
+pub struct DaemonStats {
+    /// Client connections open now (`weir_connections_open`).
+    pub connections_open: AtomicI64,
+    /// Requests no route matched; exported as `upstream=""`.
+    pub unrouted: Arc<UpstreamStats>,
+}
+
+impl DaemonStats {
+    /// Counts a client connection as open until the returned guard drops.
+    pub fn connection_opened(self: &Arc<Self>) -> ConnectionGuard {
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard(self.clone())
+    }
+}
+
+/// Keeps `weir_connections_open` up while a connection lives.
+#[derive(Debug)]
+pub struct ConnectionGuard(Arc<DaemonStats>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What is recorded when a request ends; carried in the response body's exchange.
+#[derive(Debug)]
+pub struct Recording {
+    /// The upstream's (or the unrouted) counters.
+    upstream: Arc<UpstreamStats>,
+    /// The server that answered or failed, when one was tried.
+    pub server: Option<Arc<ServerState>>,
+    /// When the request arrived.
+    started: Instant,
+    /// The status sent to the client.
+    pub status: u16,
+    /// Request body bytes read so far, shared with the metered request body.
+    pub bytes_in: Option<Arc<AtomicU64>>,
+}
+
+impl Recording {
+    /// Starts recording a request that arrived at `started`.
+    pub fn new(upstream: Arc<UpstreamStats>, started: Instant) -> Self {
+        Self {
+            upstream,
+            server: None,
+            started,
+            status: 0,
+            bytes_in: None,
+        }
+    }
+
+    /// A counter for the client's body bytes; none for bodiless requests.
+    pub fn meter(&mut self, body: &Incoming) -> Option<Arc<AtomicU64>> {
+        if body.is_end_stream() {
+            return None;
+        }
+        let bytes = Arc::new(AtomicU64::new(0));
+        self.bytes_in = Some(bytes.clone());
+        Some(bytes)
+    }
+
+    /// Counts the request: its status, latency and bytes, on its server and upstream.
+    pub fn finish(self, bytes_out: u64) {
+        let elapsed = self.started.elapsed();
+        self.upstream.latency.observe(elapsed);
+        if self.status >= 500 {
+            self.upstream.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let Some(server) = self.server else {
+            self.upstream.unassigned.add(self.status);
+            return;
+        };
+        let stats = &server.stats;
+        stats.codes.add(self.status);
+        stats.latency.observe(elapsed);
+        stats.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
+        if let Some(bytes_in) = self.bytes_in {
+            let n = bytes_in.load(Ordering::Relaxed);
+            stats.bytes_in.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The server a failed request is counted against, if any was tried.
+pub fn failed_server(err: &ProxyError) -> Option<SocketAddr> {
+    match err {
+        ProxyError::Connect { server, .. }
+        | ProxyError::Upstream { server, .. }
+        | ProxyError::Timeout { server, .. } => Some(*server),
+        ProxyError::NoRoute
+        | ProxyError::NoServer { .. }
+        | ProxyError::BodyTooLarge
+        | ProxyError::ClientBody(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_and_quantiles() {
+        let h = Histogram::default();
+        for _ in 0..90 {
+            h.observe(Duration::from_micros(800));
+        }
+        for _ in 0..10 {
+            h.observe(Duration::from_millis(200));
+        }
+        let s = h.snapshot();
+        assert_eq!(s.count(), 100);
+        assert_eq!(s.counts[0], 90);
+        assert_eq!(s.counts[7], 10);
+        let p50 = s.quantile(0.5).expect("p50");
+        assert!(p50 > 0.0 && p50 <= 0.001, "{p50}");
+        let p99 = s.quantile(0.99).expect("p99");
+        assert!(p99 > 0.1 && p99 <= 0.25, "{p99}");
+        assert!((s.sum - (0.072 + 2.0)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn slow_requests_land_in_inf() {
+        let h = Histogram::default();
+        h.observe(Duration::from_secs(30));
+        let s = h.snapshot();
+        assert_eq!(s.counts[SLOTS - 1], 1);
+        assert_eq!(s.quantile(0.5), Some(10.0));
+        assert_eq!(HistogramSnapshot::default().quantile(0.5), None);
+    }
+
+    #[test]
+    fn codes_count_exactly() {
+        let c = CodeCounts::default();
+        c.add(200);
+        c.add(200);
+        c.add(502);
+        c.add(999);
+        c.add(42);
+        assert_eq!(c.nonzero(), vec![(200, 2), (502, 1), (999, 1)]);
+    }
+
+    #[test]
+    fn transitions_are_kept_apart() {
+        let s = ServerStats::default();
+        s.record_transition(Check::Passive, false);
+        s.record_transition(Check::Active, true);
+        assert_eq!(s.transitions(Check::Passive), (1, 0));
+        assert_eq!(s.transitions(Check::Active), (0, 1));
+    }
+}
