@@ -4,7 +4,9 @@
 //!
 //! - [`config`]: TOML parsing and validation into domain types.
 //! - [`daemon`]: listeners, the live [`snapshot::Snapshot`], reload and shutdown.
-//! - [`server`]: accepting client connections and serving HTTP/1.1 on them.
+//! - [`server`]: accepting client connections and serving HTTP/1.1 and HTTP/2 on them.
+//! - [`listener`], [`tls`]: what a listener does (plain, TLS by SNI, HTTPS redirect).
+//! - [`upgrade`]: `Upgrade` handshakes (WebSocket) and the tunnels they open.
 //! - [`proxy`]: the request path: route, pick, forward, stream back.
 //! - [`routing`] and [`balance`]: pure lookup and selection logic.
 //! - [`upstream`]: servers, their runtime state and connection pools.
@@ -22,10 +24,13 @@ pub mod daemon;
 pub mod demo;
 pub mod error;
 pub mod headers;
+pub mod listener;
 pub mod logging;
 pub mod proxy;
 pub mod routing;
 pub mod server;
 pub mod signals;
 pub mod snapshot;
+pub mod tls;
+pub mod upgrade;
 pub mod upstream;

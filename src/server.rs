@@ -1,4 +1,5 @@
-//! Client-facing listeners: accept, limit, serve HTTP/1.1, shut down gracefully.
+//! Client-facing listeners: accept, limit, terminate TLS, serve HTTP/1.1 and
+//! HTTP/2, shut down gracefully.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -6,17 +7,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::config::ServerSettings;
+use crate::listener::{self, Mode, SharedMode};
 use crate::proxy::{self, ConnInfo};
 use crate::snapshot::Snapshot;
+use crate::upgrade::TunnelContext;
+
+/// Concurrent HTTP/2 streams per client connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Largest HTTP/2 header list accepted, in bytes (SETTINGS_MAX_HEADER_LIST_SIZE);
+/// as large as the HTTP/1.1 read buffer, so both protocols admit the same heads.
+pub const H2_MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
 
 /// What every client connection shares.
 #[derive(Debug)]
@@ -27,8 +38,10 @@ pub struct ServeContext {
     pub connections: Arc<Semaphore>,
     /// Flips to true when the daemon shuts down gracefully.
     pub shutdown: watch::Receiver<bool>,
-    /// HTTP/1.1 connection settings, fixed at start.
-    pub http: http1::Builder,
+    /// HTTP/1.1 and HTTP/2 connection settings, fixed at start.
+    pub http: auto::Builder<TokioExecutor>,
+    /// Time a client has to complete the TLS handshake (`header_read_timeout`).
+    pub handshake_timeout: Duration,
 }
 
 impl ServeContext {
@@ -38,16 +51,29 @@ impl ServeContext {
         snapshot: Arc<ArcSwap<Snapshot>>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
-        let mut http = http1::Builder::new();
-        http.timer(TokioTimer::new())
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        http.http1()
+            .timer(TokioTimer::new())
             .keep_alive(true)
             .header_read_timeout(settings.header_read_timeout)
             .max_buf_size(64 * 1024);
+        // h2's defaults against rapid reset (CVE-2023-44487: 20 pending
+        // accept resets) and local error resets (1024) stay on, set here
+        // explicitly so an upgrade of hyper cannot silently loosen them.
+        http.http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+            .max_header_list_size(H2_MAX_HEADER_LIST_SIZE)
+            .max_pending_accept_reset_streams(20)
+            .max_local_error_reset_streams(1024)
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(20));
         Self {
             snapshot,
             connections: Arc::new(Semaphore::new(settings.max_connections)),
             shutdown,
             http,
+            handshake_timeout: settings.header_read_timeout,
         }
     }
 }
@@ -57,6 +83,8 @@ impl ServeContext {
 pub struct RunningListener {
     /// The bound address (the real port when the config said 0).
     pub local: SocketAddr,
+    /// Plain, TLS (with its certificates) or redirect; swapped on reload.
+    pub mode: SharedMode,
     /// Tells the accept loop to stop; open connections carry on.
     stop: watch::Sender<bool>,
     /// The accept loop.
@@ -71,20 +99,31 @@ impl RunningListener {
     }
 }
 
-/// Binds `addr` and starts accepting on it.
-pub async fn listen(addr: SocketAddr, ctx: Arc<ServeContext>) -> std::io::Result<RunningListener> {
+/// Binds `addr` and starts accepting on it, serving each connection as `mode` says.
+pub async fn listen(
+    addr: SocketAddr,
+    mode: Mode,
+    ctx: Arc<ServeContext>,
+) -> std::io::Result<RunningListener> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(accept_loop(listener, ctx, stop_rx));
+    let mode = Arc::new(ArcSwap::from_pointee(mode));
+    let task = tokio::spawn(accept_loop(listener, ctx, stop_rx, mode.clone()));
     info!(listen = %local, "listening");
-    Ok(RunningListener { local, stop, task })
+    Ok(RunningListener {
+        local,
+        mode,
+        stop,
+        task,
+    })
 }
 
 async fn accept_loop(
     listener: TcpListener,
     ctx: Arc<ServeContext>,
     mut stop: watch::Receiver<bool>,
+    mode: SharedMode,
 ) {
     let mut shutdown = ctx.shutdown.clone();
     loop {
@@ -105,7 +144,7 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
-                tokio::spawn(serve(stream, peer, ctx.clone(), permit));
+                tokio::spawn(serve(stream, peer, ctx.clone(), permit, mode.load_full()));
             }
             Err(error) => {
                 // Usually EMFILE/ENFILE: back off briefly rather than spin.
@@ -120,40 +159,108 @@ async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     ctx: Arc<ServeContext>,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
+    mode: Arc<Mode>,
 ) {
     let _ = stream.set_nodelay(true);
+    let permit = Arc::new(permit);
+    match &*mode {
+        Mode::Plain => serve_http(stream, peer, ctx, permit, Protocol::Auto).await,
+        Mode::RedirectHttps => serve_http(stream, peer, ctx, permit, Protocol::Redirect).await,
+        Mode::Tls(config) => {
+            // A client that never finishes its handshake holds a connection
+            // slot, so the handshake is bounded like a request head.
+            let accept = TlsAcceptor::from(config.clone()).accept(stream);
+            let tls = match tokio::time::timeout(ctx.handshake_timeout, accept).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(error)) => {
+                    debug!(client = %peer, %error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    debug!(client = %peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let protocol = match tls.get_ref().1.alpn_protocol() {
+                Some(b"h2") => Protocol::H2,
+                _ => Protocol::Http1,
+            };
+            serve_http(tls, peer, ctx, permit, protocol).await;
+        }
+    }
+}
+
+/// Which HTTP a connection speaks, as far as weir knows before reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// Cleartext: HTTP/1.1, or HTTP/2 when the client opens with its preface (h2c).
+    Auto,
+    /// Cleartext, answering every request with a redirect to HTTPS.
+    Redirect,
+    /// TLS with ALPN `http/1.1` or none.
+    Http1,
+    /// TLS with ALPN `h2`.
+    H2,
+}
+
+async fn serve_http<I>(
+    io: I,
+    peer: SocketAddr,
+    ctx: Arc<ServeContext>,
+    permit: Arc<OwnedSemaphorePermit>,
+    protocol: Protocol,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let info = Arc::new(ConnInfo {
         peer,
-        proto: "http",
+        proto: if matches!(protocol, Protocol::Http1 | Protocol::H2) {
+            "https"
+        } else {
+            "http"
+        },
+        tunnel: TunnelContext {
+            permit,
+            shutdown: ctx.shutdown.clone(),
+        },
     });
+    let redirect = protocol == Protocol::Redirect;
     let snapshot = ctx.snapshot.clone();
     let service = service_fn(move |req| {
         let snapshot = snapshot.load_full();
         let info = info.clone();
-        async move { Ok::<_, Infallible>(proxy::handle(snapshot, &info, req).await) }
+        async move {
+            if redirect {
+                return Ok::<_, Infallible>(listener::redirect(&req));
+            }
+            Ok(proxy::handle(snapshot, &info, req).await)
+        }
     });
-    let conn = ctx
-        .http
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
+    let http = match protocol {
+        Protocol::H2 => ctx.http.clone().http2_only(),
+        Protocol::Http1 => ctx.http.clone().http1_only(),
+        Protocol::Auto | Protocol::Redirect => ctx.http.clone(),
+    };
+    let conn = http.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut shutdown = ctx.shutdown.clone();
     let result = tokio::select! {
         result = conn.as_mut() => result,
         _ = raised(&mut shutdown) => {
-            // Finish the request in progress with `Connection: close`; close if idle.
+            // HTTP/1.1: finish the request in progress with `Connection: close`,
+            // close if idle; HTTP/2: GOAWAY, then let open streams finish.
             conn.as_mut().graceful_shutdown();
             conn.await
         }
     };
     if let Err(error) = result {
-        if error.is_parse() || error.is_parse_too_large() {
-            info!(client = %peer, %error, "malformed request");
-        } else if error.is_timeout() {
-            info!(client = %peer, %error, "client timed out");
-        } else {
-            debug!(client = %peer, %error, "client connection ended with an error");
+        match error.downcast_ref::<hyper::Error>() {
+            Some(e) if e.is_parse() || e.is_parse_too_large() => {
+                info!(client = %peer, error = %e, "malformed request");
+            }
+            Some(e) if e.is_timeout() => info!(client = %peer, error = %e, "client timed out"),
+            _ => debug!(client = %peer, %error, "client connection ended with an error"),
         }
     }
 }
