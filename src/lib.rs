@@ -10,6 +10,7 @@
 //! - [`proxy`]: the request path: route, pick, forward, stream back.
 //! - [`routing`] and [`balance`]: pure lookup and selection logic.
 //! - [`upstream`]: servers, their runtime state and connection pools.
+//! - [`first_bytes`]: the deadline on a new connection's first bytes.
 //! - [`headers`], [`body`], [`error`]: what is forwarded and how failures map to statuses.
 //! - [`access`], [`logging`]: the access log and diagnostics.
 //! - [`signals`]: Unix signals as [`daemon::Control`] values; [`demo`]: `weir demo`.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod error;
+pub mod first_bytes;
 pub mod headers;
 pub mod listener;
 pub mod logging;

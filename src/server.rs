@@ -18,6 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::config::ServerSettings;
+use crate::first_bytes::FirstBytes;
 use crate::listener::{self, Mode, SharedMode};
 use crate::proxy::{self, ConnInfo};
 use crate::snapshot::Snapshot;
@@ -40,7 +41,8 @@ pub struct ServeContext {
     pub shutdown: watch::Receiver<bool>,
     /// HTTP/1.1 and HTTP/2 connection settings, fixed at start.
     pub http: auto::Builder<TokioExecutor>,
-    /// Time a client has to complete the TLS handshake (`header_read_timeout`).
+    /// Time a client has to complete the TLS handshake, and then to send its
+    /// first bytes (`header_read_timeout`).
     pub handshake_timeout: Duration,
 }
 
@@ -242,6 +244,7 @@ async fn serve_http<I>(
         Protocol::Http1 => ctx.http.clone().http1_only(),
         Protocol::Auto | Protocol::Redirect => ctx.http.clone(),
     };
+    let io = FirstBytes::new(io, ctx.handshake_timeout);
     let conn = http.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut shutdown = ctx.shutdown.clone();

@@ -14,7 +14,7 @@ use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::{self, ServerConfig};
 
-use crate::config::{CertFiles, ConfigError, TlsSettings};
+use crate::config::{CertFiles, Config, ConfigError, TlsSettings};
 
 /// ALPN protocols offered, in preference order.
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -42,6 +42,17 @@ pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, Config
         .with_cert_resolver(Arc::new(SniResolver { certs }));
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
+}
+
+/// Loads every TLS listener's certificates once, as `weir run` would: for
+/// `weir check`, which reports the same errors without binding anything.
+pub fn check(config: &Config) -> Result<(), ConfigError> {
+    for listener in &config.server.listen {
+        if let Some(tls) = &listener.tls {
+            server_config(tls)?;
+        }
+    }
+    Ok(())
 }
 
 /// Loads one certificate chain and its key and checks that they belong together.

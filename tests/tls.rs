@@ -188,3 +188,45 @@ async fn redirect_https_answers_301_with_the_https_location() {
     assert_eq!(resp.headers()["location"], "https://site.test/path?q=1");
     assert_eq!(backend.hits(), 0);
 }
+
+#[tokio::test]
+async fn silent_clients_are_cut_after_header_read_timeout_plain_and_tls() {
+    use tokio::io::AsyncReadExt;
+    let backend = spawn_backend("app").await;
+    let pki = Pki::new();
+    let leaf = pki.issue("site", &["site.test"]);
+    let listen = format!(
+        r#""127.0.0.1:0", {{ addr = "127.0.0.2:0", tls = {} }}"#,
+        tls_entry(&leaf)
+    );
+    let toml = config_with(
+        &listen,
+        &[server(backend.addr)],
+        "",
+        "header_read_timeout = \"300ms\"",
+    );
+    let (_proxy, addrs, _) = spawn_proxy_at(&toml, &["127.0.0.1:0", "127.0.0.2:0"]).await;
+    let bounded = std::time::Duration::from_secs(5);
+
+    let started = std::time::Instant::now();
+    let mut plain = tokio::net::TcpStream::connect(addrs[0])
+        .await
+        .expect("connect");
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(bounded, plain.read(&mut buf))
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without an answer");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+
+    let client = verifying_client(&pki.ca, &[b"h2", b"http/1.1"]);
+    let mut tls = tls_connect(addrs[1], "site.test", client)
+        .await
+        .expect("TLS");
+    let n = tokio::time::timeout(bounded, tls.read(&mut buf))
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without an answer");
+}
