@@ -10,7 +10,7 @@
 use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -36,6 +36,9 @@ pub struct Activity {
     /// The reader parked while a request was in progress: it has no timer
     /// armed, so it is woken when the connection turns idle to arm one.
     reader: AtomicWaker,
+    /// HTTP/2: bytes on an idle connection are pings and settings, not a new
+    /// request head, so only the idle deadline applies between streams.
+    multiplexed: AtomicBool,
 }
 
 /// Counts one request in progress on a connection until dropped.
@@ -51,6 +54,7 @@ impl Activity {
             idle_since_ms: AtomicU64::new(0),
             head_since_ms: AtomicU64::new(0),
             reader: AtomicWaker::new(),
+            multiplexed: AtomicBool::new(false),
         })
     }
 
@@ -61,6 +65,17 @@ impl Activity {
         Busy(self.clone())
     }
 
+    /// The connection speaks HTTP/2.
+    pub fn mark_multiplexed(&self) {
+        self.multiplexed.store(true, Ordering::Relaxed);
+    }
+
+    /// The connection became a tunnel (`101 Switching Protocols`): it is never
+    /// idle in the HTTP sense again, and the tunnel's own idle timeout applies.
+    pub fn mark_upgraded(&self) {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(NONE - 1)
     }
@@ -68,6 +83,7 @@ impl Activity {
     /// Bytes arrived: on an idle connection they start a request head.
     fn on_read(&self) {
         if self.busy.load(Ordering::Relaxed) == 0
+            && !self.multiplexed.load(Ordering::Relaxed)
             && self.head_since_ms.load(Ordering::Relaxed) == NONE
         {
             self.head_since_ms.store(self.now_ms(), Ordering::Relaxed);
@@ -265,6 +281,29 @@ mod tests {
         drop(busy);
         let waited = reader.await.expect("reader task");
         assert_eq!(waited, Duration::from_secs(600) + IDLE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http2_pings_on_an_idle_connection_do_not_start_a_head() {
+        let (mut io, mut client, activity) = pair();
+        activity.mark_multiplexed();
+        drop(activity.begin());
+        client.write_all(b"PING").await.expect("write");
+        let mut buf = [0u8; 4];
+        assert_eq!(io.read(&mut buf).await.expect("read"), 4);
+        assert_eq!(time_to_timeout(&mut io).await, IDLE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upgraded_connection_has_no_http_deadline() {
+        let (mut io, _client, activity) = pair();
+        activity.mark_upgraded();
+        let mut buf = [0u8; 4];
+        let read = tokio::time::timeout(Duration::from_secs(24 * 3600), io.read(&mut buf)).await;
+        assert!(
+            read.is_err(),
+            "the tunnel's own idle timeout applies, not idle_timeout"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -10,8 +10,9 @@ use sd_notify::NotifyState;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
-use crate::config::{self, Config, ConfigError};
+use crate::config::{self, Config, ConfigError, ListenerConfig};
 use crate::health::HealthChecks;
+use crate::listener::{self, Mode};
 use crate::server::{self, RunningListener, ServeContext};
 use crate::snapshot::Snapshot;
 
@@ -112,8 +113,11 @@ impl Daemon {
         };
         daemon.health.sync(&daemon.snapshot.load());
         for listener in &settings.listen {
+            // Certificates are loaded before anything binds: a bad PEM file
+            // is a config error naming the file, line and key.
+            let mode = Mode::load(listener)?;
             daemon
-                .bind(listener.addr)
+                .bind(listener.addr, mode)
                 .await
                 .map_err(|source| StartError::Io {
                     what: format!("cannot listen on {}", listener.addr),
@@ -130,11 +134,11 @@ impl Daemon {
         Ok(daemon)
     }
 
-    async fn bind(&mut self, addr: SocketAddr) -> std::io::Result<()> {
+    async fn bind(&mut self, addr: SocketAddr, mode: Mode) -> std::io::Result<()> {
         if self.listeners.contains_key(&addr) {
             return Ok(());
         }
-        let running = server::listen(addr, self.ctx.clone()).await?;
+        let running = server::listen(addr, mode, self.ctx.clone()).await?;
         self.listeners.insert(addr, running);
         Ok(())
     }
@@ -212,7 +216,7 @@ impl Daemon {
         let config = config::load(&self.path)?;
         let current = self.snapshot.load_full();
         warn_restart_needed(&current.config, &config);
-        let wanted: Vec<SocketAddr> = config.server.listen.iter().map(|l| l.addr).collect();
+        let wanted: Vec<ListenerConfig> = config.server.listen.clone();
         let next = Arc::new(Snapshot::build(config, Some(&current))?);
         self.snapshot.store(next.clone());
         self.health.sync(&next);
@@ -220,7 +224,7 @@ impl Daemon {
         let removed: Vec<SocketAddr> = self
             .listeners
             .keys()
-            .filter(|addr| !wanted.contains(addr))
+            .filter(|addr| !wanted.iter().any(|l| l.addr == **addr))
             .copied()
             .collect();
         for addr in removed {
@@ -229,11 +233,23 @@ impl Daemon {
                 listener.stop().await;
             }
         }
-        for addr in wanted {
-            if !self.listeners.contains_key(&addr) {
-                if let Err(error) = self.bind(addr).await {
-                    error!(listen = %addr, %error, "cannot listen on new address");
+        for config in wanted {
+            let addr = config.addr;
+            if let Some(running) = self.listeners.get(&addr) {
+                // Certificates are re-read on every reload (the files may
+                // have changed under the same names); a bad one keeps the old.
+                listener::reload(&running.mode, &config);
+                continue;
+            }
+            let mode = match Mode::load(&config) {
+                Ok(mode) => mode,
+                Err(error) => {
+                    error!(listen = %addr, %error, "cannot load TLS certificates for new listener");
+                    continue;
                 }
+            };
+            if let Err(error) = self.bind(addr, mode).await {
+                error!(listen = %addr, %error, "cannot listen on new address");
             }
         }
         Ok(())

@@ -4,9 +4,13 @@
 //!
 //! - [`config`]: TOML parsing and validation into domain types.
 //! - [`daemon`]: listeners, the live [`snapshot::Snapshot`], reload and shutdown.
-//! - [`server`]: accepting client connections and serving HTTP/1.1 on them.
+//! - [`server`]: accepting client connections and serving HTTP/1.1 and HTTP/2 on them;
+//!   [`activity`]: their header-read and idle deadlines.
+//! - [`listener`], [`tls`]: what a listener does (plain, TLS by SNI, HTTPS redirect).
+//! - [`upgrade`]: `Upgrade` handshakes (WebSocket) and the tunnels they open.
 //! - [`proxy`]: the request path: route, rewrite, forward, stream back;
-//!   [`forward`]: picking a server, connecting, sending, retrying where safe.
+//!   [`forward`]: picking a server, connecting, sending, retrying where safe;
+//!   [`health`]: active health checks.
 //! - [`routing`] and [`balance`]: pure lookup and selection logic.
 //! - [`upstream`]: servers, their runtime state and connection pools.
 //! - [`headers`], [`body`], [`error`]: what is forwarded and how failures map to statuses.
@@ -28,6 +32,7 @@ pub mod error;
 pub mod forward;
 pub mod headers;
 pub mod health;
+pub mod listener;
 pub mod logging;
 pub mod proxy;
 pub mod routing;
@@ -35,4 +40,6 @@ pub mod server;
 pub mod signals;
 pub mod snapshot;
 pub mod stats;
+pub mod tls;
+pub mod upgrade;
 pub mod upstream;

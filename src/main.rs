@@ -34,16 +34,18 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match weir::config::load(&config) {
-            Ok(cfg) => {
-                print!("{}: ok\n{}", config.display(), cfg.summary());
-                ExitCode::SUCCESS
+        Command::Check { config } => {
+            match weir::config::load(&config).and_then(|cfg| weir::tls::check(&cfg).map(|()| cfg)) {
+                Ok(cfg) => {
+                    print!("{}: ok\n{}", config.display(), cfg.summary());
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("{error}");
+                    ExitCode::from(1)
+                }
             }
-            Err(error) => {
-                eprintln!("{error}");
-                ExitCode::from(1)
-            }
-        },
+        }
         Command::Run { config } => match weir::config::load(&config) {
             Ok(cfg) => run(cfg.server.threads, weir::cli::run(config, cfg)),
             Err(error) => {

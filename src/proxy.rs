@@ -11,11 +11,14 @@ use tracing::warn;
 
 use crate::access::AccessRecord;
 use crate::body::{Exchange, RequestBody, ResponseBody};
+use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
 use crate::forward::{forward, Deadlines};
 use crate::headers::{prepare_upstream_request, strip_hop_by_hop, Peer};
 use crate::snapshot::Snapshot;
 use crate::stats::{failed_server, Recording};
+use crate::upgrade::{self, TunnelContext, TunnelLimits};
+use crate::upstream::te_trailers;
 
 /// What weir knows about the client connection a request came on.
 #[derive(Debug, Clone)]
@@ -24,6 +27,8 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// `http` or `https`.
     pub proto: &'static str,
+    /// What a tunnel opened by an `Upgrade` on this connection holds on to.
+    pub tunnel: TunnelContext,
 }
 
 /// Handles one client request against `snapshot`; never fails: errors become responses.
@@ -59,6 +64,17 @@ pub async fn handle(
         return error_response(ProxyError::BodyTooLarge, conn, &parts, record, metrics);
     }
 
+    let upgrade = upgrade::take(&mut parts);
+    // TE is hop-by-hop, but `trailers` is the one value HTTP/2 carries, and
+    // gRPC servers refuse requests without it; weir passes trailers through.
+    let wants_trailers = parts
+        .headers
+        .get(header::TE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
     prepare_upstream_request(
         &mut parts.headers,
         Peer {
@@ -70,6 +86,12 @@ pub async fn handle(
     );
     if let Some(host) = host {
         parts.headers.insert(header::HOST, host);
+    }
+    if let Some(upgrade) = &upgrade {
+        upgrade.restore(&mut parts.headers);
+    }
+    if wants_trailers && upstream.config.protocol == UpstreamProtocol::H2c {
+        parts.headers.insert(header::TE, te_trailers());
     }
     let head = RequestHead {
         method: parts.method.clone(),
@@ -86,6 +108,7 @@ pub async fn handle(
     match forward(&upstream, req, &mut record, deadlines).await {
         Ok((resp, mut exchange)) => {
             let (mut parts, body) = resp.into_parts();
+            let tunnel = upgrade.and_then(|u| u.accept(&mut parts));
             strip_hop_by_hop(&mut parts.headers);
             if let Some(record) = exchange.record.as_mut() {
                 record.status = parts.status;
@@ -94,6 +117,19 @@ pub async fn handle(
             metrics.status = parts.status.as_u16();
             metrics.server = exchange.guard.as_ref().map(|g| g.server().clone());
             exchange.metrics = Some(metrics);
+            if let Some(tunnel) = tunnel {
+                let server = &snapshot.config.server;
+                let limits = TunnelLimits {
+                    idle: server.tunnel_idle_timeout,
+                    shutdown: server.shutdown_timeout,
+                };
+                tunnel.open(
+                    &mut parts.headers,
+                    &mut exchange,
+                    conn.tunnel.clone(),
+                    limits,
+                );
+            }
             Response::from_parts(parts, ResponseBody::upstream(body, exchange))
         }
         Err(err) => {

@@ -1,4 +1,5 @@
-//! Client-facing listeners: accept, limit, serve HTTP/1.1, shut down gracefully.
+//! Client-facing listeners: accept, limit, terminate TLS, serve HTTP/1.1 and
+//! HTTP/2, shut down gracefully.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -6,18 +7,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::server::conn::http1;
+use http::{Request, StatusCode, Version};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::activity::{Activity, TimedIo};
 use crate::config::ServerSettings;
+use crate::listener::{self, Mode, SharedMode};
 use crate::proxy::{self, ConnInfo};
 use crate::snapshot::Snapshot;
+use crate::upgrade::TunnelContext;
+
+/// Concurrent HTTP/2 streams per client connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Largest HTTP/2 header list accepted, in bytes (SETTINGS_MAX_HEADER_LIST_SIZE);
+/// as large as the HTTP/1.1 read buffer, so both protocols admit the same heads.
+pub const H2_MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
 
 /// What every client connection shares.
 #[derive(Debug)]
@@ -28,11 +41,11 @@ pub struct ServeContext {
     pub connections: Arc<Semaphore>,
     /// Flips to true when the daemon shuts down gracefully.
     pub shutdown: watch::Receiver<bool>,
-    /// HTTP/1.1 connection settings, fixed at start.
-    pub http: http1::Builder,
+    /// HTTP/1.1 and HTTP/2 connection settings, fixed at start.
+    pub http: auto::Builder<TokioExecutor>,
     /// `idle_timeout`, fixed at start.
     pub idle_timeout: Duration,
-    /// `header_read_timeout`, fixed at start.
+    /// `header_read_timeout`, fixed at start: also bounds the TLS handshake.
     pub header_read_timeout: Duration,
 }
 
@@ -43,12 +56,24 @@ impl ServeContext {
         snapshot: Arc<ArcSwap<Snapshot>>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
-        let mut http = http1::Builder::new();
+        let mut http = auto::Builder::new(TokioExecutor::new());
         // Header and idle deadlines are kept by `TimedIo`, which knows whether
         // a request is in progress; hyper's timer would also cut idle connections.
-        http.keep_alive(true)
+        http.http1()
+            .keep_alive(true)
             .header_read_timeout(None)
             .max_buf_size(settings.max_header_size);
+        // h2's defaults against rapid reset (CVE-2023-44487: 20 pending
+        // accept resets) and local error resets (1024) stay on, set here
+        // explicitly so an upgrade of hyper cannot silently loosen them.
+        http.http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+            .max_header_list_size(H2_MAX_HEADER_LIST_SIZE)
+            .max_pending_accept_reset_streams(20)
+            .max_local_error_reset_streams(1024)
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(20));
         Self {
             snapshot,
             connections: Arc::new(Semaphore::new(settings.max_connections)),
@@ -65,6 +90,8 @@ impl ServeContext {
 pub struct RunningListener {
     /// The bound address (the real port when the config said 0).
     pub local: SocketAddr,
+    /// Plain, TLS (with its certificates) or redirect; swapped on reload.
+    pub mode: SharedMode,
     /// Tells the accept loop to stop; open connections carry on.
     stop: watch::Sender<bool>,
     /// The accept loop.
@@ -79,20 +106,31 @@ impl RunningListener {
     }
 }
 
-/// Binds `addr` and starts accepting on it.
-pub async fn listen(addr: SocketAddr, ctx: Arc<ServeContext>) -> std::io::Result<RunningListener> {
+/// Binds `addr` and starts accepting on it, serving each connection as `mode` says.
+pub async fn listen(
+    addr: SocketAddr,
+    mode: Mode,
+    ctx: Arc<ServeContext>,
+) -> std::io::Result<RunningListener> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(accept_loop(listener, ctx, stop_rx));
+    let mode = Arc::new(ArcSwap::from_pointee(mode));
+    let task = tokio::spawn(accept_loop(listener, ctx, stop_rx, mode.clone()));
     info!(listen = %local, "listening");
-    Ok(RunningListener { local, stop, task })
+    Ok(RunningListener {
+        local,
+        mode,
+        stop,
+        task,
+    })
 }
 
 async fn accept_loop(
     listener: TcpListener,
     ctx: Arc<ServeContext>,
     mut stop: watch::Receiver<bool>,
+    mode: SharedMode,
 ) {
     let mut shutdown = ctx.shutdown.clone();
     loop {
@@ -113,7 +151,7 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
-                tokio::spawn(serve(stream, peer, ctx.clone(), permit));
+                tokio::spawn(serve(stream, peer, ctx.clone(), permit, mode.load_full()));
             }
             Err(error) => {
                 // Usually EMFILE/ENFILE: back off briefly rather than spin.
@@ -128,53 +166,148 @@ async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     ctx: Arc<ServeContext>,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
+    mode: Arc<Mode>,
 ) {
     let _ = stream.set_nodelay(true);
     let _open = ctx.snapshot.load().stats.connection_opened();
-    let info = Arc::new(ConnInfo {
-        peer,
-        proto: "http",
-    });
-    let snapshot = ctx.snapshot.clone();
+    let permit = Arc::new(permit);
+    // Deadlines run from the accept: a TLS handshake and the first request
+    // head together get `header_read_timeout`, however the protocol is detected.
     let activity = Activity::new();
-    let io = TimedIo::new(
+    let stream = TimedIo::new(
         stream,
         activity.clone(),
         ctx.idle_timeout,
         ctx.header_read_timeout,
     );
-    let service = service_fn(move |req| {
+    let conn = Conn {
+        peer,
+        ctx,
+        permit,
+        activity,
+    };
+    match &*mode {
+        Mode::Plain => serve_http(stream, conn, Protocol::Auto).await,
+        Mode::RedirectHttps => serve_http(stream, conn, Protocol::Redirect).await,
+        Mode::Tls(config) => {
+            // A client that never finishes its handshake holds a connection
+            // slot, so the handshake is bounded like a request head.
+            let accept = TlsAcceptor::from(config.clone()).accept(stream);
+            let timeout = conn.ctx.header_read_timeout;
+            let tls = match tokio::time::timeout(timeout, accept).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(error)) => {
+                    debug!(client = %peer, %error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    debug!(client = %peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let protocol = match tls.get_ref().1.alpn_protocol() {
+                Some(b"h2") => Protocol::H2,
+                _ => Protocol::Http1,
+            };
+            serve_http(tls, conn, protocol).await;
+        }
+    }
+}
+
+/// Which HTTP a connection speaks, as far as weir knows before reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// Cleartext: HTTP/1.1, or HTTP/2 when the client opens with its preface (h2c).
+    Auto,
+    /// Cleartext, answering every request with a redirect to HTTPS.
+    Redirect,
+    /// TLS with ALPN `http/1.1` or none.
+    Http1,
+    /// TLS with ALPN `h2`.
+    H2,
+}
+
+/// One accepted client connection, before its protocol is known.
+struct Conn {
+    peer: SocketAddr,
+    ctx: Arc<ServeContext>,
+    /// The connection's slot under `max_connections`; tunnels share it.
+    permit: Arc<OwnedSemaphorePermit>,
+    /// Whether a request is in progress, for the header and idle deadlines.
+    activity: Arc<Activity>,
+}
+
+async fn serve_http<I>(io: I, conn: Conn, protocol: Protocol)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Conn {
+        peer,
+        ctx,
+        permit,
+        activity,
+    } = conn;
+    let info = Arc::new(ConnInfo {
+        peer,
+        proto: if matches!(protocol, Protocol::Http1 | Protocol::H2) {
+            "https"
+        } else {
+            "http"
+        },
+        tunnel: TunnelContext {
+            permit,
+            shutdown: ctx.shutdown.clone(),
+        },
+    });
+    let redirect = protocol == Protocol::Redirect;
+    let snapshot = ctx.snapshot.clone();
+    let service = service_fn(move |req: Request<Incoming>| {
         let busy = activity.begin();
+        if req.version() == Version::HTTP_2 {
+            activity.mark_multiplexed();
+        }
+        let activity = activity.clone();
         let snapshot = snapshot.load_full();
         let info = info.clone();
         async move {
-            let mut resp = proxy::handle(snapshot, &info, req).await;
+            let mut resp = if redirect {
+                listener::redirect(&req)
+            } else {
+                proxy::handle(snapshot, &info, req).await
+            };
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                // The tunnel keeps its own idle timeout from here on.
+                activity.mark_upgraded();
+            }
             resp.body_mut().hold(busy);
             Ok::<_, Infallible>(resp)
         }
     });
-    let conn = ctx
-        .http
-        .serve_connection(TokioIo::new(io), service)
-        .with_upgrades();
+    let http = match protocol {
+        Protocol::H2 => ctx.http.clone().http2_only(),
+        Protocol::Http1 => ctx.http.clone().http1_only(),
+        Protocol::Auto | Protocol::Redirect => ctx.http.clone(),
+    };
+    let conn = http.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut shutdown = ctx.shutdown.clone();
     let result = tokio::select! {
         result = conn.as_mut() => result,
         _ = raised(&mut shutdown) => {
-            // Finish the request in progress with `Connection: close`; close if idle.
+            // HTTP/1.1: finish the request in progress with `Connection: close`,
+            // close if idle; HTTP/2: GOAWAY, then let open streams finish.
             conn.as_mut().graceful_shutdown();
             conn.await
         }
     };
     if let Err(error) = result {
-        if error.is_parse() || error.is_parse_too_large() {
-            info!(client = %peer, %error, "malformed request");
-        } else if error.is_timeout() {
-            info!(client = %peer, %error, "client timed out");
-        } else {
-            debug!(client = %peer, %error, "client connection ended with an error");
+        match error.downcast_ref::<hyper::Error>() {
+            Some(e) if e.is_parse() || e.is_parse_too_large() => {
+                info!(client = %peer, error = %e, "malformed request");
+            }
+            Some(e) if e.is_timeout() => info!(client = %peer, error = %e, "client timed out"),
+            _ => debug!(client = %peer, %error, "client connection ended with an error"),
         }
     }
 }

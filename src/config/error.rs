@@ -46,6 +46,18 @@ impl ConfigError {
         }
     }
 
+    /// An error about the file a config value names (a PEM file), pointed at that value.
+    pub fn at_location(location: &super::model::Location, message: impl Into<String>) -> Self {
+        Self {
+            file: location.file.clone(),
+            line: location.line,
+            column: location.column,
+            key: location.key.clone(),
+            message: message.into(),
+            io: None,
+        }
+    }
+
     /// The file could not be read at all.
     pub(crate) fn io(file: &Path, error: std::io::Error) -> Self {
         Self {

@@ -254,14 +254,42 @@ fn duplicate_listener() {
 }
 
 #[test]
-fn tls_listener_is_not_supported_yet() {
-    let server = "listen = [\"0.0.0.0:80\",\n  { addr = \"0.0.0.0:443\", tls = { cert = \"a.pem\", key = \"a.key\" } }]";
-    let src = doc(server, UP, ROUTE);
+fn tls_listener_errors_point_at_the_tls_keys() {
+    let server =
+        "listen = [\"0.0.0.0:80\",\n  { addr = \"0.0.0.0:443\", tls = { cert = \"a.pem\" } }]";
+    fails(&doc(server, UP, ROUTE), 3, "server.listen[1].tls", "key");
+    let server = "listen = [\n  { addr = \"0.0.0.0:443\", tls = [] }]";
     fails(
-        &src,
+        &doc(server, UP, ROUTE),
         3,
-        "server.listen[1].tls",
-        "TLS listeners are not supported yet",
+        "server.listen[0].tls",
+        "at least one certificate",
+    );
+    let server =
+        "listen = [\n  { addr = \"0.0.0.0:443\", tls = [{ cert = \"a.pem\", key = \"\" }] }]";
+    fails(
+        &doc(server, UP, ROUTE),
+        3,
+        "server.listen[0].tls.key",
+        "file path",
+    );
+    let server = "listen = [\n  { addr = \"0.0.0.0:443\", redirect_https = true, tls = { cert = \"a\", key = \"b\" } }]";
+    fails(
+        &doc(server, UP, ROUTE),
+        3,
+        "server.listen[0].tls",
+        "redirect_https",
+    );
+}
+
+#[test]
+fn unknown_upstream_protocol() {
+    let up = "name = \"app\"\nprotocol = \"h3\"\nservers = [\"127.0.0.1:3000\"]";
+    fails(
+        &doc(LISTEN, up, ROUTE),
+        7,
+        "upstream[0].protocol",
+        "unknown variant",
     );
 }
 

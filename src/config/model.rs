@@ -45,6 +45,8 @@ pub struct ServerSettings {
     pub max_header_size: usize,
     /// Largest request body accepted, in bytes; beyond it 413. `None` = no limit.
     pub max_body_size: Option<u64>,
+    /// An upgraded connection (WebSocket) with no bytes either way for this long is closed.
+    pub tunnel_idle_timeout: Duration,
 }
 
 /// One listening socket.
@@ -52,6 +54,43 @@ pub struct ServerSettings {
 pub struct ListenerConfig {
     /// The address to bind.
     pub addr: SocketAddr,
+    /// Terminate TLS with these certificates; `None` for cleartext.
+    pub tls: Option<TlsSettings>,
+    /// Answer every request with a 301 to `https://` instead of proxying it (cleartext only).
+    pub redirect_https: bool,
+}
+
+/// The certificates of a TLS listener; the first is the default for unknown or absent SNI.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TlsSettings {
+    /// Never empty.
+    pub certs: Vec<CertFiles>,
+}
+
+/// One certificate chain and its private key, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CertFiles {
+    /// The certificate chain, leaf first (relative paths resolved against the config file's folder).
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// Where `cert` is written in the config file, for errors found when loading it.
+    pub cert_at: Location,
+    /// Where `key` is written in the config file.
+    pub key_at: Location,
+}
+
+/// A place in the config file, kept for errors found after validation (unreadable PEM files).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Location {
+    /// The config file.
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// Dotted key path, such as `server.listen[1].tls[0].cert`.
+    pub key: String,
 }
 
 /// `[admin]` settings.
@@ -129,6 +168,15 @@ pub enum Balance {
     LeastConn,
 }
 
+/// How weir speaks to an upstream's servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 over pooled keep-alive connections.
+    Http1,
+    /// Cleartext HTTP/2 with prior knowledge, multiplexed over one connection per server.
+    H2c,
+}
+
 /// One `[[upstream]]` pool.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
@@ -136,6 +184,8 @@ pub struct UpstreamConfig {
     pub name: String,
     /// How a server is chosen.
     pub balance: Balance,
+    /// `http1` (default) or `h2c`.
+    pub protocol: UpstreamProtocol,
     /// Never empty; addresses unique within the pool.
     pub servers: Vec<ServerConfig>,
     /// Time allowed to establish a TCP connection to a server.

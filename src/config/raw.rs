@@ -39,6 +39,7 @@ pub(crate) struct RawServer {
     pub idle_timeout: Option<Spanned<String>>,
     pub max_header_size: Option<Spanned<RawSize>>,
     pub max_body_size: Option<Spanned<RawSize>>,
+    pub tunnel_idle_timeout: Option<Spanned<String>>,
 }
 
 /// A byte size: an integer, or a string with a unit such as `"10MB"` or `"64KiB"`.
@@ -49,14 +50,22 @@ pub(crate) enum RawSize {
     Text(String),
 }
 
-/// The table form of a listener: `{ addr = "...", tls = ... }`.
+/// The table form of a listener: `{ addr = "...", tls = ... }` or
+/// `{ addr = "...", redirect_https = true }`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawListener {
     pub addr: Spanned<String>,
-    /// Accepted in any shape so the error can say TLS is not supported yet,
-    /// rather than complain about its structure.
-    pub tls: Option<Spanned<toml::Value>>,
+    pub tls: Option<Spanned<OneOrMany<RawCert>>>,
+    pub redirect_https: Option<Spanned<bool>>,
+}
+
+/// One certificate of a TLS listener: `{ cert = "site.pem", key = "site.key" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCert {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
 }
 
 /// `[admin]`.
@@ -119,6 +128,15 @@ pub(crate) enum RawBalance {
     LeastConn,
 }
 
+/// `upstream.protocol`: how weir talks to the servers.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawProtocol {
+    #[default]
+    Http1,
+    H2c,
+}
+
 /// One `[[upstream]]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -126,6 +144,8 @@ pub(crate) struct RawUpstream {
     pub name: Spanned<String>,
     #[serde(default)]
     pub balance: RawBalance,
+    #[serde(default)]
+    pub protocol: RawProtocol,
     pub servers: Spanned<Vec<Spanned<AddrOr<RawServerEntry>>>>,
     pub connect_timeout: Option<Spanned<String>>,
     pub response_timeout: Option<Spanned<String>>,
@@ -209,6 +229,41 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for AddrOr<T> {
         }
 
         deserializer.deserialize_any(AddrOrVisitor(PhantomData))
+    }
+}
+
+/// A value written either as one table or as an array of tables.
+///
+/// Hand-written for the same reason as [`AddrOr`]: to keep spans and errors.
+#[derive(Debug)]
+pub(crate) struct OneOrMany<T>(pub Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OneOrManyVisitor<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for OneOrManyVisitor<T> {
+            type Value = OneOrMany<T>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table or an array of tables")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(|one| OneOrMany(vec![one]))
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut many = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    many.push(item);
+                }
+                Ok(OneOrMany(many))
+            }
+        }
+
+        deserializer.deserialize_any(OneOrManyVisitor(PhantomData))
     }
 }
 

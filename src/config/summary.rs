@@ -12,12 +12,20 @@ impl Config {
             .server
             .listen
             .iter()
-            .map(|l| l.addr.to_string())
+            .map(|l| match (&l.tls, l.redirect_https) {
+                (Some(tls), _) => format!("{} (tls, {} cert(s))", l.addr, tls.certs.len()),
+                (None, true) => format!("{} (redirect to https)", l.addr),
+                (None, false) => l.addr.to_string(),
+            })
             .collect();
         // Writing to a String cannot fail.
         let _ = writeln!(out, "listen: {}", listen.join(", "));
         for up in &self.upstreams {
-            let _ = writeln!(out, "upstream {} ({}):", up.name, up.balance);
+            let protocol = match up.protocol {
+                UpstreamProtocol::Http1 => "",
+                UpstreamProtocol::H2c => ", h2c",
+            };
+            let _ = writeln!(out, "upstream {} ({}{protocol}):", up.name, up.balance);
             for s in &up.servers {
                 let backup = if s.backup { " backup" } else { "" };
                 let _ = writeln!(out, "  {} weight {}{}", s.addr, s.weight, backup);

@@ -76,6 +76,8 @@ fn contract_example_parses_with_defaults() {
         server: ServerSettings {
             listen: vec![ListenerConfig {
                 addr: addr("0.0.0.0:80"),
+                tls: None,
+                redirect_https: false,
             }],
             threads: 0,
             max_connections: 20_000,
@@ -85,6 +87,7 @@ fn contract_example_parses_with_defaults() {
             idle_timeout: Duration::from_secs(60),
             max_header_size: 64 * 1024,
             max_body_size: None,
+            tunnel_idle_timeout: Duration::from_secs(3600),
         },
         admin: Some(AdminSettings {
             listen: addr("127.0.0.1:9090"),
@@ -99,6 +102,7 @@ fn contract_example_parses_with_defaults() {
         upstreams: vec![UpstreamConfig {
             name: "express_servers".into(),
             balance: Balance::RoundRobin,
+            protocol: UpstreamProtocol::Http1,
             servers: vec![
                 server("127.0.0.1:3000"),
                 server("127.0.0.1:3001"),

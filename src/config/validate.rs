@@ -51,31 +51,27 @@ fn server(cx: &Cx<'_>, raw: Option<RawServer>) -> Result<ServerSettings, ConfigE
     let mut listen: Vec<ListenerConfig> = Vec::new();
     for (i, entry) in raw.listen.get_ref().iter().enumerate() {
         let key = format!("server.listen[{i}]");
-        let (addr, key) = match entry.get_ref() {
+        let (listener, key) = match entry.get_ref() {
             AddrOr::Addr(text) => {
                 let addr = text
                     .trim()
                     .parse()
                     .map_err(|_| cx.err(entry.span(), &key, invalid_addr(text)))?;
-                (addr, key)
+                let plain = ListenerConfig {
+                    addr,
+                    tls: None,
+                    redirect_https: false,
+                };
+                (plain, key)
             }
-            AddrOr::Table(table) => {
-                if let Some(tls) = &table.tls {
-                    return Err(cx.err(
-                        tls.span(),
-                        &format!("{key}.tls"),
-                        "TLS listeners are not supported yet",
-                    ));
-                }
-                let key = format!("{key}.addr");
-                (cx.addr(&table.addr, &key)?, key)
-            }
+            AddrOr::Table(table) => (listener_table(cx, table, &key)?, format!("{key}.addr")),
         };
+        let addr = listener.addr;
         // Port 0 asks the OS for a fresh port each time, so it never collides.
         if addr.port() != 0 && listen.iter().any(|l| l.addr == addr) {
             return Err(cx.err(entry.span(), &key, format!("duplicate listener {addr}")));
         }
-        listen.push(ListenerConfig { addr });
+        listen.push(listener);
     }
 
     let mut trusted_proxies = Vec::new();
@@ -110,6 +106,84 @@ fn server(cx: &Cx<'_>, raw: Option<RawServer>) -> Result<ServerSettings, ConfigE
         )?,
         max_header_size: max_header_size(cx, raw.max_header_size.as_ref())?,
         max_body_size: cx.size(raw.max_body_size.as_ref(), "server.max_body_size")?,
+        tunnel_idle_timeout: cx.duration(
+            raw.tunnel_idle_timeout.as_ref(),
+            Duration::from_secs(3600),
+            "server.tunnel_idle_timeout",
+        )?,
+    })
+}
+
+/// The table form of a listener: TLS certificates or an HTTPS redirect.
+fn listener_table(
+    cx: &Cx<'_>,
+    table: &RawListener,
+    key: &str,
+) -> Result<ListenerConfig, ConfigError> {
+    let addr = cx.addr(&table.addr, &format!("{key}.addr"))?;
+    let redirect_https = table.redirect_https.as_ref().is_some_and(|r| *r.get_ref());
+    let tls = match &table.tls {
+        None => None,
+        Some(tls) => {
+            let tls_key = format!("{key}.tls");
+            if redirect_https {
+                return Err(cx.err(
+                    tls.span(),
+                    &tls_key,
+                    "a TLS listener cannot also have redirect_https = true",
+                ));
+            }
+            let many = tls.get_ref().0.len() > 1;
+            let mut certs = Vec::new();
+            for (j, raw) in tls.get_ref().0.iter().enumerate() {
+                let cert_key = if many {
+                    format!("{tls_key}[{j}]")
+                } else {
+                    tls_key.clone()
+                };
+                certs.push(cert_files(cx, raw, &cert_key)?);
+            }
+            if certs.is_empty() {
+                return Err(cx.err(
+                    tls.span(),
+                    &tls_key,
+                    "must name at least one certificate: { cert = \"site.pem\", key = \"site.key\" }",
+                ));
+            }
+            Some(TlsSettings { certs })
+        }
+    };
+    Ok(ListenerConfig {
+        addr,
+        tls,
+        redirect_https,
+    })
+}
+
+/// One `{ cert, key }` pair; paths are resolved against the config file's folder.
+fn cert_files(cx: &Cx<'_>, raw: &RawCert, key: &str) -> Result<CertFiles, ConfigError> {
+    let base = cx.file.parent().unwrap_or_else(|| Path::new(""));
+    let file = |value: &Spanned<String>, field: &str| {
+        let key = format!("{key}.{field}");
+        if value.get_ref().trim().is_empty() {
+            return Err(cx.err(value.span(), &key, "must be a file path"));
+        }
+        let (line, column) = super::error::line_column(cx.source, value.span().start);
+        let location = Location {
+            file: cx.file.to_path_buf(),
+            line,
+            column,
+            key,
+        };
+        Ok((base.join(value.get_ref()), location))
+    };
+    let (cert, cert_at) = file(&raw.cert, "cert")?;
+    let (key, key_at) = file(&raw.key, "key")?;
+    Ok(CertFiles {
+        cert,
+        key,
+        cert_at,
+        key_at,
     })
 }
 
@@ -246,6 +320,10 @@ fn upstream(cx: &Cx<'_>, raw: &RawUpstream, key: &str) -> Result<UpstreamConfig,
         balance: match raw.balance {
             RawBalance::RoundRobin => Balance::RoundRobin,
             RawBalance::LeastConn => Balance::LeastConn,
+        },
+        protocol: match raw.protocol {
+            RawProtocol::Http1 => UpstreamProtocol::Http1,
+            RawProtocol::H2c => UpstreamProtocol::H2c,
         },
         servers,
         connect_timeout: cx.duration(

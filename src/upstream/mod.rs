@@ -1,11 +1,13 @@
 //! Upstream pools: servers, their runtime state and their connections.
 
 mod pool;
+mod sender;
 mod state;
 
 use std::sync::Arc;
 
 pub use pool::{ConnectError, Pool, PooledConn};
+pub use sender::{te_trailers, Sender};
 pub use state::{InFlightGuard, ServerState};
 
 use crate::balance::{Candidate, Selector};
@@ -94,9 +96,16 @@ impl Upstream {
                     .unwrap_or_else(|| Arc::new(ServerState::new(server.addr)));
                 let pool = old
                     .map(|o| o.pool.clone())
-                    .filter(|p| p.has_settings(config.connect_timeout, config.keepalive))
+                    .filter(|p| {
+                        p.has_settings(config.connect_timeout, config.keepalive, config.protocol)
+                    })
                     .unwrap_or_else(|| {
-                        Pool::new(server.addr, config.connect_timeout, config.keepalive)
+                        Pool::new(
+                            server.addr,
+                            config.connect_timeout,
+                            config.keepalive,
+                            config.protocol,
+                        )
                     });
                 Server {
                     config: server.clone(),
@@ -196,6 +205,7 @@ mod tests {
             request_timeout: None,
             fail_on_status: vec![],
             slow_start,
+            protocol: crate::config::UpstreamProtocol::Http1,
             health_check: None,
         };
         Upstream::new(config, None)

@@ -1,4 +1,4 @@
-//! Pooled HTTP/1.1 connections to one server.
+//! Pooled HTTP/1.1 connections to one server, or one shared HTTP/2 connection.
 //!
 //! weir keeps its own small pool per server rather than a generic client:
 //! connecting is a separate step from sending, so a connect failure leaves the
@@ -9,12 +9,16 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use http::uri::Authority;
 use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::http2;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::sender::{handshake_h2, Sender};
 use crate::body::RequestBody;
+use crate::config::UpstreamProtocol;
 
 /// How long an idle pooled connection is trusted to still be open.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -44,13 +48,18 @@ pub struct Pool {
     max_idle: usize,
     /// Senders of idle connections with the time they went idle.
     idle: Mutex<Vec<(SendRequest<RequestBody>, Instant)>>,
+    /// HTTP/1.1 pooling, or one multiplexed h2c connection.
+    protocol: UpstreamProtocol,
+    /// The h2c connection every request shares; replaced when it closes. An
+    /// async lock so that concurrent requests wait for one connect, not dial many.
+    shared: tokio::sync::Mutex<Option<(http2::SendRequest<RequestBody>, Authority)>>,
 }
 
 /// A connection taken from (or new for) a pool; give it back with [`PooledConn::release`].
 #[derive(Debug)]
 pub struct PooledConn {
     /// Sends the request on this connection.
-    pub sender: SendRequest<RequestBody>,
+    pub sender: Sender,
     /// The pool it returns to.
     pool: Arc<Pool>,
     /// Whether this connection had served requests before (stale keep-alive risk).
@@ -59,18 +68,32 @@ pub struct PooledConn {
 
 impl Pool {
     /// An empty pool for `addr`.
-    pub fn new(addr: SocketAddr, connect_timeout: Duration, max_idle: usize) -> Arc<Self> {
+    pub fn new(
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        max_idle: usize,
+        protocol: UpstreamProtocol,
+    ) -> Arc<Self> {
         Arc::new(Self {
             addr,
             connect_timeout,
             max_idle,
             idle: Mutex::new(Vec::new()),
+            protocol,
+            shared: tokio::sync::Mutex::new(None),
         })
     }
 
     /// Whether this pool was built with these settings (so a reload can keep it).
-    pub fn has_settings(&self, connect_timeout: Duration, max_idle: usize) -> bool {
-        self.connect_timeout == connect_timeout && self.max_idle == max_idle
+    pub fn has_settings(
+        &self,
+        connect_timeout: Duration,
+        max_idle: usize,
+        protocol: UpstreamProtocol,
+    ) -> bool {
+        self.connect_timeout == connect_timeout
+            && self.max_idle == max_idle
+            && self.protocol == protocol
     }
 
     /// Number of idle connections currently kept.
@@ -80,6 +103,9 @@ impl Pool {
 
     /// An idle connection that is still open, or a new one.
     pub async fn checkout(self: &Arc<Self>) -> Result<PooledConn, ConnectError> {
+        if self.protocol == UpstreamProtocol::H2c {
+            return self.checkout_shared().await;
+        }
         // Bounded: each iteration removes one entry from a list of at most `max_idle`.
         while let Some((mut sender, since)) = self.pop_idle() {
             if since.elapsed() >= IDLE_TIMEOUT || sender.is_closed() {
@@ -89,7 +115,7 @@ impl Pool {
             // response; `ready` resolves at once then, or fails if it closed.
             if sender.ready().await.is_ok() {
                 return Ok(PooledConn {
-                    sender,
+                    sender: Sender::Http1(sender),
                     pool: self.clone(),
                     reused: true,
                 });
@@ -97,17 +123,43 @@ impl Pool {
         }
         let sender = self.connect().await?;
         Ok(PooledConn {
-            sender,
+            sender: Sender::Http1(sender),
             pool: self.clone(),
             reused: false,
         })
     }
 
-    async fn connect(&self) -> Result<SendRequest<RequestBody>, ConnectError> {
+    /// A handle on the shared h2c connection, connecting when there is none or it closed.
+    async fn checkout_shared(self: &Arc<Self>) -> Result<PooledConn, ConnectError> {
+        let mut shared = self.shared.lock().await;
+        let reused = shared.as_ref().is_some_and(|(s, _)| !s.is_closed());
+        if !reused {
+            let stream = self.tcp().await?;
+            *shared = Some(handshake_h2(stream, self.addr).await?);
+        }
+        let Some((sender, fallback)) = shared.as_ref() else {
+            return Err(ConnectError::Io(io::ErrorKind::NotConnected.into()));
+        };
+        Ok(PooledConn {
+            sender: Sender::H2 {
+                sender: sender.clone(),
+                fallback: fallback.clone(),
+            },
+            pool: self.clone(),
+            reused,
+        })
+    }
+
+    async fn tcp(&self) -> Result<TcpStream, ConnectError> {
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr))
             .await
             .map_err(|_| ConnectError::Timeout(self.connect_timeout))??;
         stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+
+    async fn connect(&self) -> Result<SendRequest<RequestBody>, ConnectError> {
+        let stream = self.tcp().await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await?;
@@ -132,12 +184,16 @@ impl Pool {
 impl PooledConn {
     /// Returns the connection for reuse once its response has been read whole.
     pub fn release(self) {
-        if self.sender.is_closed() {
+        // An h2 handle is a clone of the shared connection: nothing to give back.
+        let Sender::Http1(sender) = self.sender else {
+            return;
+        };
+        if sender.is_closed() {
             return;
         }
         let mut idle = self.pool.lock();
         if idle.len() < self.pool.max_idle {
-            idle.push((self.sender, Instant::now()));
+            idle.push((sender, Instant::now()));
         }
     }
 }

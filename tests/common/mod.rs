@@ -214,19 +214,32 @@ impl Proxy {
 
 /// Starts the proxy with `toml` (listening on 127.0.0.1:0 somewhere in it).
 pub async fn spawn_proxy(toml: &str) -> Proxy {
+    spawn_proxy_at(toml, &[]).await.0
+}
+
+/// Starts the proxy with `toml`; returns it and the bound address of each
+/// listener named in `configured` as written in the file (the first is `Proxy::addr`).
+pub async fn spawn_proxy_at(toml: &str, configured: &[&str]) -> (Proxy, Vec<SocketAddr>) {
     let mut config = tempfile::NamedTempFile::new().expect("temp config");
     config.write_all(toml.as_bytes()).expect("write config");
     let cfg = weir::config::parse(toml, config.path()).expect("valid test config");
     let daemon = Daemon::start(config.path().to_path_buf(), cfg)
         .await
         .expect("proxy starts");
-    let addr = daemon.local_addrs()[0];
+    let addrs: Vec<SocketAddr> = configured
+        .iter()
+        .map(|c| {
+            let addr = c.parse().expect("configured address");
+            daemon.local_addr_of(addr).expect("listener bound")
+        })
+        .collect();
+    let addr = addrs.first().copied().unwrap_or(daemon.local_addrs()[0]);
     let admin = daemon.admin_addr();
     let reloads = daemon.reloads();
     let snapshot = daemon.snapshot();
     let (control, rx) = mpsc::channel(8);
     let task = tokio::spawn(daemon.run(rx));
-    Proxy {
+    let proxy = Proxy {
         addr,
         admin,
         control,
@@ -234,7 +247,8 @@ pub async fn spawn_proxy(toml: &str) -> Proxy {
         task,
         reloads,
         snapshot,
-    }
+    };
+    (proxy, addrs)
 }
 
 /// A config with one upstream `app` over `servers` (TOML server entries) and a `/` route.

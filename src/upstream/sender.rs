@@ -1,0 +1,127 @@
+//! Sending a request on an upstream connection, over HTTP/1.1 or HTTP/2 (h2c).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2, TrySendError};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use crate::body::RequestBody;
+
+/// The sending half of one upstream connection.
+#[derive(Debug)]
+pub enum Sender {
+    /// An HTTP/1.1 connection: one request at a time, pooled when idle.
+    Http1(http1::SendRequest<RequestBody>),
+    /// A handle on a shared HTTP/2 connection: cloned per request, multiplexed.
+    H2 {
+        /// The shared connection.
+        sender: http2::SendRequest<RequestBody>,
+        /// `:authority` for requests without a `Host` (HTTP/2 requires one).
+        fallback: Authority,
+    },
+}
+
+impl Sender {
+    /// Sends `req`; when nothing was sent, the error gives the request back.
+    pub async fn try_send_request(
+        &mut self,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
+        match self {
+            Sender::Http1(sender) => sender.try_send_request(req).await,
+            Sender::H2 { sender, fallback } => sender.try_send_request(for_h2(req, fallback)).await,
+        }
+    }
+
+    /// Whether the connection is closed (and so useless).
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Sender::Http1(sender) => sender.is_closed(),
+            Sender::H2 { sender, .. } => sender.is_closed(),
+        }
+    }
+}
+
+/// Rewrites an origin-form HTTP/1.1-style request for an HTTP/2 upstream:
+/// `:scheme` and `:authority` come from the URI, so the `Host` header
+/// becomes the authority (RFC 9113 §8.3.1) and is then dropped.
+fn for_h2(mut req: Request<RequestBody>, fallback: &Authority) -> Request<RequestBody> {
+    if req.uri().scheme().is_some() {
+        return req;
+    }
+    let authority = req
+        .headers_mut()
+        .remove(header::HOST)
+        .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+        .unwrap_or_else(|| fallback.clone());
+    let mut parts = req.uri().clone().into_parts();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+    *req.version_mut() = Version::HTTP_2;
+    req
+}
+
+/// How long an idle h2c connection waits for a PING answer before it is considered dead.
+const H2_KEEPALIVE: Duration = Duration::from_secs(20);
+
+/// Opens an h2c (prior knowledge) connection on `stream` and drives it in a task.
+pub(super) async fn handshake_h2(
+    stream: TcpStream,
+    addr: SocketAddr,
+) -> Result<(http2::SendRequest<RequestBody>, Authority), hyper::Error> {
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(H2_KEEPALIVE)
+        .keep_alive_timeout(H2_KEEPALIVE)
+        .handshake(TokioIo::new(stream))
+        .await?;
+    tokio::spawn(async move {
+        if let Err(error) = conn.await {
+            tracing::debug!(server = %addr, %error, "upstream h2 connection ended with an error");
+        }
+    });
+    let fallback = Authority::try_from(addr.to_string().as_str())
+        .unwrap_or_else(|_| Authority::from_static("localhost"));
+    Ok((sender, fallback))
+}
+
+/// `te: trailers`, the one `TE` value HTTP/2 allows; gRPC servers require it.
+pub fn te_trailers() -> HeaderValue {
+    HeaderValue::from_static("trailers")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_becomes_the_authority() {
+        let req = Request::get("/a?b=1")
+            .header("host", "site.test:8080")
+            .body(RequestBody::Empty)
+            .expect("request");
+        let req = for_h2(req, &Authority::from_static("127.0.0.1:1"));
+        assert_eq!(req.uri(), "http://site.test:8080/a?b=1");
+        assert!(req.headers().get("host").is_none());
+        assert_eq!(req.version(), Version::HTTP_2);
+    }
+
+    #[test]
+    fn no_host_falls_back_to_the_server_address() {
+        let req = Request::get("/").body(RequestBody::Empty).expect("request");
+        let req = for_h2(req, &Authority::from_static("127.0.0.1:1"));
+        assert_eq!(req.uri(), "http://127.0.0.1:1/");
+    }
+}
