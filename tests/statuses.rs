@@ -103,3 +103,43 @@ async fn malformed_request_is_400_and_oversized_head_is_431() {
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     assert_eq!(app.hits(), 0);
 }
+
+#[tokio::test]
+async fn garbage_from_clients_never_takes_the_proxy_down() {
+    let app = spawn_backend("app").await;
+    let proxy = spawn_proxy(&one_upstream("round_robin", &[server(app.addr)], "")).await;
+    let inputs: Vec<Vec<u8>> = vec![
+        b"\r\n\r\n".to_vec(),
+        b"GET\r\n\r\n".to_vec(),
+        b"GET / HTTP/9.9\r\n\r\n".to_vec(),
+        b"GET / HTTP/1.1\r\nHost: \xff\xfe\r\n\r\n".to_vec(),
+        b"GET /\x00 HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n".to_vec(),
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello"
+            .to_vec(),
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".to_vec(),
+        b"GET http://[::1/ HTTP/1.1\r\n\r\n".to_vec(),
+        b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n".to_vec(),
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00garbage".to_vec(),
+        (0..=255u8).cycle().take(4096).collect(),
+    ];
+    for input in &inputs {
+        let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
+        let _ = stream.write_all(input).await;
+        let _ = stream.shutdown().await;
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
+        let answer = String::from_utf8_lossy(&out);
+        // The HTTP/2 preface gets HTTP/2 frames (SETTINGS, GOAWAY) back.
+        let h2 = input.starts_with(b"PRI * HTTP/2.0");
+        assert!(
+            h2 || answer.is_empty() || answer.starts_with("HTTP/"),
+            "odd answer to {input:?}: {answer}"
+        );
+        assert!(
+            !answer.starts_with("HTTP/1.1 5"),
+            "a server error for {input:?}: {answer}"
+        );
+    }
+    assert_eq!(get(&proxy.url("/")).await.1, "app");
+}
