@@ -20,9 +20,9 @@ use crate::body::Exchange;
 use crate::server::raised;
 use crate::upstream::InFlightGuard;
 
-mod activity;
+mod idle;
 
-use activity::{Activity, Watched};
+use idle::{LastTraffic, Watched};
 
 /// What a tunnel needs from the client connection it came from.
 #[derive(Debug, Clone)]
@@ -161,9 +161,9 @@ impl Tunnel {
                 return;
             }
         };
-        let activity = Arc::new(Activity::new());
-        let mut client = Watched::new(TokioIo::new(client), activity.clone());
-        let mut upstream = Watched::new(TokioIo::new(upstream), activity.clone());
+        let traffic = Arc::new(LastTraffic::new());
+        let mut client = Watched::new(TokioIo::new(client), traffic.clone());
+        let mut upstream = Watched::new(TokioIo::new(upstream), traffic.clone());
         let upstream_addr = server.as_ref().map(|(_, addr)| *addr);
         debug!(protocol, upstream = ?upstream_addr, "tunnel open");
         let shutdown = async {
@@ -177,7 +177,7 @@ impl Tunnel {
                 Err(error) => debug!(protocol, upstream = ?upstream_addr, %error,
                     "tunnel ended with an error"),
             },
-            _ = activity.idle_for(limits.idle) => info!(protocol, upstream = ?upstream_addr,
+            _ = traffic.idle_for(limits.idle) => info!(protocol, upstream = ?upstream_addr,
                 timeout = ?limits.idle, "tunnel idle; closing"),
             _ = shutdown => info!(protocol, upstream = ?upstream_addr,
                 "shutdown_timeout reached; closing tunnel"),

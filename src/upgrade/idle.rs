@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 /// When bytes last moved through a tunnel, either way.
 #[derive(Debug)]
-pub(super) struct Activity {
+pub(super) struct LastTraffic {
     /// Reference point for `last_ms`.
     start: Instant,
     /// Milliseconds since `start` of the last read that returned bytes;
@@ -21,7 +21,7 @@ pub(super) struct Activity {
     last_ms: AtomicU64,
 }
 
-impl Activity {
+impl LastTraffic {
     pub(super) fn new() -> Self {
         Self {
             start: Instant::now(),
@@ -52,15 +52,15 @@ impl Activity {
     }
 }
 
-/// An IO object that stamps an [`Activity`] whenever a read returns bytes.
+/// An IO object that stamps an [`LastTraffic`] whenever a read returns bytes.
 #[derive(Debug)]
 pub(super) struct Watched<T> {
     io: T,
-    activity: Arc<Activity>,
+    activity: Arc<LastTraffic>,
 }
 
 impl<T> Watched<T> {
-    pub(super) fn new(io: T, activity: Arc<Activity>) -> Self {
+    pub(super) fn new(io: T, activity: Arc<LastTraffic>) -> Self {
         Self { io, activity }
     }
 }
@@ -118,7 +118,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idle_resolves_only_after_a_quiet_timeout() {
-        let activity = Arc::new(Activity::new());
+        let activity = Arc::new(LastTraffic::new());
         let (a, mut b) = tokio::io::duplex(64);
         let mut watched = Watched::new(a, activity.clone());
         let started = Instant::now();
