@@ -6,7 +6,7 @@ die() { echo "${0##*/}: $*" >&2; exit 1; }
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-WEIR="$TARGET_DIR/release/weir"
+WEIR="${WEIR:-$TARGET_DIR/release/weir}"   # override to compare builds
 
 # need_tools TOOL...: installs the missing ones with apt-get (unless INSTALL=0).
 need_tools() {
