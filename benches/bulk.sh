@@ -48,16 +48,13 @@ build_release bulk_backend
 BACKEND="$TARGET_DIR/release/examples/bulk_backend"
 NGINX_BIN="$(command -v nginx || echo /usr/sbin/nginx)"
 SIZE=$((SIZE_MB * 1024 * 1024))
-if ((PIN)); then
-    on_client() { taskset -c "$CLIENT_CPUS" "$@"; }
-    on_server() { taskset -c "$SERVER_CPUS" "$@"; }
-else
-    on_client() { "$@"; }
-    on_server() { "$@"; }
-fi
+# Command prefixes, not functions: a backgrounded function runs in a subshell, and
+# its $! would be that subshell rather than the server the cleanup must stop.
+ON_CLIENT=() ON_SERVER=()
+if ((PIN)); then ON_CLIENT=(taskset -c "$CLIENT_CPUS") ON_SERVER=(taskset -c "$SERVER_CPUS"); fi
 
 pick_port; BACKEND_PORT=$REPLY
-on_server "$BACKEND" "$BACKEND_PORT" >"$T/backend.log" 2>&1 &
+"${ON_SERVER[@]}" "$BACKEND" "$BACKEND_PORT" >"$T/backend.log" 2>&1 &
 BACKEND_PID=$!; ALL_PIDS+=("$BACKEND_PID")
 wait_port "$BACKEND_PORT" "$BACKEND_PID" || die "backend did not start"
 
@@ -81,7 +78,7 @@ response_timeout = "5m"
 path = "/"
 upstream = "bulk"
 TOML
-on_server "$WEIR" run -c "$T/weir.toml" >"$T/weir.log" 2>&1 &
+"${ON_SERVER[@]}" "$WEIR" run -c "$T/weir.toml" >"$T/weir.log" 2>&1 &
 WEIR_PID=$!; ALL_PIDS+=("$WEIR_PID")
 wait_port "${PORT[weir]}" "$WEIR_PID" || { tail "$T/weir.log" >&2; die "weir did not start"; }
 targets=(direct weir)
@@ -115,7 +112,7 @@ if ((NGINX)); then
         echo "    }"
         echo "}"
     } >"$T/nginx.conf"
-    on_server "$NGINX_BIN" -p "$T/nginx" -c "$T/nginx.conf" -e "$T/nginx/logs/error.log" >"$T/nginx.log" 2>&1 &
+    "${ON_SERVER[@]}" "$NGINX_BIN" -p "$T/nginx" -c "$T/nginx.conf" -e "$T/nginx/logs/error.log" >"$T/nginx.log" 2>&1 &
     pid=$!; ALL_PIDS+=("$pid")
     wait_port "${PORT[nginx]}" "$pid" || die "nginx did not start"
     targets+=(nginx)
@@ -127,10 +124,10 @@ RESULTS="$T/results.tsv"; : >"$RESULTS"
 transfer() {
     local name=$1 round=$2 kind=$3 url="http://127.0.0.1:${PORT[$1]}" out speed code
     if [[ $kind == download ]]; then
-        out="$(on_client curl -sS -o /dev/null --max-time 300 -w '%{http_code} %{size_download} %{speed_download}' \
+        out="$("${ON_CLIENT[@]}" curl -sS -o /dev/null --max-time 300 -w '%{http_code} %{size_download} %{speed_download}' \
             "$url/bytes/$SIZE")" || die "$name download failed: $out"
     else
-        out="$(on_client curl -sS -o "$T/upload.answer" --max-time 300 -T "$T/upload.bin" \
+        out="$("${ON_CLIENT[@]}" curl -sS -o "$T/upload.answer" --max-time 300 -T "$T/upload.bin" \
             -w '%{http_code} %{size_upload} %{speed_upload}' "$url/upload")" || die "$name upload failed: $out"
         [[ "$(tr -d '\n' <"$T/upload.answer")" == "$SIZE" ]] || die "$name upload: backend counted $(cat "$T/upload.answer")"
     fi

@@ -105,6 +105,9 @@ async fn serve(listener: TcpListener) {
                 continue;
             }
         };
+        // A 64 KiB frame is one loopback segment and a few bytes: with Nagle on,
+        // that tail can wait for a delayed ACK.
+        let _ = stream.set_nodelay(true);
         let chunk = chunk.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| answer(req, chunk.clone()));
