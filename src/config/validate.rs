@@ -262,7 +262,9 @@ fn upstreams(
     cx: &Cx<'_>,
     raw: Vec<Spanned<RawUpstream>>,
 ) -> Result<Vec<UpstreamConfig>, ConfigError> {
-    let mut first_line: HashMap<String, usize> = HashMap::new();
+    // Offsets, not lines: counting lines scans the file up to the name, and
+    // doing that for every upstream would be quadratic in the file's size.
+    let mut first_offset: HashMap<&str, usize> = HashMap::with_capacity(raw.len());
     let mut out = Vec::with_capacity(raw.len());
     for (i, up) in raw.iter().enumerate() {
         let up = up.get_ref();
@@ -271,15 +273,15 @@ fn upstreams(
         if name.trim().is_empty() {
             return Err(cx.err(up.name.span(), &format!("{key}.name"), "must not be empty"));
         }
-        if let Some(line) = first_line.get(name) {
+        if let Some(&offset) = first_offset.get(name.as_str()) {
+            let (line, _) = super::error::line_column(cx.source, offset);
             return Err(cx.err(
                 up.name.span(),
                 &format!("{key}.name"),
                 format!("duplicate upstream name \"{name}\" (first defined on line {line})"),
             ));
         }
-        let (line, _) = super::error::line_column(cx.source, up.name.span().start);
-        first_line.insert(name.clone(), line);
+        first_offset.insert(name, up.name.span().start);
         out.push(upstream(cx, up, &key)?);
     }
     Ok(out)
@@ -294,11 +296,13 @@ fn upstream(cx: &Cx<'_>, raw: &RawUpstream, key: &str) -> Result<UpstreamConfig,
             "must list at least one server",
         ));
     }
-    let mut servers: Vec<ServerConfig> = Vec::new();
-    for (j, entry) in raw.servers.get_ref().iter().enumerate() {
+    let entries = raw.servers.get_ref();
+    let mut servers: Vec<ServerConfig> = Vec::with_capacity(entries.len());
+    let mut seen: HashSet<std::net::SocketAddr> = HashSet::with_capacity(entries.len());
+    for (j, entry) in entries.iter().enumerate() {
         let entry_key = format!("{servers_key}[{j}]");
         let server = server_entry(cx, entry, &entry_key)?;
-        if servers.iter().any(|s| s.addr == server.addr) {
+        if !seen.insert(server.addr) {
             return Err(cx.err(
                 entry.span(),
                 &entry_key,
