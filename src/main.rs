@@ -37,7 +37,9 @@ fn main() -> ExitCode {
         Command::Check { config } => {
             match weir::config::load(&config).and_then(|cfg| weir::tls::check(&cfg).map(|()| cfg)) {
                 Ok(cfg) => {
-                    print!("{}: ok\n{}", config.display(), cfg.summary());
+                    // A closed pipe (`weir check | head`) is not an error worth a panic.
+                    let out = format!("{}: ok\n{}", config.display(), cfg.summary());
+                    let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
                     ExitCode::SUCCESS
                 }
                 Err(error) => {

@@ -41,6 +41,8 @@ async fn killing_an_upstream_under_load_fails_no_request() {
     }
     wait_until(|| ok.load(Ordering::Relaxed) > 200).await;
     b.stop();
+    // Stopping aborts its connections; wait until they are all gone.
+    wait_until(|| b.open.load(Ordering::SeqCst) == 0).await;
     let b_hits = b.hits();
     let at_kill = ok.load(Ordering::Relaxed);
     wait_until(|| ok.load(Ordering::Relaxed) > at_kill + 300).await;

@@ -104,9 +104,10 @@ where
             };
             let (handler, req_log, hit_count) =
                 (handler.clone(), req_log.clone(), hit_count.clone());
-            let open_count = open_count.clone();
-            open_count.fetch_add(1, Ordering::SeqCst);
+            // Counted down on drop, so an aborted connection (a stopped backend) counts too.
+            let open_guard = OpenGuard::new(open_count.clone());
             connections.spawn(async move {
+                let _open = open_guard;
                 let service = service_fn(move |req: Request<Incoming>| {
                     let (handler, req_log, hit_count) =
                         (handler.clone(), req_log.clone(), hit_count.clone());
@@ -121,7 +122,6 @@ where
                     .serve_connection(TokioIo::new(stream), service)
                     .with_upgrades()
                     .await;
-                open_count.fetch_sub(1, Ordering::SeqCst);
             });
             while connections.try_join_next().is_some() {}
         }
@@ -132,6 +132,22 @@ where
         hits,
         open,
         task,
+    }
+}
+
+/// Counts one open backend connection while it lives.
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl OpenGuard {
+    fn new(count: Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
