@@ -25,6 +25,8 @@ use crate::upstream::te_trailers;
 pub struct ConnInfo {
     /// The client's address.
     pub peer: SocketAddr,
+    /// `peer`'s address as a header value, rendered once for all its requests.
+    pub peer_ip: HeaderValue,
     /// `http` or `https`.
     pub proto: &'static str,
     /// What a tunnel opened by an `Upgrade` on this connection holds on to.
@@ -67,22 +69,24 @@ pub async fn handle(
     let upgrade = upgrade::take(&mut parts);
     // TE is hop-by-hop, but `trailers` is the one value HTTP/2 carries, and
     // gRPC servers refuse requests without it; weir passes trailers through.
-    let wants_trailers = parts
-        .headers
-        .get(header::TE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        });
+    let wants_trailers = upstream.config.protocol == UpstreamProtocol::H2c
+        && parts
+            .headers
+            .get(header::TE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            });
     prepare_upstream_request(
         &mut parts.headers,
         Peer {
             ip: conn.peer.ip(),
+            ip_value: &conn.peer_ip,
             proto: conn.proto,
             trusted: &snapshot.config.server.trusted_proxies,
         },
-        host_str,
+        host.as_ref(),
     );
     if let Some(host) = host {
         parts.headers.insert(header::HOST, host);
@@ -90,17 +94,17 @@ pub async fn handle(
     if let Some(upgrade) = &upgrade {
         upgrade.restore(&mut parts.headers);
     }
-    if wants_trailers && upstream.config.protocol == UpstreamProtocol::H2c {
+    if wants_trailers {
         parts.headers.insert(header::TE, te_trailers());
     }
-    let head = RequestHead {
-        method: parts.method.clone(),
-        uri: parts.uri.clone(),
-    };
-    parts.uri = parts
+    let origin_form = parts
         .uri
         .path_and_query()
         .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+    let head = RequestHead {
+        method: parts.method.clone(),
+        uri: std::mem::replace(&mut parts.uri, origin_form),
+    };
     parts.version = Version::HTTP_11;
     let counted = metrics.meter(&body);
     let req = Request::from_parts(parts, RequestBody::client(body, max_body, counted));

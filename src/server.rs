@@ -309,6 +309,7 @@ where
     } = conn;
     let info = Arc::new(ConnInfo {
         peer,
+        peer_ip: crate::headers::ip_value(peer.ip()),
         proto: if matches!(protocol, Protocol::Http1 | Protocol::H2) {
             "https"
         } else {
