@@ -87,6 +87,9 @@ pub fn prepare_upstream_request(
     host: Option<&HeaderValue>,
 ) {
     strip_hop_by_hop(headers);
+    // hyper sizes the map for the headers it parsed; growing once for the four
+    // added here beats growing (and rehashing) up to twice on the way.
+    headers.reserve(4);
     let trusted = peer.is_trusted(peer.ip);
     if trusted {
         let peer_ip = peer.ip.to_string();
