@@ -1,7 +1,10 @@
-//! Server selection cost per pick, for each algorithm, with 3 and 1,000 servers.
+//! Server selection cost per pick, for each algorithm, with 3 and 1,000 servers,
+//! and with 1 and 2 threads picking from the same upstream at once.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use weir::balance::{Candidate, Selector};
@@ -82,5 +85,59 @@ fn build(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, select, build);
+/// Picks from one upstream by 1 and 2 threads at once, each pick counted in
+/// flight while it lasts as the daemon does: the cost of sharing the
+/// round-robin cursor and the in-flight counters between workers. The time
+/// reported is per pick of one thread (wall time of `iters` picks on each).
+fn contended(c: &mut Criterion) {
+    let mut group = c.benchmark_group("select_contended");
+    for (name, balance) in [
+        ("round_robin", Balance::RoundRobin),
+        ("least_conn", Balance::LeastConn),
+    ] {
+        let servers = servers(3, false);
+        let selector = Selector::new(balance, &config(&servers));
+        for threads in [1, 2] {
+            group.bench_function(BenchmarkId::new(name, format!("{threads}t")), |b| {
+                b.iter_custom(|iters| pick_on_threads(&selector, &servers, threads, iters))
+            });
+        }
+    }
+    group.finish();
+}
+
+fn pick_on_threads(
+    selector: &Selector,
+    servers: &[Server],
+    threads: usize,
+    iters: u64,
+) -> Duration {
+    let start = Barrier::new(threads + 1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    start.wait();
+                    let began = Instant::now();
+                    for _ in 0..iters {
+                        if let Some(i) = selector.select(black_box(servers)) {
+                            let s = &servers[i];
+                            s.in_flight.fetch_add(1, Ordering::Relaxed);
+                            s.in_flight.fetch_sub(1, Ordering::Relaxed);
+                        }
+                    }
+                    began.elapsed()
+                })
+            })
+            .collect();
+        start.wait();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("picking thread"))
+            .max()
+            .unwrap_or_default()
+    })
+}
+
+criterion_group!(benches, select, build, contended);
 criterion_main!(benches);

@@ -151,7 +151,7 @@ impl Exchange {
             record.write(self.bytes, complete);
         }
         if let Some(metrics) = self.metrics.take() {
-            metrics.finish(self.bytes);
+            metrics.finish(self.bytes, self.guard.as_ref().map(|g| &**g.server()));
         }
     }
 }

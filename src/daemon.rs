@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 use crate::config::{self, Config, ConfigError, ListenerConfig};
 use crate::health::HealthChecks;
 use crate::listener::{self, Mode};
+use crate::runtime::Workers;
 use crate::server::{self, RunningListener, ServeContext};
 use crate::snapshot::Snapshot;
 
@@ -90,8 +91,18 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Builds the first snapshot and binds every listener of `config`.
+    /// Builds the first snapshot and binds every listener of `config`; connections
+    /// are served on the caller's runtime.
     pub async fn start(path: PathBuf, config: Config) -> Result<Self, StartError> {
+        Self::start_on(path, config, Workers::current()).await
+    }
+
+    /// Like [`Daemon::start`], serving connections on `workers`.
+    pub async fn start_on(
+        path: PathBuf,
+        config: Config,
+        workers: Workers,
+    ) -> Result<Self, StartError> {
         let settings = config.server.clone();
         let admin = config.admin.clone();
         let snapshot = Snapshot::build(config, None).map_err(|source| StartError::Io {
@@ -100,7 +111,12 @@ impl Daemon {
         })?;
         let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let ctx = Arc::new(ServeContext::new(&settings, snapshot.clone(), shutdown_rx));
+        let ctx = Arc::new(ServeContext::new(
+            &settings,
+            snapshot.clone(),
+            shutdown_rx,
+            workers,
+        ));
         let mut daemon = Self {
             path,
             snapshot,
@@ -343,8 +359,12 @@ fn notify(states: &[NotifyState<'_>]) {
     }
 }
 
-/// Loads `path`, starts a daemon, turns signals into controls and runs until shutdown.
-pub async fn run_with_signals(path: &Path, config: Config) -> Result<(), StartError> {
+/// Starts a daemon serving on `workers`, turns signals into controls and runs until shutdown.
+pub async fn run_with_signals(
+    path: &Path,
+    config: Config,
+    workers: Workers,
+) -> Result<(), StartError> {
     // Handlers first: a SIGHUP arriving while listeners are being bound is
     // queued for the run loop instead of killing the process.
     let (tx, rx) = mpsc::channel(8);
@@ -352,7 +372,7 @@ pub async fn run_with_signals(path: &Path, config: Config) -> Result<(), StartEr
         what: "cannot install signal handlers".into(),
         source,
     })?;
-    let daemon = Daemon::start(path.to_path_buf(), config).await?;
+    let daemon = Daemon::start_on(path.to_path_buf(), config, workers).await?;
     daemon.run(rx).await;
     Ok(())
 }

@@ -4,7 +4,8 @@
 //!
 //! - [`config`]: TOML parsing and validation into domain types.
 //! - [`daemon`]: listeners, the live [`snapshot::Snapshot`], reload and shutdown.
-//! - [`server`]: accepting client connections and serving HTTP/1.1 and HTTP/2 on them;
+//! - [`server`]: accepting client connections and serving HTTP/1.1 and HTTP/2 on them,
+//!   on the [`runtime`] workers;
 //!   [`activity`]: their header-read and idle deadlines.
 //! - [`listener`], [`tls`]: what a listener does (plain, TLS by SNI, HTTPS redirect).
 //! - [`upgrade`]: `Upgrade` handshakes (WebSocket) and the tunnels they open.
@@ -36,6 +37,7 @@ pub mod listener;
 pub mod logging;
 pub mod proxy;
 pub mod routing;
+pub mod runtime;
 pub mod server;
 pub mod signals;
 pub mod snapshot;

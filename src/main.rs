@@ -5,6 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// hyper allocates a fresh read buffer (8 KiB and up) for most requests; glibc
+/// malloc serves those slowly, mimalloc from per-thread free lists.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A reverse-proxy load balancer.
 #[derive(Debug, Parser)]
 #[command(name = "weir", version, about)]
@@ -49,14 +54,14 @@ fn main() -> ExitCode {
             }
         }
         Command::Run { config } => match weir::config::load(&config) {
-            Ok(cfg) => run(cfg.server.threads, weir::cli::run(config, cfg)),
+            Ok(cfg) => run(cfg.server.threads, |w| weir::cli::run(config, cfg, w)),
             Err(error) => {
                 eprintln!("{error}");
                 ExitCode::from(1)
             }
         },
         Command::Demo => match weir::demo::config() {
-            Ok(cfg) => run(cfg.server.threads, weir::cli::demo(cfg)),
+            Ok(cfg) => run(cfg.server.threads, |w| weir::cli::demo(cfg, w)),
             Err(error) => {
                 eprintln!("{error}");
                 ExitCode::from(1)
@@ -65,19 +70,29 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(threads: usize, task: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if threads > 0 {
-        builder.worker_threads(threads);
-    }
-    let runtime = match builder.enable_all().build() {
+fn run<F>(threads: usize, task: impl FnOnce(weir::runtime::Workers) -> F) -> ExitCode
+where
+    F: std::future::Future<Output = Result<(), String>>,
+{
+    let workers = match weir::cli::workers(threads) {
+        Ok(workers) => workers,
+        Err(error) => {
+            eprintln!("cannot start the worker threads: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    // Control, health checks and admin run here; with `threads = 1`, connections too.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("cannot start the runtime: {error}");
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(task) {
+    match runtime.block_on(task(workers)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("{error}");

@@ -25,6 +25,8 @@ use crate::upstream::te_trailers;
 pub struct ConnInfo {
     /// The client's address.
     pub peer: SocketAddr,
+    /// `peer`'s address as a header value, rendered once for all its requests.
+    pub peer_ip: HeaderValue,
     /// `http` or `https`.
     pub proto: &'static str,
     /// What a tunnel opened by an `Upgrade` on this connection holds on to.
@@ -50,7 +52,9 @@ pub async fn handle(
         let metrics = Recording::new(snapshot.stats.unrouted.clone(), started);
         return error_response(ProxyError::NoRoute, conn, &parts, record, metrics);
     };
-    let upstream = target.upstream.clone();
+    // Borrowed from the snapshot, which outlives this function: a clone would
+    // be two more atomic operations on a line every worker shares.
+    let upstream = &target.upstream;
     let mut metrics = Recording::new(upstream.stats.clone(), started);
     let deadlines = Deadlines {
         started,
@@ -67,22 +71,24 @@ pub async fn handle(
     let upgrade = upgrade::take(&mut parts);
     // TE is hop-by-hop, but `trailers` is the one value HTTP/2 carries, and
     // gRPC servers refuse requests without it; weir passes trailers through.
-    let wants_trailers = parts
-        .headers
-        .get(header::TE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        });
+    let wants_trailers = upstream.config.protocol == UpstreamProtocol::H2c
+        && parts
+            .headers
+            .get(header::TE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            });
     prepare_upstream_request(
         &mut parts.headers,
         Peer {
             ip: conn.peer.ip(),
+            ip_value: &conn.peer_ip,
             proto: conn.proto,
             trusted: &snapshot.config.server.trusted_proxies,
         },
-        host_str,
+        host.as_ref(),
     );
     if let Some(host) = host {
         parts.headers.insert(header::HOST, host);
@@ -90,22 +96,22 @@ pub async fn handle(
     if let Some(upgrade) = &upgrade {
         upgrade.restore(&mut parts.headers);
     }
-    if wants_trailers && upstream.config.protocol == UpstreamProtocol::H2c {
+    if wants_trailers {
         parts.headers.insert(header::TE, te_trailers());
     }
-    let head = RequestHead {
-        method: parts.method.clone(),
-        uri: parts.uri.clone(),
-    };
-    parts.uri = parts
+    let origin_form = parts
         .uri
         .path_and_query()
         .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+    let head = RequestHead {
+        method: parts.method.clone(),
+        uri: std::mem::replace(&mut parts.uri, origin_form),
+    };
     parts.version = Version::HTTP_11;
     let counted = metrics.meter(&body);
     let req = Request::from_parts(parts, RequestBody::client(body, max_body, counted));
 
-    match forward(&upstream, req, &mut record, deadlines).await {
+    match forward(upstream, req, &mut record, deadlines).await {
         Ok((resp, mut exchange)) => {
             let (mut parts, body) = resp.into_parts();
             let tunnel = upgrade.and_then(|u| u.accept(&mut parts));
@@ -115,7 +121,11 @@ pub async fn handle(
             }
             exchange.deadline = deadlines.request;
             metrics.status = parts.status.as_u16();
-            metrics.server = exchange.guard.as_ref().map(|g| g.server().clone());
+            // Counted against the server of the exchange's in-flight guard;
+            // a tunnel takes the guard away, so it names the server here.
+            if tunnel.is_some() {
+                metrics.server = exchange.guard.as_ref().map(|g| g.server().clone());
+            }
             exchange.metrics = Some(metrics);
             if let Some(tunnel) = tunnel {
                 let server = &snapshot.config.server;

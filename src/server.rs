@@ -23,6 +23,7 @@ use crate::activity::{Activity, TimedIo};
 use crate::config::ServerSettings;
 use crate::listener::{self, Mode, SharedMode};
 use crate::proxy::{self, ConnInfo};
+use crate::runtime::Workers;
 use crate::snapshot::Snapshot;
 use crate::upgrade::TunnelContext;
 
@@ -47,6 +48,8 @@ pub struct ServeContext {
     pub idle_timeout: Duration,
     /// `header_read_timeout`, fixed at start: also bounds the TLS handshake.
     pub header_read_timeout: Duration,
+    /// The runtimes that accept and serve connections, fixed at start.
+    pub workers: Workers,
 }
 
 impl ServeContext {
@@ -55,6 +58,7 @@ impl ServeContext {
         settings: &ServerSettings,
         snapshot: Arc<ArcSwap<Snapshot>>,
         shutdown: watch::Receiver<bool>,
+        workers: Workers,
     ) -> Self {
         let mut http = auto::Builder::new(TokioExecutor::new());
         // Header and idle deadlines are kept by `TimedIo`, which knows whether
@@ -81,6 +85,7 @@ impl ServeContext {
             http,
             idle_timeout: settings.idle_timeout,
             header_read_timeout: settings.header_read_timeout,
+            workers,
         }
     }
 }
@@ -94,36 +99,90 @@ pub struct RunningListener {
     pub mode: SharedMode,
     /// Tells the accept loop to stop; open connections carry on.
     stop: watch::Sender<bool>,
-    /// The accept loop.
-    task: JoinHandle<()>,
+    /// The accept loops, one per worker.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl RunningListener {
     /// Stops accepting; connections already open finish on their own.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
+        for task in self.tasks {
+            let _ = task.await;
+        }
     }
 }
 
 /// Binds `addr` and starts accepting on it, serving each connection as `mode` says.
+///
+/// With worker runtimes, each worker gets its own `SO_REUSEPORT` socket on the
+/// same address, so the kernel spreads new connections over the workers.
 pub async fn listen(
     addr: SocketAddr,
     mode: Mode,
     ctx: Arc<ServeContext>,
 ) -> std::io::Result<RunningListener> {
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
     let (stop, stop_rx) = watch::channel(false);
     let mode = Arc::new(ArcSwap::from_pointee(mode));
-    let task = tokio::spawn(accept_loop(listener, ctx, stop_rx, mode.clone()));
-    info!(listen = %local, "listening");
+    let workers = ctx.workers.handles().to_vec();
+    if workers.is_empty() {
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let task = tokio::spawn(accept_loop(listener, ctx, stop_rx, mode.clone()));
+        info!(listen = %local, "listening");
+        return Ok(RunningListener {
+            local,
+            mode,
+            stop,
+            tasks: vec![task],
+        });
+    }
+    // All sockets are bound before any accepts, so a failure leaves nothing behind;
+    // port 0 is resolved by the first bind and reused by the others.
+    let mut sockets = Vec::with_capacity(workers.len());
+    let mut local = addr;
+    for _ in &workers {
+        let socket = reuseport_listener(local)?;
+        local = socket.local_addr()?;
+        sockets.push(socket);
+    }
+    let tasks = workers
+        .iter()
+        .zip(sockets)
+        .map(|(worker, socket)| {
+            let (ctx, stop_rx, mode) = (ctx.clone(), stop_rx.clone(), mode.clone());
+            // Registered with the worker's own reactor, so it must be converted there.
+            worker.spawn(async move {
+                match TcpListener::from_std(socket) {
+                    Ok(listener) => accept_loop(listener, ctx, stop_rx, mode).await,
+                    Err(error) => warn!(%error, "cannot register a listening socket"),
+                }
+            })
+        })
+        .collect();
+    info!(listen = %local, workers = workers.len(), "listening");
     Ok(RunningListener {
         local,
         mode,
         stop,
-        task,
+        tasks,
     })
+}
+
+/// A non-blocking listening socket on `addr` that other sockets may share (`SO_REUSEPORT`).
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    // tokio's `TcpListener::bind` uses the same backlog.
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 async fn accept_loop(
@@ -250,6 +309,7 @@ where
     } = conn;
     let info = Arc::new(ConnInfo {
         peer,
+        peer_ip: crate::headers::ip_value(peer.ip()),
         proto: if matches!(protocol, Protocol::Http1 | Protocol::H2) {
             "https"
         } else {

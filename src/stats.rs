@@ -244,7 +244,8 @@ impl Drop for ConnectionGuard {
 pub struct Recording {
     /// The upstream's (or the unrouted) counters.
     upstream: Arc<UpstreamStats>,
-    /// The server that answered or failed, when one was tried.
+    /// The server that failed (or that a tunnel went to); the one that
+    /// answered is otherwise given to [`Recording::finish`].
     pub server: Option<Arc<ServerState>>,
     /// When the request arrived.
     started: Instant,
@@ -276,14 +277,15 @@ impl Recording {
         Some(bytes)
     }
 
-    /// Counts the request: its status, latency and bytes, on its server and upstream.
-    pub fn finish(self, bytes_out: u64) {
+    /// Counts the request: its status, latency and bytes, on its upstream and
+    /// on `answered_by` (or the server recorded in it).
+    pub fn finish(self, bytes_out: u64, answered_by: Option<&ServerState>) {
         let elapsed = self.started.elapsed();
         self.upstream.latency.observe(elapsed);
         if self.status >= 500 {
             self.upstream.errors.fetch_add(1, Ordering::Relaxed);
         }
-        let Some(server) = self.server else {
+        let Some(server) = self.server.as_deref().or(answered_by) else {
             self.upstream.unassigned.add(self.status);
             return;
         };

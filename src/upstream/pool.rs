@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use super::sender::{handshake_h2, Sender};
 use crate::body::RequestBody;
 use crate::config::UpstreamProtocol;
+use crate::runtime;
 
 /// How long an idle pooled connection is trusted to still be open.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -37,17 +38,30 @@ pub enum ConnectError {
     Handshake(#[from] hyper::Error),
 }
 
+/// Idle senders with the time they went idle, for one worker.
+type IdleList = Vec<(SendRequest<RequestBody>, Instant)>;
+
+/// One worker's idle list, on a cache line of its own so workers never contend.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard(Mutex<IdleList>);
+
 /// Idle keep-alive connections to one server, reused most-recent first.
+///
+/// Each worker runtime has its own idle list (nginx's `keepalive` is per
+/// worker too): a connection's driver task runs on the worker that opened it,
+/// so handing it to another worker would cost a cross-thread wake-up on every
+/// request, and one shared list would be a lock every worker takes twice per request.
 #[derive(Debug)]
 pub struct Pool {
     /// Where new connections go.
     addr: SocketAddr,
     /// Bound on establishing a TCP connection.
     connect_timeout: Duration,
-    /// At most this many idle connections are kept (`keepalive`).
+    /// At most this many idle connections are kept per worker (`keepalive`).
     max_idle: usize,
-    /// Senders of idle connections with the time they went idle.
-    idle: Mutex<Vec<(SendRequest<RequestBody>, Instant)>>,
+    /// Idle connections, one list per worker slot ([`runtime::worker_index`]).
+    idle: Box<[Shard]>,
     /// HTTP/1.1 pooling, or one multiplexed h2c connection.
     protocol: UpstreamProtocol,
     /// The h2c connection every request shares; replaced when it closes. An
@@ -78,7 +92,9 @@ impl Pool {
             addr,
             connect_timeout,
             max_idle,
-            idle: Mutex::new(Vec::new()),
+            idle: (0..runtime::worker_slots())
+                .map(|_| Shard::default())
+                .collect(),
             protocol,
             shared: tokio::sync::Mutex::new(None),
         })
@@ -96,9 +112,9 @@ impl Pool {
             && self.protocol == protocol
     }
 
-    /// Number of idle connections currently kept.
+    /// Number of idle connections currently kept, over all workers.
     pub fn idle_count(&self) -> usize {
-        self.lock().len()
+        self.idle.iter().map(|shard| lock(shard).len()).sum()
     }
 
     /// An idle connection that is still open, or a new one.
@@ -173,12 +189,17 @@ impl Pool {
     }
 
     fn pop_idle(&self) -> Option<(SendRequest<RequestBody>, Instant)> {
-        self.lock().pop()
+        lock(self.shard()).pop()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(SendRequest<RequestBody>, Instant)>> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    /// The calling worker's idle list.
+    fn shard(&self) -> &Shard {
+        &self.idle[runtime::worker_index() % self.idle.len()]
     }
+}
+
+fn lock(shard: &Shard) -> std::sync::MutexGuard<'_, IdleList> {
+    shard.0.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl PooledConn {
@@ -191,7 +212,7 @@ impl PooledConn {
         if sender.is_closed() {
             return;
         }
-        let mut idle = self.pool.lock();
+        let mut idle = lock(self.pool.shard());
         if idle.len() < self.pool.max_idle {
             idle.push((sender, Instant::now()));
         }

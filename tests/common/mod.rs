@@ -236,10 +236,19 @@ pub async fn spawn_proxy(toml: &str) -> Proxy {
 /// Starts the proxy with `toml`; returns it and the bound address of each
 /// listener named in `configured` as written in the file (the first is `Proxy::addr`).
 pub async fn spawn_proxy_at(toml: &str, configured: &[&str]) -> (Proxy, Vec<SocketAddr>) {
+    spawn_proxy_on(toml, configured, weir::runtime::Workers::current()).await
+}
+
+/// Like [`spawn_proxy_at`], serving connections on `workers`.
+pub async fn spawn_proxy_on(
+    toml: &str,
+    configured: &[&str],
+    workers: weir::runtime::Workers,
+) -> (Proxy, Vec<SocketAddr>) {
     let mut config = tempfile::NamedTempFile::new().expect("temp config");
     config.write_all(toml.as_bytes()).expect("write config");
     let cfg = weir::config::parse(toml, config.path()).expect("valid test config");
-    let daemon = Daemon::start(config.path().to_path_buf(), cfg)
+    let daemon = Daemon::start_on(config.path().to_path_buf(), cfg, workers)
         .await
         .expect("proxy starts");
     let addrs: Vec<SocketAddr> = configured
