@@ -5,6 +5,7 @@
 //! handful of allocations.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -86,35 +87,35 @@ impl AccessRecord {
         match self.logger.format() {
             AccessFormat::Json => self.json(out, path, bytes, complete, elapsed),
             AccessFormat::Combined => {
-                let _ = write!(out, "{} - - [", self.client);
-                clf_time(out, self.wall);
-                let _ = write!(out, "] \"{} ", self.method);
+                push_cached(out, &self.client);
+                out.push_str(" - - [");
+                cached_time(out, self.wall, TimeFormat::Clf);
+                out.push_str("] \"");
+                out.push_str(self.method.as_str());
+                out.push(' ');
                 escape(out, path);
-                let _ = write!(
-                    out,
-                    " {:?}\" {} {} \"",
-                    self.version,
-                    self.status.as_u16(),
-                    bytes
-                );
+                out.push(' ');
+                out.push_str(version(self.version));
+                out.push_str("\" ");
+                push_int(out, u64::from(self.status.as_u16()));
+                out.push(' ');
+                push_int(out, bytes);
+                out.push_str(" \"");
                 escape(out, text_or(&self.referer, "-"));
                 out.push_str("\" \"");
                 escape(out, text_or(&self.user_agent, "-"));
                 out.push_str("\" upstream=");
                 match &self.upstream {
-                    Some((_, addr)) => {
-                        let _ = write!(out, "{addr}");
-                    }
+                    Some((_, addr)) => push_cached(out, addr),
                     None => out.push('-'),
                 }
                 out.push_str(" upstream_time=");
                 match self.upstream_time {
-                    Some(t) => {
-                        let _ = write!(out, "{t:.3}");
-                    }
+                    Some(t) => push_secs(out, t),
                     None => out.push('-'),
                 }
-                let _ = write!(out, " request_time={elapsed:.3}");
+                out.push_str(" request_time=");
+                push_secs(out, elapsed);
                 if !complete {
                     out.push_str(" incomplete");
                 }
@@ -124,41 +125,164 @@ impl AccessRecord {
     }
 
     fn json(&self, out: &mut String, path: &str, bytes: u64, complete: bool, elapsed: f64) {
-        let _ = write!(
-            out,
-            "{{\"time\":\"{}\",\"client\":\"{}\",\"method\":",
-            humantime::format_rfc3339_millis(self.wall),
-            self.client
-        );
+        out.push_str("{\"time\":\"");
+        cached_time(out, self.wall, TimeFormat::Rfc3339);
+        out.push_str("\",\"client\":\"");
+        push_cached(out, &self.client);
+        out.push_str("\",\"method\":");
         json_str(out, self.method.as_str());
         out.push_str(",\"path\":");
         json_str(out, path);
-        let _ = write!(out, ",\"protocol\":\"{:?}\",\"host\":", self.version);
+        out.push_str(",\"protocol\":\"");
+        out.push_str(version(self.version));
+        out.push_str("\",\"host\":");
         json_opt(out, &self.host);
-        let _ = write!(
-            out,
-            ",\"status\":{},\"bytes\":{bytes},\"complete\":{complete},\"upstream\":",
-            self.status.as_u16()
-        );
+        out.push_str(",\"status\":");
+        push_int(out, u64::from(self.status.as_u16()));
+        out.push_str(",\"bytes\":");
+        push_int(out, bytes);
+        out.push_str(if complete {
+            ",\"complete\":true,\"upstream\":"
+        } else {
+            ",\"complete\":false,\"upstream\":"
+        });
         match &self.upstream {
             Some((name, addr)) => {
                 json_str(out, name);
-                let _ = write!(out, ",\"server\":\"{addr}\"");
+                out.push_str(",\"server\":\"");
+                push_cached(out, addr);
+                out.push('"');
             }
             None => out.push_str("null,\"server\":null"),
         }
         out.push_str(",\"upstream_time\":");
         match self.upstream_time {
-            Some(t) => {
-                let _ = write!(out, "{t}");
-            }
+            Some(t) => push_secs(out, t),
             None => out.push_str("null"),
         }
-        let _ = write!(out, ",\"duration\":{elapsed},\"referer\":");
+        out.push_str(",\"duration\":");
+        push_secs(out, elapsed);
+        out.push_str(",\"referer\":");
         json_opt(out, &self.referer);
         out.push_str(",\"user_agent\":");
         json_opt(out, &self.user_agent);
         out.push_str("}\n");
+    }
+}
+
+/// The request line's protocol, as the combined format writes it.
+fn version(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+fn push_int(out: &mut String, n: u64) {
+    out.push_str(itoa::Buffer::new().format(n));
+}
+
+/// Three digits, zero-padded: milliseconds after the point.
+fn push_millis(out: &mut String, ms: u64) {
+    if ms < 100 {
+        out.push('0');
+    }
+    if ms < 10 {
+        out.push('0');
+    }
+    push_int(out, ms);
+}
+
+/// Seconds with millisecond precision, `0.003`, without float formatting.
+fn push_secs(out: &mut String, secs: f64) {
+    let ms = (secs.max(0.0) * 1000.0).round() as u64;
+    push_int(out, ms / 1000);
+    out.push('.');
+    push_millis(out, ms % 1000);
+}
+
+/// Addresses kept rendered per thread: a handful of clients and servers make
+/// most lines, and `Display` for addresses is slow. Cleared when it fills.
+const ADDR_CACHE: usize = 4096;
+
+thread_local! {
+    static ADDRS: RefCell<HashMap<Addr, Box<str>>> = RefCell::new(HashMap::new());
+    /// The last second formatted, per [`TimeFormat`].
+    static TIMES: RefCell<[(u64, String); 2]> =
+        const { RefCell::new([(u64::MAX, String::new()), (u64::MAX, String::new())]) };
+}
+
+/// A client or server address, as a cache key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Addr {
+    Ip(IpAddr),
+    Socket(SocketAddr),
+}
+
+impl From<&IpAddr> for Addr {
+    fn from(ip: &IpAddr) -> Self {
+        Addr::Ip(*ip)
+    }
+}
+
+impl From<&SocketAddr> for Addr {
+    fn from(addr: &SocketAddr) -> Self {
+        Addr::Socket(*addr)
+    }
+}
+
+fn push_cached(out: &mut String, addr: impl Into<Addr>) {
+    let addr = addr.into();
+    ADDRS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.len() >= ADDR_CACHE && !cache.contains_key(&addr) {
+            cache.clear();
+        }
+        let text = cache.entry(addr).or_insert_with(|| match addr {
+            Addr::Ip(ip) => ip.to_string().into(),
+            Addr::Socket(sa) => sa.to_string().into(),
+        });
+        out.push_str(text);
+    });
+}
+
+/// Which timestamp a line carries.
+#[derive(Debug, Clone, Copy)]
+enum TimeFormat {
+    /// `10/Oct/2000:13:55:36 +0000`
+    Clf = 0,
+    /// `2000-10-10T13:55:36.123Z`: the second is cached, the milliseconds added.
+    Rfc3339 = 1,
+}
+
+/// The timestamp, its seconds formatted once per second per thread.
+fn cached_time(out: &mut String, t: SystemTime, format: TimeFormat) {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    TIMES.with(|times| {
+        let mut times = times.borrow_mut();
+        let (cached_secs, text) = &mut times[format as usize];
+        if *cached_secs != secs {
+            text.clear();
+            match format {
+                TimeFormat::Clf => clf_time(text, t),
+                TimeFormat::Rfc3339 => {
+                    let whole = UNIX_EPOCH + std::time::Duration::from_secs(secs);
+                    let _ = write!(text, "{}", humantime::format_rfc3339_seconds(whole));
+                    text.pop(); // the `Z`, written after the milliseconds
+                }
+            }
+            *cached_secs = secs;
+        }
+        out.push_str(text);
+    });
+    if let TimeFormat::Rfc3339 = format {
+        out.push('.');
+        push_millis(out, u64::from(since.subsec_millis()));
+        out.push('Z');
     }
 }
 
@@ -266,6 +390,56 @@ mod tests {
         let mut out = String::new();
         escape(&mut out, "a\"b\\c\nd");
         assert_eq!(out, "a\\\"b\\\\c\\x0Ad");
+    }
+
+    #[test]
+    fn seconds_have_three_decimals() {
+        let cases = [
+            (0.0, "0.000"),
+            (0.0034, "0.003"),
+            (1.5, "1.500"),
+            (12.3456, "12.346"),
+            (-1.0, "0.000"),
+        ];
+        for (secs, text) in cases {
+            let mut out = String::new();
+            push_secs(&mut out, secs);
+            assert_eq!(out, text);
+        }
+    }
+
+    #[test]
+    fn cached_times_match_fresh_ones() {
+        let t = UNIX_EPOCH + Duration::from_millis(971_186_136_042);
+        let mut out = String::new();
+        cached_time(&mut out, t, TimeFormat::Rfc3339);
+        assert_eq!(out, "2000-10-10T13:55:36.042Z");
+        out.clear();
+        cached_time(&mut out, t + Duration::from_millis(5), TimeFormat::Rfc3339);
+        assert_eq!(out, "2000-10-10T13:55:36.047Z");
+        out.clear();
+        cached_time(&mut out, t, TimeFormat::Clf);
+        assert_eq!(out, "10/Oct/2000:13:55:36 +0000");
+        out.clear();
+        cached_time(&mut out, t + Duration::from_secs(1), TimeFormat::Clf);
+        assert_eq!(out, "10/Oct/2000:13:55:37 +0000");
+    }
+
+    #[test]
+    fn cached_addresses_render_like_display() {
+        let ip: IpAddr = "2001:db8::1".parse().expect("ip");
+        let sa: SocketAddr = "127.0.0.1:3000".parse().expect("addr");
+        let mut out = String::new();
+        for _ in 0..2 {
+            push_cached(&mut out, &ip);
+            out.push(' ');
+            push_cached(&mut out, &sa);
+            out.push(' ');
+        }
+        assert_eq!(
+            out,
+            "2001:db8::1 127.0.0.1:3000 2001:db8::1 127.0.0.1:3000 "
+        );
     }
 
     #[test]
