@@ -5,7 +5,6 @@
 //! handful of allocations.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -205,11 +204,15 @@ fn push_secs(out: &mut String, secs: f64) {
 }
 
 /// Addresses kept rendered per thread: a handful of clients and servers make
-/// most lines, and `Display` for addresses is slow. Cleared when it fills.
-const ADDR_CACHE: usize = 4096;
+/// most lines, and `Display` for addresses is slow. A short list searched in
+/// order beats hashing at this size; when full, entries are replaced in turn.
+const ADDR_CACHE: usize = 32;
+
+/// Rendered addresses, and the slot the next new one replaces once full.
+type AddrCache = (Vec<(Addr, Box<str>)>, usize);
 
 thread_local! {
-    static ADDRS: RefCell<HashMap<Addr, Box<str>>> = RefCell::new(HashMap::new());
+    static ADDRS: RefCell<AddrCache> = const { RefCell::new((Vec::new(), 0)) };
     /// The last second formatted, per [`TimeFormat`].
     static TIMES: RefCell<[(u64, String); 2]> =
         const { RefCell::new([(u64::MAX, String::new()), (u64::MAX, String::new())]) };
@@ -237,15 +240,22 @@ impl From<&SocketAddr> for Addr {
 fn push_cached(out: &mut String, addr: impl Into<Addr>) {
     let addr = addr.into();
     ADDRS.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        if cache.len() >= ADDR_CACHE && !cache.contains_key(&addr) {
-            cache.clear();
+        let (entries, next) = &mut *cache.borrow_mut();
+        if let Some((_, text)) = entries.iter().find(|(a, _)| *a == addr) {
+            out.push_str(text);
+            return;
         }
-        let text = cache.entry(addr).or_insert_with(|| match addr {
+        let text: Box<str> = match addr {
             Addr::Ip(ip) => ip.to_string().into(),
             Addr::Socket(sa) => sa.to_string().into(),
-        });
-        out.push_str(text);
+        };
+        out.push_str(&text);
+        if entries.len() < ADDR_CACHE {
+            entries.push((addr, text));
+        } else {
+            entries[*next] = (addr, text);
+            *next = (*next + 1) % ADDR_CACHE;
+        }
     });
 }
 
@@ -319,6 +329,13 @@ fn json_str(out: &mut String, s: &str) {
 
 /// Escapes quotes, backslashes and control characters so a line stays one parseable line.
 fn escape(out: &mut String, s: &str) {
+    // Nearly every path and user agent is plain printable ASCII.
+    if s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -423,6 +440,17 @@ mod tests {
         out.clear();
         cached_time(&mut out, t + Duration::from_secs(1), TimeFormat::Clf);
         assert_eq!(out, "10/Oct/2000:13:55:37 +0000");
+    }
+
+    #[test]
+    fn the_address_cache_keeps_working_when_full() {
+        let mut out = String::new();
+        for port in 0..(ADDR_CACHE as u16 * 3) {
+            let sa = SocketAddr::from(([10, 0, 0, 1], port));
+            out.clear();
+            push_cached(&mut out, &sa);
+            assert_eq!(out, sa.to_string());
+        }
     }
 
     #[test]
