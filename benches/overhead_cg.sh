@@ -9,7 +9,6 @@
 # A = admin off, access log off; B = admin on, access log to a file. Prints
 # instructions per request for each and B/A.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
 SECONDS_PER_RUN=10 CONNS=16
 while (($#)); do
@@ -19,40 +18,19 @@ while (($#)); do
         *) echo "usage: $0 [--seconds N] [--conns N]" >&2; exit 2 ;;
     esac
 done
-for tool in wrk valgrind; do
-    command -v "$tool" >/dev/null || { apt-get update -q && apt-get install -y -q wrk valgrind; break; }
-done
-cargo build -q --release --bin weir --example bench_backend
+source "$(dirname "$0")/lib.sh"
+need_tools wrk valgrind
+build_release bench_backend
 
-T=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    [[ -n "${KEEP:-}" ]] && echo "kept $T" >&2 || rm -rf "$T"
-}
-trap cleanup EXIT
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-wait_port() {
-    for _ in $(seq 1 600); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "nothing listens on 127.0.0.1:$1" >&2
-    exit 1
-}
+pick_port; BACKEND_PORT=$REPLY
+"$TARGET_DIR/release/examples/bench_backend" "$BACKEND_PORT" & ALL_PIDS+=($!)
+wait_port "$BACKEND_PORT" $! || die "the backend did not start"
 
-BACKEND_PORT=$(free_port)
-target/release/examples/bench_backend "$BACKEND_PORT" & PIDS+=($!)
-wait_port "$BACKEND_PORT"
-
-# Prints "instructions requests" for one variant.
+# Sets INSTR and REQS for one variant: NAME, extra TOML.
 measure() {
-    local name=$1 extra=$2 port admin_port
-    port=$(free_port)
-    admin_port=$(free_port)
+    local name=$1 extra=$2 port admin_port pid
+    pick_port; port=$REPLY
+    pick_port; admin_port=$REPLY
     extra=${extra//ADMIN_PORT/$admin_port}
     cat >"$T/$name.toml" <<TOML
 [server]
@@ -67,26 +45,27 @@ keepalive = 64
 upstream = "app"
 TOML
     valgrind --tool=callgrind --callgrind-out-file="$T/$name.cg" \
-        target/release/weir run -c "$T/$name.toml" 2>"$T/$name.log" &
-    local pid=$!
-    wait_port "$port"
+        "$WEIR" run -c "$T/$name.toml" 2>"$T/$name.log" &
+    pid=$!
+    ALL_PIDS+=("$pid")
+    wait_port "$port" "$pid" || die "weir did not start under valgrind (see $T/$name.log)"
     wrk -t1 -c"$CONNS" -d"${SECONDS_PER_RUN}s" "http://127.0.0.1:$port/" >"$T/$name.wrk"
     kill -INT "$pid"
     wait "$pid" 2>/dev/null || true
-    local instructions requests
-    instructions=$(awk '/^summary:/ {print $2}' "$T/$name.cg")
-    requests=$(awk '/requests in/ {print $1}' "$T/$name.wrk")
-    echo "$instructions $requests"
+    INSTR=$(awk '/^summary:/ {print $2}' "$T/$name.cg")
+    REQS=$(awk '/requests in/ {print $1}' "$T/$name.wrk")
 }
 
-read -r a_instr a_req < <(measure A "[log]
+measure A "[log]
 level = \"warn\"
-access = \"off\"")
-read -r b_instr b_req < <(measure B "[admin]
+access = \"off\""
+a_instr=$INSTR a_req=$REQS
+measure B "[admin]
 listen = \"127.0.0.1:ADMIN_PORT\"
 [log]
 level = \"warn\"
-access = \"$T/access.log\"")
+access = \"$T/access.log\""
+b_instr=$INSTR b_req=$REQS
 awk -v ai="$a_instr" -v ar="$a_req" -v bi="$b_instr" -v br="$b_req" 'BEGIN {
     a = ai / ar; b = bi / br
     printf "| variant | requests | instructions per request |\n|---|---|---|\n"
