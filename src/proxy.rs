@@ -17,8 +17,8 @@ use crate::forward::{forward, Deadlines};
 use crate::headers::{prepare_upstream_request, strip_hop_by_hop, Peer};
 use crate::snapshot::Snapshot;
 use crate::stats::{failed_server, Recording};
-use crate::upgrade::{self, TunnelContext, TunnelLimits};
-use crate::upstream::te_trailers;
+use crate::upgrade::{self, TunnelContext, TunnelLimits, UpgradeRequest};
+use crate::upstream::{te_trailers, Upstream};
 
 /// What weir knows about the client connection a request came on.
 #[derive(Debug, Clone)]
@@ -40,7 +40,7 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
-    let (mut parts, body) = req.into_parts();
+    let (parts, body) = req.into_parts();
     let mut record = snapshot
         .access
         .as_ref()
@@ -68,6 +68,36 @@ pub async fn handle(
         return error_response(ProxyError::BodyTooLarge, conn, &parts, record, metrics);
     }
 
+    let (req, head, upgrade) = upstream_request(parts, body, host, upstream, conn, &snapshot);
+    let req = req.map(|body| {
+        let counted = metrics.meter(&body);
+        RequestBody::client(body, max_body, counted)
+    });
+
+    match forward(upstream, req, &mut record, deadlines).await {
+        Ok((resp, mut exchange)) => {
+            exchange.deadline = deadlines.request;
+            client_response(resp, exchange, metrics, upgrade, conn, &snapshot)
+        }
+        Err(err) => {
+            let failed = failed_server(&err).and_then(|addr| upstream.server(addr));
+            metrics.server = failed.map(|s| s.state.clone());
+            error_response_for(err, conn, &head, record, metrics)
+        }
+    }
+}
+
+/// The client's request rewritten for `upstream`: hop-by-hop headers out (an
+/// `Upgrade` handshake back in), forwarding headers in, origin-form URI,
+/// HTTP/1.1. Also returns what is kept for logging and the upgrade, if any.
+fn upstream_request(
+    mut parts: http::request::Parts,
+    body: Incoming,
+    host: Option<HeaderValue>,
+    upstream: &Upstream,
+    conn: &ConnInfo,
+    snapshot: &Snapshot,
+) -> (Request<Incoming>, RequestHead, Option<UpgradeRequest>) {
     let upgrade = upgrade::take(&mut parts);
     // TE is hop-by-hop, but `trailers` is the one value HTTP/2 carries, and
     // gRPC servers refuse requests without it; weir passes trailers through.
@@ -108,46 +138,46 @@ pub async fn handle(
         uri: std::mem::replace(&mut parts.uri, origin_form),
     };
     parts.version = Version::HTTP_11;
-    let counted = metrics.meter(&body);
-    let req = Request::from_parts(parts, RequestBody::client(body, max_body, counted));
+    (Request::from_parts(parts, body), head, upgrade)
+}
 
-    match forward(upstream, req, &mut record, deadlines).await {
-        Ok((resp, mut exchange)) => {
-            let (mut parts, body) = resp.into_parts();
-            let tunnel = upgrade.and_then(|u| u.accept(&mut parts));
-            strip_hop_by_hop(&mut parts.headers);
-            if let Some(record) = exchange.record.as_mut() {
-                record.status = parts.status;
-            }
-            exchange.deadline = deadlines.request;
-            metrics.status = parts.status.as_u16();
-            // Counted against the server of the exchange's in-flight guard;
-            // a tunnel takes the guard away, so it names the server here.
-            if tunnel.is_some() {
-                metrics.server = exchange.guard.as_ref().map(|g| g.server().clone());
-            }
-            exchange.metrics = Some(metrics);
-            if let Some(tunnel) = tunnel {
-                let server = &snapshot.config.server;
-                let limits = TunnelLimits {
-                    idle: server.tunnel_idle_timeout,
-                    shutdown: server.shutdown_timeout,
-                };
-                tunnel.open(
-                    &mut parts.headers,
-                    &mut exchange,
-                    conn.tunnel.clone(),
-                    limits,
-                );
-            }
-            Response::from_parts(parts, ResponseBody::upstream(body, exchange))
-        }
-        Err(err) => {
-            let failed = failed_server(&err).and_then(|addr| upstream.server(addr));
-            metrics.server = failed.map(|s| s.state.clone());
-            error_response_for(err, conn, &head, record, metrics)
-        }
+/// The upstream's response as the client gets it: hop-by-hop headers out, the
+/// body carrying the exchange's bookkeeping, and a tunnel opened after a `101`.
+fn client_response(
+    resp: Response<Incoming>,
+    mut exchange: Exchange,
+    mut metrics: Recording,
+    upgrade: Option<UpgradeRequest>,
+    conn: &ConnInfo,
+    snapshot: &Snapshot,
+) -> Response<ResponseBody> {
+    let (mut parts, body) = resp.into_parts();
+    let tunnel = upgrade.and_then(|u| u.accept(&mut parts));
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(record) = exchange.record.as_mut() {
+        record.status = parts.status;
     }
+    metrics.status = parts.status.as_u16();
+    // Counted against the server of the exchange's in-flight guard;
+    // a tunnel takes the guard away, so it names the server here.
+    if tunnel.is_some() {
+        metrics.server = exchange.guard.as_ref().map(|g| g.server().clone());
+    }
+    exchange.metrics = Some(metrics);
+    if let Some(tunnel) = tunnel {
+        let server = &snapshot.config.server;
+        let limits = TunnelLimits {
+            idle: server.tunnel_idle_timeout,
+            shutdown: server.shutdown_timeout,
+        };
+        tunnel.open(
+            &mut parts.headers,
+            &mut exchange,
+            conn.tunnel.clone(),
+            limits,
+        );
+    }
+    Response::from_parts(parts, ResponseBody::upstream(body, exchange))
 }
 
 /// The parts of the request head kept for logging after the request was sent.
