@@ -128,7 +128,9 @@ impl ServerState {
     /// Records a failed attempt (nginx `max_fails`/`fail_timeout` semantics).
     /// Returns true when this failure took the server out.
     pub fn record_failure(&self, max_fails: u32, fail_timeout: Duration) -> bool {
-        if max_fails == 0 {
+        // Requests that were in flight when a server died fail together: the
+        // first takes it out, the rest neither extend that nor log it again.
+        if max_fails == 0 || self.is_down() {
             return false;
         }
         let now = Instant::now();
@@ -234,6 +236,16 @@ mod tests {
         assert!(!s.is_usable());
         s.record_success();
         assert!(s.is_usable());
+    }
+
+    #[test]
+    fn failures_while_down_do_not_take_it_out_again() {
+        let s = state();
+        assert!(s.record_failure(1, Duration::from_secs(10)));
+        for _ in 0..5 {
+            assert!(!s.record_failure(1, Duration::from_secs(10)));
+        }
+        assert!(s.is_down());
     }
 
     #[test]
