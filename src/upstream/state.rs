@@ -130,11 +130,15 @@ impl ServerState {
     pub fn record_failure(&self, max_fails: u32, fail_timeout: Duration) -> bool {
         // Requests that were in flight when a server died fail together: the
         // first takes it out, the rest neither extend that nor log it again.
-        if max_fails == 0 || self.is_down() {
+        if max_fails == 0 {
             return false;
         }
         let now = Instant::now();
         let mut passive = self.passive.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked under the lock: two workers failing at once count once.
+        if self.is_down() {
+            return false;
+        }
         let window_open = passive
             .window_start
             .is_some_and(|start| now.duration_since(start) < fail_timeout);
