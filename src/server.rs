@@ -249,29 +249,36 @@ async fn serve(
     match &*mode {
         Mode::Plain => serve_http(stream, conn, Protocol::Auto).await,
         Mode::RedirectHttps => serve_http(stream, conn, Protocol::Redirect).await,
-        Mode::Tls(config) => {
-            // A client that never finishes its handshake holds a connection
-            // slot, so the handshake is bounded like a request head.
-            let accept = TlsAcceptor::from(config.clone()).accept(stream);
-            let timeout = conn.ctx.header_read_timeout;
-            let tls = match tokio::time::timeout(timeout, accept).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(error)) => {
-                    debug!(client = %peer, %error, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    debug!(client = %peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let protocol = match tls.get_ref().1.alpn_protocol() {
-                Some(b"h2") => Protocol::H2,
-                _ => Protocol::Http1,
-            };
-            serve_http(tls, conn, protocol).await;
-        }
+        // Boxed: the TLS state would otherwise make every connection's task,
+        // plain ones included, as large as a TLS connection's.
+        Mode::Tls(config) => Box::pin(serve_tls(stream, conn, config.clone())).await,
     }
+}
+
+async fn serve_tls(
+    stream: TimedIo<TcpStream>,
+    conn: Conn,
+    config: Arc<tokio_rustls::rustls::ServerConfig>,
+) {
+    // A client that never finishes its handshake holds a connection slot,
+    // so the handshake is bounded like a request head.
+    let accept = TlsAcceptor::from(config).accept(stream);
+    let tls = match tokio::time::timeout(conn.ctx.header_read_timeout, accept).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
+            debug!(client = %conn.peer, %error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            debug!(client = %conn.peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let protocol = match tls.get_ref().1.alpn_protocol() {
+        Some(b"h2") => Protocol::H2,
+        _ => Protocol::Http1,
+    };
+    serve_http(tls, conn, protocol).await;
 }
 
 /// Which HTTP a connection speaks, as far as weir knows before reading it.
