@@ -5,11 +5,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// hyper allocates a fresh read buffer (8 KiB and up) for most requests; glibc
-/// malloc serves those slowly, mimalloc from per-thread free lists.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// A reverse-proxy load balancer.
 #[derive(Debug, Parser)]
 #[command(name = "weir", version, about)]
