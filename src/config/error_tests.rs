@@ -6,7 +6,7 @@ use super::parse;
 
 /// Asserts `src` fails at `line` on `key` with a message containing `msg`.
 #[track_caller]
-fn fails(src: &str, line: usize, key: &str, msg: &str) {
+pub(super) fn fails(src: &str, line: usize, key: &str, msg: &str) {
     let e = match parse(src, Path::new("weir.toml")) {
         Ok(c) => panic!("expected an error, got {c:?}"),
         Err(e) => e,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
+use super::error_tests::fails;
 use super::*;
 
 const CONTRACT_EXAMPLE: &str = r#"
@@ -35,26 +36,6 @@ fn ok(src: &str) -> Config {
         Ok(c) => c,
         Err(e) => panic!("expected a valid config, got: {e}\n{src}"),
     }
-}
-
-/// Asserts `src` fails at `line` on `key` with a message containing `msg`.
-#[track_caller]
-fn fails(src: &str, line: usize, key: &str, msg: &str) {
-    let e = match parse(src, Path::new("weir.toml")) {
-        Ok(c) => panic!("expected an error, got {c:?}"),
-        Err(e) => e,
-    };
-    assert_eq!((e.line, e.key.as_str()), (line, key), "{e}");
-    assert!(
-        e.message.contains(msg),
-        "message {:?} lacks {msg:?}",
-        e.message
-    );
-    assert!(e.column >= 1, "{e}");
-    assert!(
-        e.to_string().starts_with(&format!("weir.toml:{line}:")),
-        "{e}"
-    );
 }
 
 fn addr(s: &str) -> SocketAddr {
