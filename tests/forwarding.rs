@@ -98,14 +98,7 @@ async fn response_hop_by_hop_headers_are_removed() {
     })
     .await;
     let proxy = spawn_proxy(&one_upstream("round_robin", &[server(app.addr)], "")).await;
-    let resp = client()
-        .request(
-            Request::get(proxy.url("/"))
-                .body(Full::new(Bytes::new()))
-                .expect("req"),
-        )
-        .await
-        .expect("response");
+    let resp = get_head(&proxy.url("/")).await;
     assert_eq!(
         resp.headers().get("x-public").map(|v| v.as_bytes()),
         Some(&b"1"[..])
@@ -138,14 +131,7 @@ async fn a_response_is_streamed_before_the_upstream_finishes_it() {
     })
     .await;
     let proxy = spawn_proxy(&one_upstream("round_robin", &[server(app.addr)], "")).await;
-    let resp = client()
-        .request(
-            Request::get(proxy.url("/"))
-                .body(Full::new(Bytes::new()))
-                .expect("req"),
-        )
-        .await
-        .expect("response head before the body is complete");
+    let resp = get_head(&proxy.url("/")).await;
     let mut body = resp.into_body();
     let first = tokio::time::timeout(Duration::from_secs(5), body.frame())
         .await
@@ -214,14 +200,7 @@ async fn large_upload_and_download_pass_through_whole() {
     assert_eq!(status, 200);
     assert_eq!(received, (64 * MIB).to_string());
 
-    let resp = client()
-        .request(
-            Request::get(proxy.url("/download"))
-                .body(Full::new(Bytes::new()))
-                .expect("req"),
-        )
-        .await
-        .expect("response");
+    let resp = get_head(&proxy.url("/download")).await;
     assert_eq!(resp.status(), 200);
     let n = tokio::time::timeout(Duration::from_secs(60), count_bytes(resp.into_body()))
         .await

@@ -310,6 +310,18 @@ pub fn client() -> TestClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
+/// GETs `url` and returns the response as soon as its head arrives (the body
+/// still streaming). Bounded by 10 s.
+pub async fn get_head(url: &str) -> Response<Incoming> {
+    let req = Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    tokio::time::timeout(Duration::from_secs(10), client().request(req))
+        .await
+        .expect("response head within 10 s")
+        .expect("request through proxy")
+}
+
 /// GETs `url`; returns the status and the body as text. Bounded by 10 s.
 pub async fn get(url: &str) -> (StatusCode, String) {
     let req = Request::get(url)
