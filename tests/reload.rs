@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,28 +33,7 @@ async fn a_reload_storm_under_load_loses_no_request() {
     ];
     let mut proxy = spawn_proxy(&one_upstream("round_robin", &pools[0], "")).await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let mut clients = Vec::new();
-    for _ in 0..4 {
-        let (url, stop, ok, failed) = (proxy.url("/"), stop.clone(), ok.clone(), failed.clone());
-        clients.push(tokio::spawn(async move {
-            // One keep-alive client per task: its connections live across reloads.
-            let client = client();
-            // Bounded: stops when told, or after 100k requests at most.
-            for _ in 0..100_000 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let (status, _) = get_with(&client, &url).await;
-                if status == 200 {
-                    ok.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
+    let load = Load::start(proxy.url("/"), 4);
     for i in 0..60 {
         let pool = &pools[i % 3];
         let balance = if i % 2 == 0 {
@@ -70,11 +49,7 @@ async fn a_reload_storm_under_load_loses_no_request() {
             .reload(&one_upstream("round_robin", &pools[3], ""))
             .await
     );
-    stop.store(true, Ordering::Relaxed);
-    for client in clients {
-        client.await.expect("client task");
-    }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let (ok, failed) = load.stop().await;
     eprintln!("reload storm: {ok} requests succeeded, {failed} failed over 61 reloads");
     assert_eq!(failed, 0);
     assert!(ok > 100, "only {ok} requests ran during the storm");

@@ -21,36 +21,15 @@ async fn killing_an_upstream_under_load_fails_no_request() {
     let servers = [server(a.addr), server(b.addr), server(c.addr)];
     let proxy = spawn_proxy(&one_upstream("round_robin", &servers, "")).await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let mut clients = Vec::new();
-    for _ in 0..4 {
-        let (url, stop, ok, failed) = (proxy.url("/"), stop.clone(), ok.clone(), failed.clone());
-        clients.push(tokio::spawn(async move {
-            let client = client();
-            for _ in 0..100_000 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                match get_with(&client, &url).await.0 {
-                    StatusCode::OK => ok.fetch_add(1, Ordering::Relaxed),
-                    _ => failed.fetch_add(1, Ordering::Relaxed),
-                };
-            }
-        }));
-    }
-    wait_until(|| ok.load(Ordering::Relaxed) > 200).await;
+    let load = Load::start(proxy.url("/"), 4);
+    wait_until(|| load.ok() > 200).await;
     b.stop();
     // Stopping aborts its connections; wait until they are all gone.
     wait_until(|| b.open.load(Ordering::SeqCst) == 0).await;
     let b_hits = b.hits();
-    let at_kill = ok.load(Ordering::Relaxed);
-    wait_until(|| ok.load(Ordering::Relaxed) > at_kill + 300).await;
-    stop.store(true, Ordering::Relaxed);
-    for client in clients {
-        client.await.expect("client");
-    }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let at_kill = load.ok();
+    wait_until(|| load.ok() > at_kill + 300).await;
+    let (ok, failed) = load.stop().await;
     eprintln!(
         "failover: {ok} requests succeeded, {failed} failed; b served {b_hits} before it died"
     );

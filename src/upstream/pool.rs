@@ -112,11 +112,6 @@ impl Pool {
             && self.protocol == protocol
     }
 
-    /// Number of idle connections currently kept, over all workers.
-    pub fn idle_count(&self) -> usize {
-        self.idle.iter().map(|shard| lock(shard).len()).sum()
-    }
-
     /// An idle connection that is still open, or a new one.
     pub async fn checkout(self: &Arc<Self>) -> Result<PooledConn, ConnectError> {
         if self.protocol == UpstreamProtocol::H2c {

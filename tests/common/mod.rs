@@ -478,3 +478,61 @@ impl Proxy {
         serde_json::from_str(&body).expect("status.json is JSON")
     }
 }
+
+/// Clients sending GETs in a loop over keep-alive connections, counting outcomes.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts `clients` tasks GETting `url`, each on its own keep-alive client,
+    /// until stopped (bounded: 100,000 requests per task at most).
+    pub fn start(url: String, clients: usize) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let tasks = (0..clients)
+            .map(|_| {
+                let (url, stop, ok, failed) =
+                    (url.clone(), stop.clone(), ok.clone(), failed.clone());
+                tokio::spawn(async move {
+                    let client = client();
+                    for _ in 0..100_000 {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        match get_with(&client, &url).await.0 {
+                            StatusCode::OK => ok.fetch_add(1, Ordering::Relaxed),
+                            _ => failed.fetch_add(1, Ordering::Relaxed),
+                        };
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            ok,
+            failed,
+            tasks,
+        }
+    }
+
+    /// Requests answered 200 so far.
+    pub fn ok(&self) -> usize {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Stops the clients; returns (succeeded, failed).
+    pub async fn stop(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.expect("load client task");
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
