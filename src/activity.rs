@@ -103,6 +103,13 @@ impl Activity {
     }
 }
 
+impl Busy {
+    /// The connection became a tunnel; see [`Activity::mark_upgraded`].
+    pub fn mark_upgraded(&self) {
+        self.0.mark_upgraded();
+    }
+}
+
 impl Drop for Busy {
     fn drop(&mut self) {
         if self.0.busy.fetch_sub(1, Ordering::Relaxed) == 1 {

@@ -131,7 +131,7 @@ pub struct Exchange {
     /// The upstream connection, reusable once the body was read whole.
     pub conn: Option<PooledConn>,
     /// The access log line to write at the end, when access logging is on.
-    pub record: Option<AccessRecord>,
+    pub record: Option<Box<AccessRecord>>,
     /// Body bytes sent to the client so far.
     pub bytes: u64,
     /// When the whole exchange must be over (`request_timeout`).
@@ -147,11 +147,14 @@ impl Exchange {
                 conn.release();
             }
         }
+        // One clock read for both.
+        let ended = Instant::now();
         if let Some(record) = self.record.take() {
-            record.write(self.bytes, complete);
+            record.write(self.bytes, complete, ended);
         }
         if let Some(metrics) = self.metrics.take() {
-            metrics.finish(self.bytes, self.guard.as_ref().map(|g| &**g.server()));
+            let server = self.guard.as_ref().map(|g| &**g.server());
+            metrics.finish(self.bytes, server, ended);
         }
     }
 }

@@ -35,22 +35,25 @@ pub struct Deadlines {
     pub request: Option<Instant>,
 }
 
-/// Sends `req` to a server of `upstream`, retrying where safe. Returns the
-/// upstream's response head and the bookkeeping its body must carry.
+/// Sends the request in `req` to a server of `upstream`, retrying where safe.
+/// Returns the upstream's response head and the bookkeeping its body must carry.
+///
+/// The request is taken from the caller's `Option` rather than passed by
+/// value, so that this future does not hold a second copy of it.
 pub async fn forward(
     upstream: &Upstream,
-    req: Request<RequestBody>,
-    record: &mut Option<AccessRecord>,
+    req: &mut Option<Request<RequestBody>>,
+    record: &mut Option<Box<AccessRecord>>,
     deadlines: Deadlines,
 ) -> Result<(Response<Incoming>, Exchange), ProxyError> {
     let cfg = &upstream.config;
     // Only a bodiless idempotent request can be sent again after it went out.
     let replayable = cfg.retries > 0
         && upstream.servers.len() > 1
-        && is_idempotent(req.method())
-        && req.body().is_end_stream();
+        && req
+            .as_ref()
+            .is_some_and(|r| is_idempotent(r.method()) && r.body().is_end_stream());
     let retry_deadline = cfg.retry_timeout.map(|t| deadlines.started + t);
-    let mut req = Some(req);
     let mut tried: Vec<usize> = Vec::new();
     let mut stale_left = STALE_RETRIES;
     let mut last_error: Option<ProxyError> = None;
@@ -86,10 +89,14 @@ pub async fn forward(
                 continue;
             }
         };
+        // Copied from `req` before taking it: a borrowed `request` would be
+        // kept in this future across the await below.
+        let copy = replayable
+            .then(|| req.as_ref().map(copy_bodiless))
+            .flatten();
         let Some(request) = req.take() else {
             break;
         };
-        let copy = replayable.then(|| copy_bodiless(&request));
         let (wait, by_request_timeout) = attempt_timeout(cfg.response_timeout, deadlines.request);
         let sent = tokio::time::timeout(wait, conn.sender.try_send_request(request)).await;
         let error = match sent {
@@ -100,8 +107,7 @@ pub async fn forward(
                     server.state.record_success();
                 }
                 if let Some(record) = record.as_mut() {
-                    record.upstream = Some((cfg.name.clone(), addr));
-                    record.upstream_time = Some(deadlines.started.elapsed().as_secs_f64());
+                    record.answered_by(&cfg.name, addr, deadlines.started.elapsed());
                 }
                 let exchange = Exchange {
                     guard: Some(guard),
@@ -118,7 +124,7 @@ pub async fn forward(
                     info!(upstream = %cfg.name, server = %addr,
                         "pooled connection was closed before sending; retrying");
                     stale_left = left;
-                    req = Some(unsent);
+                    *req = Some(unsent);
                     continue;
                 }
                 let error = error.into_error();
@@ -143,7 +149,7 @@ pub async fn forward(
         tried.push(index);
         last_error = Some(error);
         match copy {
-            Some(copy) if !by_request_timeout => req = Some(copy),
+            Some(copy) if !by_request_timeout => *req = Some(copy),
             _ => break,
         }
     }

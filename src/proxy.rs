@@ -36,23 +36,85 @@ pub struct ConnInfo {
 /// Handles one client request against `snapshot`; never fails: errors become responses.
 pub async fn handle(
     snapshot: Arc<Snapshot>,
-    conn: &ConnInfo,
+    conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
+    // Routing and rewriting are synchronous and run in `prepare`, so only
+    // what forwarding needs lives across the await: hyper moves this future
+    // a few times per request, and every byte of it is copied each time.
+    let Forwarding {
+        upstream,
+        mut req,
+        mut record,
+        mut metrics,
+        deadlines,
+        head,
+        upgrade,
+    } = match prepare(&snapshot, &conn, req) {
+        Ok(forwarding) => forwarding,
+        Err(resp) => return resp,
+    };
+    match forward(upstream, &mut req, &mut record, deadlines).await {
+        Ok((resp, mut exchange)) => {
+            exchange.deadline = deadlines.request;
+            client_response(resp, exchange, metrics, upgrade, &conn, &snapshot)
+        }
+        Err(err) => {
+            let failed = failed_server(&err).and_then(|addr| upstream.server(addr));
+            metrics.server = failed.map(|s| s.state.clone());
+            error_response_for(err, &conn, &head, record, metrics)
+        }
+    }
+}
+
+/// A routed request, rewritten for its upstream and ready to forward.
+struct Forwarding<'a> {
+    upstream: &'a Upstream,
+    /// Taken by the attempt that sends it.
+    req: Option<Request<RequestBody>>,
+    record: Option<Box<AccessRecord>>,
+    metrics: Recording,
+    deadlines: Deadlines,
+    head: RequestHead,
+    upgrade: Option<UpgradeRequest>,
+}
+
+/// Routes `req` and rewrites it for its upstream, or answers it at once
+/// when it cannot be forwarded.
+// The error is the answer, returned once by value; boxing it would only add
+// an allocation.
+#[allow(clippy::result_large_err)]
+fn prepare<'a>(
+    snapshot: &'a Snapshot,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+) -> Result<Forwarding<'a>, Response<ResponseBody>> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
-    let mut record = snapshot
-        .access
-        .as_ref()
-        .map(|log| AccessRecord::new(log.clone(), started, conn.peer.ip(), &parts));
+    // Boxed: the record travels with the response body, which hyper moves
+    // around; a pointer is cheaper to move than the record.
+    let record = snapshot.access.as_ref().map(|log| {
+        Box::new(AccessRecord::new(
+            log.clone(),
+            started,
+            conn.peer.ip(),
+            &parts,
+        ))
+    });
 
     let host = request_host(&parts);
     let host_str = host.as_ref().and_then(|h| h.to_str().ok());
     let Some(target) = snapshot.route(host_str, parts.uri.path()) else {
         let metrics = Recording::new(snapshot.stats.unrouted.clone(), started);
-        return error_response(ProxyError::NoRoute, conn, &parts, record, metrics);
+        return Err(error_response(
+            ProxyError::NoRoute,
+            conn,
+            &parts,
+            record,
+            metrics,
+        ));
     };
-    // Borrowed from the snapshot, which outlives this function: a clone would
+    // Borrowed from the snapshot, which outlives the request: a clone would
     // be two more atomic operations on a line every worker shares.
     let upstream = &target.upstream;
     let mut metrics = Recording::new(upstream.stats.clone(), started);
@@ -65,26 +127,29 @@ pub async fn handle(
     };
     let max_body = snapshot.config.server.max_body_size;
     if max_body.is_some_and(|max| declared_length(&parts.headers).is_some_and(|len| len > max)) {
-        return error_response(ProxyError::BodyTooLarge, conn, &parts, record, metrics);
+        return Err(error_response(
+            ProxyError::BodyTooLarge,
+            conn,
+            &parts,
+            record,
+            metrics,
+        ));
     }
 
-    let (req, head, upgrade) = upstream_request(parts, body, host, upstream, conn, &snapshot);
+    let (req, head, upgrade) = upstream_request(parts, body, host, upstream, conn, snapshot);
     let req = req.map(|body| {
         let counted = metrics.meter(&body);
         RequestBody::client(body, max_body, counted)
     });
-
-    match forward(upstream, req, &mut record, deadlines).await {
-        Ok((resp, mut exchange)) => {
-            exchange.deadline = deadlines.request;
-            client_response(resp, exchange, metrics, upgrade, conn, &snapshot)
-        }
-        Err(err) => {
-            let failed = failed_server(&err).and_then(|addr| upstream.server(addr));
-            metrics.server = failed.map(|s| s.state.clone());
-            error_response_for(err, conn, &head, record, metrics)
-        }
-    }
+    Ok(Forwarding {
+        upstream,
+        req: Some(req),
+        record,
+        metrics,
+        deadlines,
+        head,
+        upgrade,
+    })
 }
 
 /// The client's request rewritten for `upstream`: hop-by-hop headers out (an
@@ -210,7 +275,7 @@ fn error_response(
     err: ProxyError,
     conn: &ConnInfo,
     parts: &http::request::Parts,
-    record: Option<AccessRecord>,
+    record: Option<Box<AccessRecord>>,
     metrics: Recording,
 ) -> Response<ResponseBody> {
     let head = RequestHead {
@@ -225,7 +290,7 @@ fn error_response_for(
     err: ProxyError,
     conn: &ConnInfo,
     head: &RequestHead,
-    mut record: Option<AccessRecord>,
+    mut record: Option<Box<AccessRecord>>,
     mut metrics: Recording,
 ) -> Response<ResponseBody> {
     let status = err.status();

@@ -2,16 +2,21 @@
 //! HTTP/2, shut down gracefully.
 
 use std::convert::Infallible;
+use std::future::{self, Future};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::{Request, StatusCode, Version};
+use futures_util::future::Either;
+use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
@@ -19,7 +24,8 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use crate::activity::{Activity, TimedIo};
+use crate::activity::{Activity, Busy, TimedIo};
+use crate::body::ResponseBody;
 use crate::config::ServerSettings;
 use crate::listener::{self, Mode, SharedMode};
 use crate::proxy::{self, ConnInfo};
@@ -334,21 +340,14 @@ where
         if req.version() == Version::HTTP_2 {
             activity.mark_multiplexed();
         }
-        let activity = activity.clone();
-        let snapshot = snapshot.load_full();
-        let info = info.clone();
-        async move {
-            let mut resp = if redirect {
-                listener::redirect(&req)
-            } else {
-                proxy::handle(snapshot, &info, req).await
-            };
-            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                // The tunnel keeps its own idle timeout from here on.
-                activity.mark_upgraded();
-            }
-            resp.body_mut().hold(busy);
-            Ok::<_, Infallible>(resp)
+        let inner = if redirect {
+            Either::Left(future::ready(listener::redirect(&req)))
+        } else {
+            Either::Right(proxy::handle(snapshot.load_full(), info.clone(), req))
+        };
+        Responding {
+            inner,
+            busy: Some(busy),
         }
     });
     let http = match protocol {
@@ -376,6 +375,35 @@ where
             Some(e) if e.is_timeout() => info!(client = %peer, error = %e, "client timed out"),
             _ => debug!(client = %peer, %error, "client connection ended with an error"),
         }
+    }
+}
+
+pin_project! {
+    /// A response on its way: once ready, it marks an upgraded connection and
+    /// gives the body the connection's busy mark. A named future, because an
+    /// `async` block awaiting `inner` would hold it twice, and hyper moves
+    /// this future a few times per request.
+    struct Responding<F> {
+        #[pin]
+        inner: F,
+        busy: Option<Busy>,
+    }
+}
+
+impl<F: Future<Output = Response<ResponseBody>>> Future for Responding<F> {
+    type Output = Result<Response<ResponseBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut resp = ready!(this.inner.poll(cx));
+        if let Some(busy) = this.busy.take() {
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                // The tunnel keeps its own idle timeout from here on.
+                busy.mark_upgraded();
+            }
+            resp.body_mut().hold(busy);
+        }
+        Poll::Ready(Ok(resp))
     }
 }
 

@@ -277,10 +277,10 @@ impl Recording {
         Some(bytes)
     }
 
-    /// Counts the request: its status, latency and bytes, on its upstream and
-    /// on `answered_by` (or the server recorded in it).
-    pub fn finish(self, bytes_out: u64, answered_by: Option<&ServerState>) {
-        let elapsed = self.started.elapsed();
+    /// Counts the request, which `ended` then: its status, latency and bytes,
+    /// on its upstream and on `answered_by` (or the server recorded in it).
+    pub fn finish(self, bytes_out: u64, answered_by: Option<&ServerState>, ended: Instant) {
+        let elapsed = ended.saturating_duration_since(self.started);
         self.upstream.latency.observe(elapsed);
         if self.status >= 500 {
             self.upstream.errors.fetch_add(1, Ordering::Relaxed);

@@ -142,8 +142,7 @@ impl Tunnel {
         set_handshake(headers, &self.protocol);
         let guard = exchange.guard.take();
         drop(exchange.conn.take());
-        let server = exchange.record.as_ref().and_then(|r| r.upstream.clone());
-        tokio::spawn(self.run(guard, context, limits, server));
+        tokio::spawn(self.run(guard, context, limits));
     }
 
     async fn run(
@@ -151,7 +150,6 @@ impl Tunnel {
         guard: Option<InFlightGuard>,
         mut context: TunnelContext,
         limits: TunnelLimits,
-        server: Option<(String, std::net::SocketAddr)>,
     ) {
         let protocol = self.protocol.to_str().unwrap_or("?").to_owned();
         let (client, upstream) = match tokio::try_join!(self.client, self.upstream) {
@@ -164,7 +162,7 @@ impl Tunnel {
         let traffic = Arc::new(LastTraffic::new());
         let mut client = Watched::new(TokioIo::new(client), traffic.clone());
         let mut upstream = Watched::new(TokioIo::new(upstream), traffic.clone());
-        let upstream_addr = server.as_ref().map(|(_, addr)| *addr);
+        let upstream_addr = guard.as_ref().map(|g| g.server().addr);
         debug!(protocol, upstream = ?upstream_addr, "tunnel open");
         let shutdown = async {
             raised(&mut context.shutdown).await;

@@ -4,10 +4,10 @@
 //! request costs one lock and one copy into the logger's buffer, not a
 //! handful of allocations.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::header::{self, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
@@ -21,7 +21,6 @@ use crate::config::AccessFormat;
 pub struct AccessRecord {
     logger: AccessLogger,
     started: Instant,
-    wall: SystemTime,
     client: IpAddr,
     method: Method,
     uri: Uri,
@@ -31,10 +30,11 @@ pub struct AccessRecord {
     user_agent: Option<HeaderValue>,
     /// The response status.
     pub status: StatusCode,
-    /// The upstream and server that answered, when one did.
-    pub upstream: Option<(String, SocketAddr)>,
-    /// When the upstream's response head arrived.
-    pub upstream_time: Option<f64>,
+    /// The server that answered, when one did, and its upstream's name
+    /// (kept only for the JSON format, the one that writes it).
+    upstream: Option<(Option<String>, SocketAddr)>,
+    /// How long after `started` the upstream's response head arrived.
+    upstream_time: Option<Duration>,
 }
 
 thread_local! {
@@ -53,7 +53,6 @@ impl AccessRecord {
         Self {
             logger,
             started,
-            wall: SystemTime::now(),
             client,
             method: req.method.clone(),
             uri: req.uri.clone(),
@@ -67,28 +66,37 @@ impl AccessRecord {
         }
     }
 
-    /// Formats the line and queues it; `complete` is false when the body was cut short.
-    pub fn write(self, bytes: u64, complete: bool) {
+    /// Notes the server that answered, `upstream_time` after the request arrived.
+    pub fn answered_by(&mut self, upstream: &str, server: SocketAddr, upstream_time: Duration) {
+        let name = (self.logger.format() == AccessFormat::Json).then(|| upstream.to_owned());
+        self.upstream = Some((name, server));
+        self.upstream_time = Some(upstream_time);
+    }
+
+    /// Formats the line and queues it; the request `ended` then, and
+    /// `complete` is false when the body was cut short.
+    pub fn write(self, bytes: u64, complete: bool, ended: Instant) {
         LINE.with(|line| {
             let mut line = line.borrow_mut();
             line.clear();
-            self.format_into(&mut line, bytes, complete);
+            self.format_into(&mut line, bytes, complete, ended);
             self.logger.append(line.as_bytes());
         });
     }
 
-    fn format_into(&self, out: &mut String, bytes: u64, complete: bool) {
-        let elapsed = self.started.elapsed().as_secs_f64();
+    fn format_into(&self, out: &mut String, bytes: u64, complete: bool, ended: Instant) {
+        let elapsed = ended.saturating_duration_since(self.started);
+        let wall = wall_clock(self.started);
         let path = self
             .uri
             .path_and_query()
             .map_or_else(|| self.uri.path(), |pq| pq.as_str());
         match self.logger.format() {
-            AccessFormat::Json => self.json(out, path, bytes, complete, elapsed),
+            AccessFormat::Json => self.json(out, path, bytes, complete, elapsed, wall),
             AccessFormat::Combined => {
                 push_cached(out, &self.client);
                 out.push_str(" - - [");
-                cached_time(out, self.wall, TimeFormat::Clf);
+                cached_time(out, wall, TimeFormat::Clf);
                 out.push_str("] \"");
                 out.push_str(self.method.as_str());
                 out.push(' ');
@@ -123,9 +131,17 @@ impl AccessRecord {
         }
     }
 
-    fn json(&self, out: &mut String, path: &str, bytes: u64, complete: bool, elapsed: f64) {
+    fn json(
+        &self,
+        out: &mut String,
+        path: &str,
+        bytes: u64,
+        complete: bool,
+        elapsed: Duration,
+        wall: SystemTime,
+    ) {
         out.push_str("{\"time\":\"");
-        cached_time(out, self.wall, TimeFormat::Rfc3339);
+        cached_time(out, wall, TimeFormat::Rfc3339);
         out.push_str("\",\"client\":\"");
         push_cached(out, &self.client);
         out.push_str("\",\"method\":");
@@ -147,7 +163,7 @@ impl AccessRecord {
         });
         match &self.upstream {
             Some((name, addr)) => {
-                json_str(out, name);
+                json_str(out, name.as_deref().unwrap_or_default());
                 out.push_str(",\"server\":\"");
                 push_cached(out, addr);
                 out.push('"');
@@ -196,8 +212,8 @@ fn push_millis(out: &mut String, ms: u64) {
 }
 
 /// Seconds with millisecond precision, `0.003`, without float formatting.
-fn push_secs(out: &mut String, secs: f64) {
-    let ms = (secs.max(0.0) * 1000.0).round() as u64;
+fn push_secs(out: &mut String, time: Duration) {
+    let ms = u64::try_from((time.as_micros() + 500) / 1000).unwrap_or(u64::MAX);
     push_int(out, ms / 1000);
     out.push('.');
     push_millis(out, ms % 1000);
@@ -213,6 +229,8 @@ type AddrCache = (Vec<(Addr, Box<str>)>, usize);
 
 thread_local! {
     static ADDRS: RefCell<AddrCache> = const { RefCell::new((Vec::new(), 0)) };
+    /// An instant and the wall-clock time then; see [`wall_clock`].
+    static WALL_ANCHOR: Cell<Option<(Instant, SystemTime)>> = const { Cell::new(None) };
     /// The last second formatted, per [`TimeFormat`].
     static TIMES: RefCell<[(u64, String); 2]> =
         const { RefCell::new([(u64::MAX, String::new()), (u64::MAX, String::new())]) };
@@ -266,6 +284,28 @@ enum TimeFormat {
     Clf = 0,
     /// `2000-10-10T13:55:36.123Z`: the second is cached, the milliseconds added.
     Rfc3339 = 1,
+}
+
+/// The wall-clock time at `at`, counted from an anchor that is re-read at most
+/// once a second: one clock read fewer per request, and a clock that was set
+/// shows in the log within a second.
+fn wall_clock(at: Instant) -> SystemTime {
+    WALL_ANCHOR.with(|anchor| {
+        let (base, wall) = match anchor.get() {
+            Some((base, wall)) if at.saturating_duration_since(base) < Duration::from_secs(1) => {
+                (base, wall)
+            }
+            _ => {
+                let fresh = (Instant::now(), SystemTime::now());
+                anchor.set(Some(fresh));
+                fresh
+            }
+        };
+        match at.checked_duration_since(base) {
+            Some(after) => wall + after,
+            None => wall - base.duration_since(at),
+        }
+    })
 }
 
 /// The timestamp, its seconds formatted once per second per thread.
@@ -412,17 +452,40 @@ mod tests {
     #[test]
     fn seconds_have_three_decimals() {
         let cases = [
-            (0.0, "0.000"),
-            (0.0034, "0.003"),
-            (1.5, "1.500"),
-            (12.3456, "12.346"),
-            (-1.0, "0.000"),
+            (0, "0.000"),
+            (3_400, "0.003"),
+            (1_500_000, "1.500"),
+            (12_345_600, "12.346"),
+            (999_499, "0.999"),
+            (999_500, "1.000"),
         ];
-        for (secs, text) in cases {
+        for (micros, text) in cases {
             let mut out = String::new();
-            push_secs(&mut out, secs);
+            push_secs(&mut out, Duration::from_micros(micros));
             assert_eq!(out, text);
         }
+    }
+
+    #[test]
+    fn wall_clock_times_follow_their_instants() {
+        let now = Instant::now();
+        let wall = wall_clock(now);
+        let real = SystemTime::now();
+        let off = real.duration_since(wall).unwrap_or_else(|e| e.duration());
+        assert!(
+            off < Duration::from_millis(100),
+            "{off:?} off the real clock"
+        );
+        let later = now + Duration::from_millis(300);
+        assert_eq!(wall_clock(later), wall + Duration::from_millis(300));
+        // Earlier than the anchor, as for a request that began before it was set.
+        assert_eq!(wall_clock(now), wall);
+        // Past the anchor's second it is read again from the clock, which
+        // has not been set: the same time, to within the two clock reads.
+        let far = now + Duration::from_secs(5);
+        let diff = wall_clock(far).duration_since(wall).expect("later");
+        let err = diff.abs_diff(Duration::from_secs(5));
+        assert!(err < Duration::from_millis(50), "{diff:?}");
     }
 
     #[test]

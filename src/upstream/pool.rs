@@ -115,7 +115,7 @@ impl Pool {
     /// An idle connection that is still open, or a new one.
     pub async fn checkout(self: &Arc<Self>) -> Result<PooledConn, ConnectError> {
         if self.protocol == UpstreamProtocol::H2c {
-            return self.checkout_shared().await;
+            return Box::pin(self.checkout_shared()).await;
         }
         // Bounded: each iteration removes one entry from a list of at most `max_idle`.
         while let Some((mut sender, since)) = self.pop_idle() {
@@ -132,7 +132,9 @@ impl Pool {
                 });
             }
         }
-        let sender = self.connect().await?;
+        // Boxed, like `checkout_shared` above: connecting is rare, and its
+        // future would otherwise make every request's future larger.
+        let sender = Box::pin(self.connect()).await?;
         Ok(PooledConn {
             sender: Sender::Http1(sender),
             pool: self.clone(),

@@ -1,8 +1,10 @@
 //! Sending a request on an upstream connection, over HTTP/1.1 or HTTP/2 (h2c).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use futures_util::future::Either;
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri, Version};
@@ -29,13 +31,18 @@ pub enum Sender {
 
 impl Sender {
     /// Sends `req`; when nothing was sent, the error gives the request back.
-    pub async fn try_send_request(
+    ///
+    /// Not an `async fn`, which would hold `req` beside hyper's future holding
+    /// it too, in every request's future.
+    pub fn try_send_request(
         &mut self,
         req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
+    ) -> impl Future<Output = Result<Response<Incoming>, TrySendError<Request<RequestBody>>>> {
         match self {
-            Sender::Http1(sender) => sender.try_send_request(req).await,
-            Sender::H2 { sender, fallback } => sender.try_send_request(for_h2(req, fallback)).await,
+            Sender::Http1(sender) => Either::Left(sender.try_send_request(req)),
+            Sender::H2 { sender, fallback } => {
+                Either::Right(sender.try_send_request(for_h2(req, fallback)))
+            }
         }
     }
 
