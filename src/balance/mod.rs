@@ -11,7 +11,9 @@
 //!   `a a b a c a a`, never a burst to the heavy server). Unusable servers are
 //!   skipped and their turns consumed, so the others keep their relative weights.
 //! - `least_conn`: fewest in-flight requests relative to weight; ties are broken
-//!   by rotation, never by list order.
+//!   by rotation, never by list order. Groups of more than 8 servers take the
+//!   less loaded of two servers drawn at random, so a pick costs the same at
+//!   any size.
 //!
 //! Backup servers form a second, independent group of the same algorithm,
 //! consulted only when no primary server is usable.

@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
-use super::least_conn::less_loaded;
+use super::least_conn::{less_loaded, SCAN_UP_TO};
 use super::round_robin::{nginx_sequence, smooth_schedule};
 use super::{Candidate, Selector};
 use crate::config::Balance;
@@ -109,6 +109,38 @@ fn least_conn_ties_rotate() {
     let selector = Selector::new(Balance::LeastConn, &config(&servers));
     let picks: Vec<usize> = (0..8).filter_map(|_| selector.select(&servers)).collect();
     assert_eq!(picks, vec![0, 1, 2, 3, 0, 1, 2, 3]);
+}
+
+#[test]
+fn least_conn_over_many_servers_keeps_load_even() {
+    // Requests that never finish, spread over 1,000 servers by two random
+    // choices: none ends more than a few above the mean of 20, where picking
+    // one server at random would put the busiest near 35.
+    let mut servers: Vec<Server> = (0..1000).map(|_| up(1)).collect();
+    let selector = Selector::new(Balance::LeastConn, &config(&servers));
+    for _ in 0..20_000 {
+        let i = selector.select(&servers).expect("a usable server");
+        servers[i].in_flight += 1;
+    }
+    let max = servers.iter().map(|s| s.in_flight).max().unwrap_or(0);
+    let min = servers.iter().map(|s| s.in_flight).min().unwrap_or(0);
+    assert!(
+        max <= 24 && min >= 10,
+        "loads {min}..={max} around a mean of 20"
+    );
+}
+
+#[test]
+fn least_conn_over_many_servers_finds_the_few_usable_ones() {
+    let mut servers: Vec<Server> = (0..500).map(|_| up(1)).collect();
+    for s in &mut servers {
+        s.usable = false;
+    }
+    servers[321].usable = true;
+    let selector = Selector::new(Balance::LeastConn, &config(&servers));
+    assert_eq!(selector.select(&servers), Some(321));
+    servers[321].usable = false;
+    assert_eq!(selector.select(&servers), None);
 }
 
 #[test]
@@ -231,7 +263,7 @@ proptest! {
 
     #[test]
     fn least_conn_never_picks_above_the_minimum(
-        servers in prop::collection::vec((1u32..=256, any::<bool>(), 0u64..1000), 1..=20),
+        servers in prop::collection::vec((1u32..=256, any::<bool>(), 0u64..1000), 1..=SCAN_UP_TO),
         picks in 1usize..5,
     ) {
         let servers: Vec<Server> = servers
@@ -247,6 +279,36 @@ proptest! {
                 prop_assert!(p.usable);
                 for s in servers.iter().filter(|s| s.usable) {
                     prop_assert!(!less_loaded(s.in_flight, s.weight, p.in_flight, p.weight));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn least_conn_over_many_servers_never_picks_the_most_loaded(
+        servers in prop::collection::vec((1u32..=4, any::<bool>(), 0u64..50), SCAN_UP_TO + 1..=60),
+        picks in 1usize..10,
+    ) {
+        let servers: Vec<Server> = servers
+            .into_iter()
+            .map(|(weight, usable, in_flight)| Server { weight, usable, in_flight })
+            .collect();
+        let selector = Selector::new(Balance::LeastConn, &config(&servers));
+        let usable: Vec<&Server> = servers.iter().filter(|s| s.usable).collect();
+        for _ in 0..picks {
+            let picked = selector.select(&servers);
+            prop_assert_eq!(picked.is_some(), !usable.is_empty());
+            if let Some(i) = picked {
+                let p = &servers[i];
+                prop_assert!(p.usable);
+                // The less loaded of two: some other usable server is at least as loaded.
+                if usable.len() >= 2 {
+                    let others = usable.iter().filter(|s| !std::ptr::eq(**s, p));
+                    let mut others = others;
+                    prop_assert!(
+                        others.any(|s| !less_loaded(s.in_flight, s.weight, p.in_flight, p.weight)),
+                        "picked the single most loaded server"
+                    );
                 }
             }
         }
