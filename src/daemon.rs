@@ -15,6 +15,7 @@ use crate::health::HealthChecks;
 use crate::listener::{self, Mode};
 use crate::runtime::Workers;
 use crate::server::{self, RunningListener, ServeContext};
+use crate::shutdown::Shutdown;
 use crate::snapshot::Snapshot;
 
 /// What the outside world asks of a running daemon; signals become these.
@@ -81,7 +82,7 @@ pub struct Daemon {
     /// Listeners by configured address, so reloads can add and remove them.
     listeners: HashMap<SocketAddr, RunningListener>,
     /// Starts graceful shutdown of every connection.
-    shutdown: watch::Sender<bool>,
+    shutdown: Shutdown,
     /// Reload outcomes, for metrics and for tests that wait for a reload.
     reloads: watch::Sender<ReloadCount>,
     /// Active health probes, matched to the snapshot after every reload.
@@ -110,11 +111,11 @@ impl Daemon {
             source,
         })?;
         let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        let shutdown = Shutdown::new();
         let ctx = Arc::new(ServeContext::new(
             &settings,
             snapshot.clone(),
-            shutdown_rx,
+            shutdown.clone(),
             workers,
         ));
         let mut daemon = Self {
@@ -296,7 +297,7 @@ impl Daemon {
         self.health.stop();
         let settings = self.snapshot.load().config.server.clone();
         info!(timeout = ?settings.shutdown_timeout, "shutting down: waiting for open connections");
-        let _ = self.shutdown.send(true);
+        self.shutdown.raise();
         for (_, listener) in self.listeners {
             listener.stop().await;
         }

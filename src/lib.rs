@@ -39,6 +39,7 @@ pub mod proxy;
 pub mod routing;
 pub mod runtime;
 pub mod server;
+pub mod shutdown;
 pub mod signals;
 pub mod snapshot;
 pub mod stats;

@@ -30,6 +30,7 @@ use crate::config::ServerSettings;
 use crate::listener::{self, Mode, SharedMode};
 use crate::proxy::{self, ConnInfo};
 use crate::runtime::Workers;
+use crate::shutdown::Shutdown;
 use crate::snapshot::Snapshot;
 use crate::upgrade::TunnelContext;
 
@@ -47,7 +48,7 @@ pub struct ServeContext {
     /// One permit per open client connection (`max_connections`).
     pub connections: Arc<Semaphore>,
     /// Flips to true when the daemon shuts down gracefully.
-    pub shutdown: watch::Receiver<bool>,
+    pub shutdown: Shutdown,
     /// HTTP/1.1 and HTTP/2 connection settings, fixed at start.
     pub http: auto::Builder<TokioExecutor>,
     /// `idle_timeout`, fixed at start.
@@ -63,7 +64,7 @@ impl ServeContext {
     pub fn new(
         settings: &ServerSettings,
         snapshot: Arc<ArcSwap<Snapshot>>,
-        shutdown: watch::Receiver<bool>,
+        shutdown: Shutdown,
         workers: Workers,
     ) -> Self {
         let mut http = auto::Builder::new(TokioExecutor::new());
@@ -197,7 +198,6 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
     mode: SharedMode,
 ) {
-    let mut shutdown = ctx.shutdown.clone();
     loop {
         // Take a connection slot before accepting: over `max_connections`,
         // new clients wait in the kernel's backlog instead of costing memory.
@@ -207,12 +207,12 @@ async fn accept_loop(
                 Err(_) => return,
             },
             _ = raised(&mut stop) => return,
-            _ = raised(&mut shutdown) => return,
+            _ = ctx.shutdown.raised() => return,
         };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = raised(&mut stop) => return,
-            _ = raised(&mut shutdown) => return,
+            _ = ctx.shutdown.raised() => return,
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -357,10 +357,10 @@ where
     };
     let conn = http.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
-    let mut shutdown = ctx.shutdown.clone();
     let result = tokio::select! {
+        biased;
         result = conn.as_mut() => result,
-        _ = raised(&mut shutdown) => {
+        _ = ctx.shutdown.raised() => {
             // HTTP/1.1: finish the request in progress with `Connection: close`,
             // close if idle; HTTP/2: GOAWAY, then let open streams finish.
             conn.as_mut().graceful_shutdown();

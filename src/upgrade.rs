@@ -13,11 +13,11 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{StatusCode, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, info};
 
 use crate::body::Exchange;
-use crate::server::raised;
+use crate::shutdown::Shutdown;
 use crate::upstream::InFlightGuard;
 
 mod idle;
@@ -32,7 +32,7 @@ pub struct TunnelContext {
     /// slot, so the tunnel holds a share of it until it closes.
     pub permit: Arc<OwnedSemaphorePermit>,
     /// Raised at graceful shutdown; tunnels then get `shutdown_timeout` to finish.
-    pub shutdown: watch::Receiver<bool>,
+    pub shutdown: Shutdown,
 }
 
 /// How long a tunnel may live in the two cases where weir closes it.
@@ -145,12 +145,7 @@ impl Tunnel {
         tokio::spawn(self.run(guard, context, limits));
     }
 
-    async fn run(
-        self,
-        guard: Option<InFlightGuard>,
-        mut context: TunnelContext,
-        limits: TunnelLimits,
-    ) {
+    async fn run(self, guard: Option<InFlightGuard>, context: TunnelContext, limits: TunnelLimits) {
         let protocol = self.protocol.to_str().unwrap_or("?").to_owned();
         let (client, upstream) = match tokio::try_join!(self.client, self.upstream) {
             Ok(both) => both,
@@ -165,7 +160,7 @@ impl Tunnel {
         let upstream_addr = guard.as_ref().map(|g| g.server().addr);
         debug!(protocol, upstream = ?upstream_addr, "tunnel open");
         let shutdown = async {
-            raised(&mut context.shutdown).await;
+            context.shutdown.raised().await;
             tokio::time::sleep(limits.shutdown).await;
         };
         tokio::select! {
