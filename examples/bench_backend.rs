@@ -85,7 +85,9 @@ fn main() -> ExitCode {
         let mut tasks = Vec::new();
         for port in ports {
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            match TcpListener::bind(addr).await {
+            // weir's backlog (4096), not tokio's 128: a proxy opening hundreds
+            // of upstream connections at once must not see SYNs dropped.
+            match weir::server::listening_socket(addr, false).and_then(TcpListener::from_std) {
                 Ok(listener) => tasks.push(tokio::spawn(serve(listener))),
                 Err(err) => {
                     eprintln!("bench_backend: cannot bind {addr}: {err}");

@@ -139,7 +139,7 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        match TcpListener::bind(addr).await {
+        match weir::server::listening_socket(addr, false).and_then(TcpListener::from_std) {
             Ok(listener) => {
                 serve(listener).await;
                 ExitCode::SUCCESS

@@ -133,7 +133,7 @@ pub async fn listen(
     let mode = Arc::new(ArcSwap::from_pointee(mode));
     let workers = ctx.workers.handles().to_vec();
     if workers.is_empty() {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = TcpListener::from_std(listening_socket(addr, false)?)?;
         let local = listener.local_addr()?;
         let task = tokio::spawn(accept_loop(listener, ctx, stop_rx, mode.clone()));
         info!(listen = %local, "listening");
@@ -149,7 +149,7 @@ pub async fn listen(
     let mut sockets = Vec::with_capacity(workers.len());
     let mut local = addr;
     for _ in &workers {
-        let socket = reuseport_listener(local)?;
+        let socket = listening_socket(local, true)?;
         local = socket.local_addr()?;
         sockets.push(socket);
     }
@@ -176,19 +176,30 @@ pub async fn listen(
     })
 }
 
-/// A non-blocking listening socket on `addr` that other sockets may share (`SO_REUSEPORT`).
-fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// Connections the kernel may hold completed but not yet accepted, per
+/// listening socket (capped by `net.core.somaxconn`, 4096 by default). tokio's
+/// and std's `bind` use 128, which a thousand clients connecting at once
+/// overflow: the kernel then drops their SYNs, and each retries after a second.
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// A non-blocking listening socket on `addr` with [`LISTEN_BACKLOG`]; with
+/// `reuse_port`, other sockets may share the address (`SO_REUSEPORT`).
+pub fn listening_socket(
+    addr: SocketAddr,
+    reuse_port: bool,
+) -> std::io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
         Some(socket2::Protocol::TCP),
     )?;
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    // tokio's `TcpListener::bind` uses the same backlog.
-    socket.listen(1024)?;
+    socket.listen(LISTEN_BACKLOG)?;
     Ok(socket.into())
 }
 

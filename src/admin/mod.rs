@@ -77,7 +77,7 @@ pub async fn start(
     snapshot: Arc<ArcSwap<Snapshot>>,
     reloads: watch::Receiver<ReloadCount>,
 ) -> std::io::Result<Admin> {
-    let listener = TcpListener::bind(settings.listen).await?;
+    let listener = TcpListener::from_std(crate::server::listening_socket(settings.listen, false)?)?;
     let local = listener.local_addr()?;
     let state = Arc::new(State {
         snapshot,
