@@ -35,6 +35,18 @@ fn up(weight: u32) -> Server {
     }
 }
 
+/// Servers from generated (weight, usable, in_flight) triples.
+fn loaded(servers: Vec<(u32, bool, u64)>) -> Vec<Server> {
+    servers
+        .into_iter()
+        .map(|(weight, usable, in_flight)| Server {
+            weight,
+            usable,
+            in_flight,
+        })
+        .collect()
+}
+
 fn config(servers: &[Server]) -> Vec<(u32, bool)> {
     servers.iter().map(|s| (s.weight, false)).collect()
 }
@@ -266,10 +278,7 @@ proptest! {
         servers in prop::collection::vec((1u32..=256, any::<bool>(), 0u64..1000), 1..=SCAN_UP_TO),
         picks in 1usize..5,
     ) {
-        let servers: Vec<Server> = servers
-            .into_iter()
-            .map(|(weight, usable, in_flight)| Server { weight, usable, in_flight })
-            .collect();
+        let servers = loaded(servers);
         let selector = Selector::new(Balance::LeastConn, &config(&servers));
         for _ in 0..picks {
             let picked = selector.select(&servers);
@@ -289,10 +298,7 @@ proptest! {
         servers in prop::collection::vec((1u32..=4, any::<bool>(), 0u64..50), SCAN_UP_TO + 1..=60),
         picks in 1usize..10,
     ) {
-        let servers: Vec<Server> = servers
-            .into_iter()
-            .map(|(weight, usable, in_flight)| Server { weight, usable, in_flight })
-            .collect();
+        let servers = loaded(servers);
         let selector = Selector::new(Balance::LeastConn, &config(&servers));
         let usable: Vec<&Server> = servers.iter().filter(|s| s.usable).collect();
         for _ in 0..picks {
@@ -303,8 +309,7 @@ proptest! {
                 prop_assert!(p.usable);
                 // The less loaded of two: some other usable server is at least as loaded.
                 if usable.len() >= 2 {
-                    let others = usable.iter().filter(|s| !std::ptr::eq(**s, p));
-                    let mut others = others;
+                    let mut others = usable.iter().filter(|s| !std::ptr::eq(**s, p));
                     prop_assert!(
                         others.any(|s| !less_loaded(s.in_flight, s.weight, p.in_flight, p.weight)),
                         "picked the single most loaded server"
