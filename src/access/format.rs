@@ -301,10 +301,11 @@ fn wall_clock(at: Instant) -> SystemTime {
                 fresh
             }
         };
-        match at.checked_duration_since(base) {
-            Some(after) => wall + after,
-            None => wall - base.duration_since(at),
-        }
+        let time = match at.checked_duration_since(base) {
+            Some(after) => wall.checked_add(after),
+            None => wall.checked_sub(base.duration_since(at)),
+        };
+        time.unwrap_or(wall)
     })
 }
 
