@@ -72,6 +72,6 @@ awk -v ai="$a_instr" -v ar="$a_req" -v bi="$b_instr" -v br="$b_req" 'BEGIN {
     printf "| A: admin off, access log off | %d | %.0f |\n", ar, a
     printf "| B: admin on, access log to a file | %d | %.0f |\n", br, b
     printf "\nB/A instructions per request = %.3f (user space only: callgrind sees no kernel time,\n", b / a
-    printf "which is most of a proxy's CPU; overhead.sh gives the requests/s and equal-CPU ratios)\n"
+    printf "which is most of the CPU of a proxy; overhead.sh gives the requests/s and equal-CPU ratios)\n"
 }'
 echo "access log lines written in B: $(wc -l <"$T/access.log")"

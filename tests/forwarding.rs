@@ -11,6 +11,7 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -159,6 +160,30 @@ impl<T> futures_core::Stream for ReceiverStream<T> {
     ) -> std::task::Poll<Option<T>> {
         self.0.poll_recv(cx)
     }
+}
+
+#[tokio::test]
+async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
+    // RFC 9112 §9.6: a client may close its sending side once the request is
+    // out. weir answers, as HAProxy does, and does not take the early FIN for
+    // an abort.
+    let app = spawn_backend("app").await;
+    let proxy = spawn_proxy(&one_upstream("round_robin", &[server(app.addr)], "")).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: site.test\r\n\r\n")
+        .await
+        .expect("write");
+    stream.shutdown().await.expect("half-close");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("answered, then closed, within 10 s")
+        .expect("read");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("\r\n\r\napp"), "{text}");
+    assert_eq!(app.hits(), 1);
 }
 
 /// Sends a streamed upload through a fresh HTTP/1.1 connection; returns status and body.
