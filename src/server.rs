@@ -47,7 +47,7 @@ pub struct ServeContext {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     /// One permit per open client connection (`max_connections`).
     pub connections: Arc<Semaphore>,
-    /// Flips to true when the daemon shuts down gracefully.
+    /// Raised when the daemon shuts down gracefully.
     pub shutdown: Shutdown,
     /// HTTP/1.1 and HTTP/2 connection settings, fixed at start.
     pub http: auto::Builder<TokioExecutor>,
