@@ -29,19 +29,24 @@ async fn sni_picks_the_certificate_and_the_first_is_the_default() {
     assert_eq!(cert_for(addr, "unknown.test").await, a.der);
 }
 
-#[tokio::test]
-async fn alpn_negotiates_h2_and_the_upstream_sees_https() {
+/// A proxy serving `site.test` over TLS (a certificate from a fresh `Pki`) in
+/// front of one backend; returns them all and the TLS listener's address.
+async fn site_over_tls() -> (Backend, Pki, Proxy, std::net::SocketAddr) {
     let backend = spawn_backend("app").await;
     let pki = Pki::new();
     let leaf = pki.issue("site", &["site.test"]);
     let listen = format!(r#"{{ addr = "127.0.0.1:0", tls = {} }}"#, tls_entry(&leaf));
     let toml = config_with(&listen, &[server(backend.addr)], "", "");
-    let (_proxy, addrs) = spawn_proxy_at(&toml, &["127.0.0.1:0"]).await;
+    let (proxy, addrs) = spawn_proxy_at(&toml, &["127.0.0.1:0"]).await;
+    (backend, pki, proxy, addrs[0])
+}
+
+#[tokio::test]
+async fn alpn_negotiates_h2_and_the_upstream_sees_https() {
+    let (backend, pki, _proxy, addr) = site_over_tls().await;
 
     let client = verifying_client(&pki.ca, &[b"h2", b"http/1.1"]);
-    let tls = tls_connect(addrs[0], "site.test", client)
-        .await
-        .expect("TLS");
+    let tls = tls_connect(addr, "site.test", client).await.expect("TLS");
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let mut h2 = h2_client(tls).await;
     let (status, body, _) = h2_get(&mut h2, "https://site.test/hello").await;
@@ -53,21 +58,14 @@ async fn alpn_negotiates_h2_and_the_upstream_sees_https() {
 
     // A client that offers only http/1.1 gets it.
     let client = verifying_client(&pki.ca, &[b"http/1.1"]);
-    let tls = tls_connect(addrs[0], "site.test", client)
-        .await
-        .expect("TLS");
+    let tls = tls_connect(addr, "site.test", client).await.expect("TLS");
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
 }
 
 #[tokio::test]
 async fn tls_1_2_and_1_3_are_both_served() {
     use tokio_rustls::rustls;
-    let backend = spawn_backend("app").await;
-    let pki = Pki::new();
-    let leaf = pki.issue("site", &["site.test"]);
-    let listen = format!(r#"{{ addr = "127.0.0.1:0", tls = {} }}"#, tls_entry(&leaf));
-    let toml = config_with(&listen, &[server(backend.addr)], "", "");
-    let (_proxy, addrs) = spawn_proxy_at(&toml, &["127.0.0.1:0"]).await;
+    let (_backend, pki, _proxy, addr) = site_over_tls().await;
     // rustls (weir's TLS stack) cannot speak 1.0 or 1.1 at all; both allowed versions work.
     for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
@@ -78,7 +76,7 @@ async fn tls_1_2_and_1_3_are_both_served() {
             .expect("version")
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let tls = tls_connect(addrs[0], "site.test", std::sync::Arc::new(config))
+        let tls = tls_connect(addr, "site.test", std::sync::Arc::new(config))
             .await
             .expect("handshake");
         assert_eq!(tls.get_ref().1.protocol_version(), Some(version.version));
