@@ -6,11 +6,15 @@
 //! cut idle connections at the header timeout; so weir keeps both deadlines
 //! itself, in a wrapper around the socket that knows whether a request is in
 //! progress.
+//!
+//! The same timer asks for an idle HTTP/1.1 connection to be parked once it
+//! has been quiet for [`PARK_AFTER`] (see [`crate::server`]): hyper's buffers
+//! are released until the client sends again.
 
 use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -21,6 +25,18 @@ use tokio::time::{Instant, Sleep};
 
 /// No head is being read.
 const NONE: u64 = u64::MAX;
+
+/// How long an HTTP/1.1 keep-alive connection waits for its next request
+/// before it is parked, its buffers released.
+pub const PARK_AFTER: Duration = Duration::from_secs(1);
+
+/// `Activity::park`: serving normally.
+const SERVING: u8 = 0;
+/// `Activity::park`: the connection has been idle for `PARK_AFTER`.
+const PARK_WANTED: u8 = 1;
+/// `Activity::park`: hyper is being stopped to park the connection, so closing
+/// the socket is not meant.
+const PARKING: u8 = 2;
 
 /// What a client connection is doing, shared by its socket wrapper and its requests.
 #[derive(Debug)]
@@ -39,6 +55,8 @@ pub struct Activity {
     /// HTTP/2: bytes on an idle connection are pings and settings, not a new
     /// request head, so only the idle deadline applies between streams.
     multiplexed: AtomicBool,
+    /// Parking an idle HTTP/1.1 connection: `SERVING`, `PARK_WANTED`, `PARKING`.
+    park: AtomicU8,
 }
 
 /// Counts one request in progress on a connection until dropped.
@@ -55,6 +73,7 @@ impl Activity {
             head_since_ms: AtomicU64::new(0),
             reader: AtomicWaker::new(),
             multiplexed: AtomicBool::new(false),
+            park: AtomicU8::new(SERVING),
         })
     }
 
@@ -90,17 +109,62 @@ impl Activity {
         }
     }
 
-    /// When the connection must be closed if nothing more arrives, if ever.
-    fn deadline(&self, idle: Duration, header: Duration) -> Option<Instant> {
+    /// When the connection must be closed if nothing more arrives, if ever;
+    /// and whether the timer should fire earlier, at `park`, to ask for the
+    /// connection to be parked.
+    fn deadline(&self, idle: Duration, header: Duration, park: Duration) -> Option<Deadline> {
         if self.busy.load(Ordering::Relaxed) > 0 {
             return None;
         }
-        let (since, limit) = match self.head_since_ms.load(Ordering::Relaxed) {
+        let head = self.head_since_ms.load(Ordering::Relaxed);
+        let (since, limit) = match head {
             NONE => (self.idle_since_ms.load(Ordering::Relaxed), idle),
             head => (head, header),
         };
-        Some(self.epoch + Duration::from_millis(since) + limit)
+        let since = self.epoch + Duration::from_millis(since);
+        let parkable = head == NONE
+            && park < limit
+            && !self.multiplexed.load(Ordering::Relaxed)
+            && self.park.load(Ordering::Relaxed) == SERVING;
+        Some(if parkable {
+            Deadline::Park(since + park)
+        } else {
+            Deadline::Close(since + limit)
+        })
     }
+
+    /// Whether the connection should be parked now: it asked to be, and is
+    /// still idle with no request head begun. If so, it is marked as parking
+    /// until [`Activity::resumed`].
+    pub fn take_park_request(&self) -> bool {
+        if self.park.load(Ordering::Relaxed) != PARK_WANTED {
+            return false;
+        }
+        let idle = self.busy.load(Ordering::Relaxed) == 0
+            && self.head_since_ms.load(Ordering::Relaxed) == NONE;
+        self.park
+            .store(if idle { PARKING } else { SERVING }, Ordering::Relaxed);
+        idle
+    }
+
+    /// Whether hyper is being stopped to park the connection.
+    pub fn is_parking(&self) -> bool {
+        self.park.load(Ordering::Relaxed) == PARKING
+    }
+
+    /// The parked connection is served again.
+    pub fn resumed(&self) {
+        self.park.store(SERVING, Ordering::Relaxed);
+    }
+}
+
+/// What the timer of an idle connection is armed for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deadline {
+    /// Ask for the connection to be parked.
+    Park(Instant),
+    /// Fail reads: the client took too long.
+    Close(Instant),
 }
 
 impl Busy {
@@ -171,17 +235,26 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
             Poll::Pending => {
                 // Register before looking, so a request ending in between still wakes us.
                 this.activity.reader.register(cx.waker());
-                let Some(at) = this
-                    .activity
-                    .deadline(this.idle_timeout, this.header_timeout)
+                let Some(deadline) =
+                    this.activity
+                        .deadline(this.idle_timeout, this.header_timeout, PARK_AFTER)
                 else {
                     return Poll::Pending;
                 };
+                let (Deadline::Park(at) | Deadline::Close(at)) = deadline;
                 if this.armed_at != Some(at) {
                     this.sleep.as_mut().reset(at);
                     this.armed_at = Some(at);
                 }
                 match this.sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) if matches!(deadline, Deadline::Park(_)) => {
+                        // Asked once: from now the timer is armed for the close.
+                        // The connection's task polls this socket, so waking
+                        // it lets it see the request.
+                        this.activity.park.store(PARK_WANTED, Ordering::Relaxed);
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
+                    }
                     Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "client connection timed out",
@@ -194,29 +267,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
+    write_through!(inner);
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
@@ -322,5 +373,72 @@ mod tests {
         let mut buf = [0u8; 1];
         assert_eq!(io.read(&mut buf).await.expect("read"), 1);
         assert_eq!(time_to_timeout(&mut io).await, HEADER);
+    }
+
+    /// Reads with a deadline of `within`; true when the read was still pending.
+    async fn still_pending(io: &mut TimedIo<DuplexStream>, within: Duration) -> bool {
+        let mut buf = [0u8; 4];
+        tokio::time::timeout(within, io.read(&mut buf))
+            .await
+            .is_err()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_asks_to_be_parked_after_park_after() {
+        let (mut io, _client, activity) = pair();
+        let start = Instant::now();
+        drop(activity.begin());
+        assert!(still_pending(&mut io, PARK_AFTER - Duration::from_millis(1)).await);
+        assert!(!activity.take_park_request(), "too early");
+        assert!(still_pending(&mut io, Duration::from_millis(2)).await);
+        assert!(activity.take_park_request());
+        assert!(activity.is_parking());
+        assert!(!activity.take_park_request(), "asked once");
+        // Parked, the idle timeout still runs from the end of the last request.
+        time_to_timeout(&mut io).await;
+        assert_eq!(start.elapsed(), IDLE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_begun_after_the_ask_cancels_it() {
+        let (mut io, _client, activity) = pair();
+        drop(activity.begin());
+        assert!(still_pending(&mut io, PARK_AFTER * 2).await);
+        let busy = activity.begin();
+        assert!(!activity.take_park_request());
+        assert!(!activity.is_parking());
+        drop(busy);
+        // Asked again once idle for PARK_AFTER anew.
+        assert!(still_pending(&mut io, PARK_AFTER * 2).await);
+        assert!(activity.take_park_request());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connections_reading_a_head_or_multiplexed_are_never_parked() {
+        let (mut io, mut client, activity) = pair();
+        drop(activity.begin());
+        client.write_all(b"G").await.expect("write");
+        let mut buf = [0u8; 1];
+        assert_eq!(io.read(&mut buf).await.expect("read"), 1);
+        assert!(still_pending(&mut io, HEADER - Duration::from_millis(1)).await);
+        assert!(!activity.take_park_request(), "a head is being read");
+
+        let (mut io, _client, activity) = pair();
+        activity.mark_multiplexed();
+        drop(activity.begin());
+        assert!(still_pending(&mut io, IDLE - Duration::from_millis(1)).await);
+        assert!(!activity.take_park_request(), "HTTP/2");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resumed_connection_can_park_again() {
+        let (mut io, _client, activity) = pair();
+        drop(activity.begin());
+        assert!(still_pending(&mut io, PARK_AFTER * 2).await);
+        assert!(activity.take_park_request());
+        activity.resumed();
+        drop(activity.begin());
+        assert!(still_pending(&mut io, PARK_AFTER * 2).await);
+        assert!(activity.take_park_request());
     }
 }

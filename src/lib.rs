@@ -6,7 +6,8 @@
 //! - [`daemon`]: listeners, the live [`snapshot::Snapshot`], reload and shutdown.
 //! - [`server`]: accepting client connections and serving HTTP/1.1 and HTTP/2 on them,
 //!   on the [`runtime`] workers;
-//!   [`activity`]: their header-read and idle deadlines.
+//!   [`activity`]: their header-read and idle deadlines;
+//!   [`parking`]: idle HTTP/1.1 connections without hyper's buffers.
 //! - [`listener`], [`tls`]: what a listener does (plain, TLS by SNI, HTTPS redirect).
 //! - [`upgrade`]: `Upgrade` handshakes (WebSocket) and the tunnels they open.
 //! - [`proxy`]: the request path: route, rewrite, forward, stream back;
@@ -19,6 +20,39 @@
 //! - [`stats`], [`admin`]: request counters and the admin listener that shows them.
 //! - [`signals`]: Unix signals as [`daemon::Control`] values; [`demo`]: `weir demo`.
 #![forbid(unsafe_code)]
+
+/// The `AsyncWrite` methods of a socket wrapper that passes writes straight
+/// to its field `$inner`; the wrapper writes `poll_shutdown` itself.
+macro_rules! write_through {
+    ($inner:ident) => {
+        fn poll_write(
+            self: ::std::pin::Pin<&mut Self>,
+            cx: &mut ::std::task::Context<'_>,
+            buf: &[u8],
+        ) -> ::std::task::Poll<::std::io::Result<usize>> {
+            ::std::pin::Pin::new(&mut self.get_mut().$inner).poll_write(cx, buf)
+        }
+
+        fn poll_write_vectored(
+            self: ::std::pin::Pin<&mut Self>,
+            cx: &mut ::std::task::Context<'_>,
+            bufs: &[::std::io::IoSlice<'_>],
+        ) -> ::std::task::Poll<::std::io::Result<usize>> {
+            ::std::pin::Pin::new(&mut self.get_mut().$inner).poll_write_vectored(cx, bufs)
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            self.$inner.is_write_vectored()
+        }
+
+        fn poll_flush(
+            self: ::std::pin::Pin<&mut Self>,
+            cx: &mut ::std::task::Context<'_>,
+        ) -> ::std::task::Poll<::std::io::Result<()>> {
+            ::std::pin::Pin::new(&mut self.get_mut().$inner).poll_flush(cx)
+        }
+    };
+}
 
 pub mod access;
 pub mod activity;
@@ -35,6 +69,7 @@ pub mod headers;
 pub mod health;
 pub mod listener;
 pub mod logging;
+pub mod parking;
 pub mod proxy;
 pub mod routing;
 pub mod runtime;

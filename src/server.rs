@@ -13,9 +13,9 @@ use arc_swap::ArcSwap;
 use futures_util::future::Either;
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -28,6 +28,7 @@ use crate::activity::{Activity, Busy, TimedIo};
 use crate::body::ResponseBody;
 use crate::config::ServerSettings;
 use crate::listener::{self, Mode, SharedMode};
+use crate::parking::ClientIo;
 use crate::proxy::{self, ConnInfo};
 use crate::runtime::Workers;
 use crate::shutdown::Shutdown;
@@ -49,8 +50,10 @@ pub struct ServeContext {
     pub connections: Arc<Semaphore>,
     /// Raised when the daemon shuts down gracefully.
     pub shutdown: Shutdown,
-    /// HTTP/1.1 and HTTP/2 connection settings, fixed at start.
-    pub http: auto::Builder<TokioExecutor>,
+    /// HTTP/1.1 connection settings, fixed at start.
+    pub http1: http1::Builder,
+    /// HTTP/2 connection settings, fixed at start.
+    pub http2: http2::Builder<TokioExecutor>,
     /// `idle_timeout`, fixed at start.
     pub idle_timeout: Duration,
     /// `header_read_timeout`, fixed at start: also bounds the TLS handshake.
@@ -67,7 +70,7 @@ impl ServeContext {
         shutdown: Shutdown,
         workers: Workers,
     ) -> Self {
-        let mut http = auto::Builder::new(TokioExecutor::new());
+        let mut http1 = http1::Builder::new();
         // Header and idle deadlines are kept by `TimedIo`, which knows whether
         // a request is in progress; hyper's timer would also cut idle connections.
         // half_close: a FIN from the client while its request is at the server
@@ -75,7 +78,7 @@ impl ServeContext {
         // otherwise reads the socket after every request head to look for
         // that FIN, and since the head's bytes are still in use it allocates
         // a fresh 8 KiB read buffer for it: ~900 instructions per request.
-        http.http1()
+        http1
             .keep_alive(true)
             .half_close(true)
             .header_read_timeout(None)
@@ -83,7 +86,8 @@ impl ServeContext {
         // h2's defaults against rapid reset (CVE-2023-44487: 20 pending
         // accept resets) and local error resets (1024) stay on, set here
         // explicitly so an upgrade of hyper cannot silently loosen them.
-        http.http2()
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
             .timer(TokioTimer::new())
             .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
             .max_header_list_size(H2_MAX_HEADER_LIST_SIZE)
@@ -95,7 +99,8 @@ impl ServeContext {
             snapshot,
             connections: Arc::new(Semaphore::new(settings.max_connections)),
             shutdown,
-            http,
+            http1,
+            http2,
             idle_timeout: settings.idle_timeout,
             header_read_timeout: settings.header_read_timeout,
             workers,
@@ -352,7 +357,9 @@ where
     });
     let redirect = protocol == Protocol::Redirect;
     let snapshot = ctx.snapshot.clone();
+    let for_requests = activity.clone();
     let service = service_fn(move |req: Request<Incoming>| {
+        let activity = &for_requests;
         let busy = activity.begin();
         if req.version() == Version::HTTP_2 {
             activity.mark_multiplexed();
@@ -367,31 +374,139 @@ where
             busy: Some(busy),
         }
     });
-    let http = match protocol {
-        Protocol::H2 => ctx.http.clone().http2_only(),
-        Protocol::Http1 => ctx.http.clone().http1_only(),
-        Protocol::Auto | Protocol::Redirect => ctx.http.clone(),
+    let mut io = ClientIo::new(io, activity.clone());
+    let h2 = match protocol {
+        Protocol::H2 => true,
+        Protocol::Http1 => false,
+        Protocol::Auto | Protocol::Redirect => match io.starts_with_h2_preface().await {
+            Ok(h2) => h2,
+            Err(error) => {
+                debug!(client = %peer, %error, "client connection ended before its first request");
+                return;
+            }
+        },
     };
-    let conn = http.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let result = if h2 {
+        serve_h2(io, service, &ctx).await
+    } else {
+        serve_h1(io, service, &ctx).await
+    };
+    if let Err(e) = result {
+        if e.is_parse() || e.is_parse_too_large() {
+            info!(client = %peer, error = %e, "malformed request");
+        } else if e.is_timeout() {
+            info!(client = %peer, error = %e, "client timed out");
+        } else {
+            debug!(client = %peer, error = %e, "client connection ended with an error");
+        }
+    }
+}
+
+/// A connection's request handler, as hyper's connections take it.
+trait Handler:
+    hyper::service::Service<
+        Request<Incoming>,
+        Response = Response<ResponseBody>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Send
+    + Unpin
+    + 'static
+{
+}
+
+impl<S> Handler for S where
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<ResponseBody>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Send
+        + Unpin
+        + 'static
+{
+}
+
+async fn serve_h2<I, S>(io: ClientIo<I>, service: S, ctx: &ServeContext) -> hyper::Result<()>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Handler,
+{
+    let conn = ctx.http2.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    let result = tokio::select! {
+    tokio::select! {
         biased;
         result = conn.as_mut() => result,
         _ = ctx.shutdown.raised() => {
-            // HTTP/1.1: finish the request in progress with `Connection: close`,
-            // close if idle; HTTP/2: GOAWAY, then let open streams finish.
+            // GOAWAY, then let open streams finish.
             conn.as_mut().graceful_shutdown();
             conn.await
         }
-    };
-    if let Err(error) = result {
-        match error.downcast_ref::<hyper::Error>() {
-            Some(e) if e.is_parse() || e.is_parse_too_large() => {
-                info!(client = %peer, error = %e, "malformed request");
+    }
+}
+
+/// Serves HTTP/1.1 requests until the connection closes, parking it whenever
+/// it has been idle for [`crate::activity::PARK_AFTER`] (see [`crate::parking`]).
+async fn serve_h1<I, S>(
+    mut io: ClientIo<I>,
+    mut service: S,
+    ctx: &ServeContext,
+) -> hyper::Result<()>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Handler,
+{
+    let activity = io.activity().clone();
+    // At most one round per time the client wakes a parked connection.
+    loop {
+        // Boxed, so that a parked connection's task is small.
+        let mut conn = Box::new(
+            ctx.http1
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades(),
+        );
+        tokio::select! {
+            biased;
+            result = &mut conn => return result,
+            _ = ctx.shutdown.raised() => {
+                // Finish the request in progress with `Connection: close`; close if idle.
+                Pin::new(&mut *conn).graceful_shutdown();
+                return conn.await;
             }
-            Some(e) if e.is_timeout() => info!(client = %peer, error = %e, "client timed out"),
-            _ => debug!(client = %peer, %error, "client connection ended with an error"),
+            // The socket's timer asks by waking this task, which polls it.
+            () = future::poll_fn(|_| match activity.take_park_request() {
+                true => Poll::Ready(()),
+                false => Poll::Pending,
+            }) => {
+                // Idle: hyper stops at once, and `ClientIo` keeps the socket open.
+                Pin::new(&mut *conn).graceful_shutdown();
+                (&mut conn).await?;
+            }
         }
+        let Some(parts) = conn.into_parts() else {
+            return Ok(());
+        };
+        io = parts.io.into_inner();
+        io.unread(parts.read_buf);
+        service = parts.service;
+        if !io.has_unread() {
+            let _parked = ctx.snapshot.load().stats.connection_parked();
+            let woken = tokio::select! {
+                biased;
+                woken = io.wait_for_client() => woken,
+                // Idle connections close at shutdown.
+                _ = ctx.shutdown.raised() => return Ok(()),
+            };
+            match woken {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                Err(error) => {
+                    debug!(%error, "parked client connection closed");
+                    return Ok(());
+                }
+            }
+        }
+        activity.resumed();
     }
 }
 

@@ -217,25 +217,45 @@ impl UpstreamStats {
 pub struct DaemonStats {
     /// Client connections open now (`weir_connections_open`).
     pub connections_open: AtomicI64,
+    /// Of those, idle HTTP/1.1 connections parked without buffers
+    /// (`weir_connections_parked`).
+    pub connections_parked: AtomicI64,
     /// Requests no route matched; exported as `upstream=""`.
     pub unrouted: Arc<UpstreamStats>,
 }
 
 impl DaemonStats {
     /// Counts a client connection as open until the returned guard drops.
-    pub fn connection_opened(self: &Arc<Self>) -> ConnectionGuard {
-        self.connections_open.fetch_add(1, Ordering::Relaxed);
-        ConnectionGuard(self.clone())
+    pub fn connection_opened(self: &Arc<Self>) -> GaugeGuard {
+        GaugeGuard::up(self, |s| &s.connections_open)
+    }
+
+    /// Counts a client connection as parked until the returned guard drops.
+    pub fn connection_parked(self: &Arc<Self>) -> GaugeGuard {
+        GaugeGuard::up(self, |s| &s.connections_parked)
     }
 }
 
-/// Keeps `weir_connections_open` up while a connection lives.
+/// Keeps one of the daemon's gauges up by one while it lives.
 #[derive(Debug)]
-pub struct ConnectionGuard(Arc<DaemonStats>);
+pub struct GaugeGuard {
+    stats: Arc<DaemonStats>,
+    gauge: fn(&DaemonStats) -> &AtomicI64,
+}
 
-impl Drop for ConnectionGuard {
+impl GaugeGuard {
+    fn up(stats: &Arc<DaemonStats>, gauge: fn(&DaemonStats) -> &AtomicI64) -> Self {
+        gauge(stats).fetch_add(1, Ordering::Relaxed);
+        Self {
+            stats: stats.clone(),
+            gauge,
+        }
+    }
+}
+
+impl Drop for GaugeGuard {
     fn drop(&mut self) {
-        self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
+        (self.gauge)(&self.stats).fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -214,13 +214,21 @@ impl prometheus_client::collector::Collector for Scrape {
         self.transitions(&mut d)?;
 
         let stats = &self.snapshot.stats;
-        let open = ConstGauge::new(stats.connections_open.load(Ordering::Relaxed));
-        open.encode(d.encode_descriptor(
-            "weir_connections_open",
-            "Client connections open now",
-            None,
-            open.metric_type(),
-        )?)?;
+        for (name, help, value) in [
+            (
+                "weir_connections_open",
+                "Client connections open now",
+                &stats.connections_open,
+            ),
+            (
+                "weir_connections_parked",
+                "Idle HTTP/1.1 client connections parked without buffers now",
+                &stats.connections_parked,
+            ),
+        ] {
+            let gauge = ConstGauge::new(value.load(Ordering::Relaxed));
+            gauge.encode(d.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
         {
             let mut enc = d.encode_descriptor(
                 "weir_config_reloads",

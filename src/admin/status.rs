@@ -94,6 +94,7 @@ pub(super) fn document(state: &State) -> Value {
         "uptime_seconds": state.started.elapsed().as_secs(),
         "window_seconds": WINDOW,
         "connections_open": snapshot.stats.connections_open.load(Ordering::Relaxed),
+        "connections_parked": snapshot.stats.connections_parked.load(Ordering::Relaxed),
         "unrouted_total": snapshot.stats.unrouted.latency.snapshot().count(),
         "reloads": {
             "ok": reloads.ok,

@@ -194,6 +194,14 @@ impl Proxy {
 }
 
 impl Proxy {
+    /// Idle client connections parked now (`weir_connections_parked`).
+    pub fn connections_parked(&self) -> i64 {
+        let stats = &self.snapshot.load().stats;
+        stats
+            .connections_parked
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// `http://addr` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)

@@ -1,0 +1,203 @@
+//! The client socket as hyper sees it, able to outlive a hyper connection.
+//!
+//! hyper keeps a read buffer (8–16 KiB) and a write buffer (8 KiB) for the
+//! whole life of an HTTP/1.1 connection, idle or not. A keep-alive connection
+//! that has been quiet for [`crate::activity::PARK_AFTER`] is therefore
+//! *parked*: weir stops hyper's connection without closing the socket
+//! (`graceful_shutdown` on an idle connection, with the socket's shutdown
+//! ignored), keeps any bytes hyper had read, and waits for the client with no
+//! buffer at all. The bytes that wake it up are handed to a fresh hyper
+//! connection ahead of the socket, like the bytes read to tell HTTP/2 from
+//! HTTP/1.1.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+
+use crate::activity::Activity;
+
+/// What an HTTP/2 client sends first (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The most a parked connection reads when its client wakes it up; hyper reads the rest.
+const WAKE_READ: usize = 1024;
+
+/// A client socket with bytes already read from it put back in front.
+#[derive(Debug)]
+pub struct ClientIo<I> {
+    inner: I,
+    /// Read from the socket but not yet by hyper.
+    unread: Bytes,
+    activity: Arc<Activity>,
+}
+
+impl<I: AsyncRead + Unpin> ClientIo<I> {
+    /// Wraps the socket of the connection whose state is `activity`.
+    pub fn new(inner: I, activity: Arc<Activity>) -> Self {
+        Self {
+            inner,
+            unread: Bytes::new(),
+            activity,
+        }
+    }
+
+    /// Reads enough to tell whether the client speaks HTTP/2 with prior
+    /// knowledge (h2c); what was read is kept for hyper.
+    pub async fn starts_with_h2_preface(&mut self) -> io::Result<bool> {
+        let mut seen = [0u8; H2_PREFACE.len()];
+        let mut len = 0;
+        // At most one read per preface byte.
+        while len < seen.len() {
+            let n = self.inner.read(&mut seen[len..]).await?;
+            if n == 0 {
+                break;
+            }
+            len += n;
+            if seen[..len] != H2_PREFACE[..len] {
+                break;
+            }
+        }
+        self.unread = Bytes::copy_from_slice(&seen[..len]);
+        Ok(seen[..len] == *H2_PREFACE)
+    }
+
+    /// The state of the connection this socket belongs to.
+    pub fn activity(&self) -> &Arc<Activity> {
+        &self.activity
+    }
+
+    /// Puts `bytes`, which hyper had read but not used, back in front.
+    pub fn unread(&mut self, bytes: Bytes) {
+        if self.unread.is_empty() {
+            self.unread = bytes;
+        } else if !bytes.is_empty() {
+            let mut both = BytesMut::with_capacity(bytes.len() + self.unread.len());
+            both.extend_from_slice(&bytes);
+            both.extend_from_slice(&self.unread);
+            self.unread = both.freeze();
+        }
+    }
+
+    /// Whether bytes are waiting to be read by hyper.
+    pub fn has_unread(&self) -> bool {
+        !self.unread.is_empty()
+    }
+
+    /// Waits for the client to send something and keeps it for hyper: `false`
+    /// when the client closed the connection instead. The socket's deadlines
+    /// (idle, then header) still apply.
+    pub async fn wait_for_client(&mut self) -> io::Result<bool> {
+        std::future::poll_fn(|cx| self.poll_wait_for_client(cx)).await
+    }
+
+    fn poll_wait_for_client(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        // On the stack only while polled: a parked connection holds no buffer.
+        let mut buf = [0u8; WAKE_READ];
+        let mut read = ReadBuf::new(&mut buf);
+        ready!(Pin::new(&mut self.inner).poll_read(cx, &mut read))?;
+        self.unread = Bytes::copy_from_slice(read.filled());
+        Poll::Ready(Ok(!self.unread.is_empty()))
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for ClientIo<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.unread.is_empty() {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        let n = this.unread.len().min(buf.remaining());
+        buf.put_slice(&this.unread[..n]);
+        this.unread.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for ClientIo<I> {
+    write_through!(inner);
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.activity.is_parking() {
+            // hyper is done with the connection, the client is not: no FIN
+            // (nor TLS close_notify, this being outside TLS).
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncWriteExt, DuplexStream};
+
+    fn pair() -> (ClientIo<DuplexStream>, DuplexStream) {
+        let (server, client) = tokio::io::duplex(4096);
+        (ClientIo::new(server, Activity::new()), client)
+    }
+
+    async fn read_all(io: &mut ClientIo<DuplexStream>) -> Vec<u8> {
+        let mut all = Vec::new();
+        io.read_to_end(&mut all).await.expect("read");
+        all
+    }
+
+    #[tokio::test]
+    async fn an_http2_preface_is_recognised_and_kept() {
+        let (mut io, mut client) = pair();
+        client.write_all(H2_PREFACE).await.expect("write");
+        client.write_all(b"frames").await.expect("write");
+        drop(client);
+        assert!(io.starts_with_h2_preface().await.expect("sniff"));
+        assert_eq!(
+            read_all(&mut io).await,
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nframes"
+        );
+    }
+
+    #[tokio::test]
+    async fn http1_is_told_apart_at_its_first_byte_and_kept() {
+        let (mut io, mut client) = pair();
+        let head = b"GET / HTTP/1.1\r\nHost: example\r\n\r\n";
+        client.write_all(head).await.expect("write");
+        assert!(!io.starts_with_h2_preface().await.expect("sniff"));
+        drop(client);
+        assert_eq!(read_all(&mut io).await, head);
+    }
+
+    #[tokio::test]
+    async fn a_preface_cut_short_is_not_http2() {
+        let (mut io, mut client) = pair();
+        client.write_all(&H2_PREFACE[..10]).await.expect("write");
+        drop(client);
+        assert!(!io.starts_with_h2_preface().await.expect("sniff"));
+        assert_eq!(read_all(&mut io).await, &H2_PREFACE[..10]);
+    }
+
+    #[tokio::test]
+    async fn bytes_put_back_come_before_the_socket_and_before_older_ones() {
+        let (mut io, mut client) = pair();
+        client.write_all(b"GET").await.expect("write");
+        assert!(io.wait_for_client().await.expect("wait"));
+        io.unread(Bytes::from_static(b"> "));
+        client.write_all(b" /").await.expect("write");
+        drop(client);
+        assert_eq!(read_all(&mut io).await, b"> GET /");
+    }
+
+    #[tokio::test]
+    async fn waiting_for_a_client_that_leaves_says_so() {
+        let (mut io, client) = pair();
+        drop(client);
+        assert!(!io.wait_for_client().await.expect("wait"));
+        assert!(!io.has_unread());
+    }
+}
