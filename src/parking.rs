@@ -69,16 +69,17 @@ impl<I: AsyncRead + Unpin> ClientIo<I> {
         &self.activity
     }
 
-    /// Puts `bytes`, which hyper had read but not used, back in front.
-    pub fn unread(&mut self, bytes: Bytes) {
-        if self.unread.is_empty() {
-            self.unread = bytes;
-        } else if !bytes.is_empty() {
-            let mut both = BytesMut::with_capacity(bytes.len() + self.unread.len());
-            both.extend_from_slice(&bytes);
-            both.extend_from_slice(&self.unread);
-            self.unread = both.freeze();
+    /// Puts `bytes`, which hyper had read but not used, back in front. They
+    /// are copied: they are a view of hyper's whole read buffer, which is
+    /// what parking releases.
+    pub fn unread(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
         }
+        let mut both = BytesMut::with_capacity(bytes.len() + self.unread.len());
+        both.extend_from_slice(bytes);
+        both.extend_from_slice(&self.unread);
+        self.unread = both.freeze();
     }
 
     /// Whether bytes are waiting to be read by hyper.
@@ -187,7 +188,7 @@ mod tests {
         let (mut io, mut client) = pair();
         client.write_all(b"GET").await.expect("write");
         assert!(io.wait_for_client().await.expect("wait"));
-        io.unread(Bytes::from_static(b"> "));
+        io.unread(b"> ");
         client.write_all(b" /").await.expect("write");
         drop(client);
         assert_eq!(read_all(&mut io).await, b"> GET /");

@@ -487,7 +487,9 @@ where
             return Ok(());
         };
         io = parts.io.into_inner();
-        io.unread(parts.read_buf);
+        io.unread(&parts.read_buf);
+        // hyper's read buffer goes now, not when the client next sends.
+        drop(parts.read_buf);
         service = parts.service;
         if !io.has_unread() {
             let _parked = ctx.snapshot.load().stats.connection_parked();
