@@ -5,6 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc returns the pages of parked connections' buffers to the system.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A reverse-proxy load balancer.
 #[derive(Debug, Parser)]
 #[command(name = "weir", version, about)]

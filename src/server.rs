@@ -432,8 +432,8 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Handler,
 {
-    let conn = ctx.http2.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(conn);
+    // Boxed, so that every connection's task is not as large as an HTTP/2 one.
+    let mut conn = Box::pin(ctx.http2.serve_connection(TokioIo::new(io), service));
     tokio::select! {
         biased;
         result = conn.as_mut() => result,
