@@ -5,7 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc returns the pages of parked connections' buffers to the system.
+/// mimalloc (v2) returns freed pages to the system, glibc keeps them: with
+/// 10,000 parked idle connections, RSS is 9.6–12.5 KiB per connection against
+/// glibc's 18 KiB (`benches/idle_conns.sh`); and it costs about 1.5% less CPU
+/// per request.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
