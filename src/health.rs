@@ -16,9 +16,10 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::config::HealthCheckConfig;
+use crate::body::RequestBody;
+use crate::config::{HealthCheckConfig, UpstreamProtocol};
 use crate::snapshot::Snapshot;
-use crate::upstream::ServerState;
+use crate::upstream::{self, ServerState};
 
 /// Consecutive probe results turned into up/down decisions (`rise`/`fall`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +67,7 @@ pub struct HealthChecks {
 
 #[derive(Debug)]
 struct Probe {
-    config: HealthCheckConfig,
+    config: ProbeConfig,
     state: Arc<ServerState>,
     task: JoinHandle<()>,
 }
@@ -75,14 +76,18 @@ impl HealthChecks {
     /// Starts, restarts and stops probes so they match `snapshot`. A server
     /// keeps its health across this; a server without checks counts as up.
     pub fn sync(&mut self, snapshot: &Snapshot) {
-        let mut wanted: HashMap<(String, SocketAddr), (HealthCheckConfig, Arc<ServerState>)> =
+        let mut wanted: HashMap<(String, SocketAddr), (ProbeConfig, Arc<ServerState>)> =
             HashMap::new();
         for upstream in &snapshot.upstreams {
             for server in &upstream.servers {
                 match &upstream.config.health_check {
                     Some(check) => {
                         let key = (upstream.name().to_owned(), server.config.addr);
-                        wanted.insert(key, (check.clone(), server.state.clone()));
+                        let config = ProbeConfig {
+                            check: check.clone(),
+                            protocol: upstream.config.protocol,
+                        };
+                        wanted.insert(key, (config, server.state.clone()));
                     }
                     None => server.state.set_active_up(true),
                 }
@@ -127,16 +132,18 @@ impl Drop for HealthChecks {
     }
 }
 
-async fn run(upstream: String, config: HealthCheckConfig, state: Arc<ServerState>) {
+async fn run(upstream: String, probe_config: ProbeConfig, state: Arc<ServerState>) {
     let addr = state.addr;
+    let config = &probe_config.check;
     let mut machine = HealthMachine::new(config.rise, config.fall, state.is_active_up());
     let mut ticks = tokio::time::interval(config.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let result = tokio::time::timeout(config.timeout, probe(addr, &config))
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer within {:?}", config.timeout)));
+        let result =
+            tokio::time::timeout(config.timeout, probe(addr, config, probe_config.protocol))
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {:?}", config.timeout)));
         if let Err(reason) = &result {
             debug!(upstream = %upstream, server = %addr, %reason, "health probe failed");
         }
@@ -157,30 +164,61 @@ async fn run(upstream: String, config: HealthCheckConfig, state: Arc<ServerState
     }
 }
 
-/// One probe on a fresh connection: `GET path`; healthy when the status is expected.
-async fn probe(addr: SocketAddr, config: &HealthCheckConfig) -> Result<(), String> {
+/// One probe on a fresh connection: `GET path`, in the upstream's protocol;
+/// healthy when the status is expected.
+async fn probe(
+    addr: SocketAddr,
+    config: &HealthCheckConfig,
+    protocol: UpstreamProtocol,
+) -> Result<(), String> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect failed: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("handshake failed: {e}"))?;
-    let conn = tokio::spawn(conn);
     let host = config.host.clone().unwrap_or_else(|| addr.to_string());
     let req = Request::get(config.path.as_str())
         .header(header::HOST, host)
-        .header(header::USER_AGENT, "weir-health-check")
-        .header(header::CONNECTION, "close")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("bad probe request: {e}"))?;
-    let resp = sender.send_request(req).await;
-    conn.abort();
-    let status = resp.map_err(|e| format!("request failed: {e}"))?.status();
+        .header(header::USER_AGENT, "weir-health-check");
+    let status = match protocol {
+        UpstreamProtocol::Http1 => {
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| format!("handshake failed: {e}"))?;
+            let conn = tokio::spawn(conn);
+            let req = req
+                .header(header::CONNECTION, "close")
+                .body(Empty::<Bytes>::new())
+                .map_err(|e| format!("bad probe request: {e}"))?;
+            let resp = sender.send_request(req).await;
+            conn.abort();
+            resp.map_err(|e| format!("request failed: {e}"))?.status()
+        }
+        // The connection's task ends when the sender goes.
+        UpstreamProtocol::H2c => {
+            let (mut sender, authority) = upstream::handshake_h2(stream, addr)
+                .await
+                .map_err(|e| format!("h2c handshake failed: {e}"))?;
+            let req = req
+                .body(RequestBody::Empty)
+                .map_err(|e| format!("bad probe request: {e}"))?;
+            sender
+                .send_request(upstream::for_h2(req, &authority))
+                .await
+                .map_err(|e| format!("request failed: {e}"))?
+                .status()
+        }
+    };
     if expected(status, &config.status) {
         Ok(())
     } else {
         Err(format!("unexpected status {}", status.as_u16()))
     }
+}
+
+/// What a server's probe does: the check, spoken in the upstream's protocol.
+#[derive(Debug, Clone, PartialEq)]
+struct ProbeConfig {
+    check: HealthCheckConfig,
+    protocol: UpstreamProtocol,
 }
 
 fn expected(status: StatusCode, wanted: &[u16]) -> bool {

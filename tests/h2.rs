@@ -179,6 +179,21 @@ async fn h2c_upstream_is_multiplexed_and_passes_trailers() {
     assert_eq!((status.as_u16(), body.as_str()), (200, "hello"));
 }
 
+#[tokio::test]
+async fn health_checks_speak_h2c_to_an_h2c_upstream() {
+    let backend = spawn_h2_backend().await;
+    let checks = "protocol = \"h2c\"\n[upstream.health_check]\npath = \"/health\"\n\
+                  interval = \"50ms\"\ntimeout = \"1s\"\nrise = 1\nfall = 1";
+    let toml = config_with("\"127.0.0.1:0\"", &[server(backend.addr)], checks, "");
+    let (proxy, _) = spawn_proxy_at(&toml, &["127.0.0.1:0"]).await;
+    // Each probe opens a connection; one failed probe would take the server out.
+    wait_until(|| backend.connections.load(Ordering::SeqCst) >= 4).await;
+    assert!(
+        proxy.server_state("app", backend.addr).is_active_up(),
+        "h2c probes pass"
+    );
+}
+
 /// One HPACK "literal header field without indexing, new name" (RFC 7541 §6.2.2).
 fn literal(block: &mut Vec<u8>, name: &str, value: &str) {
     block.push(0);

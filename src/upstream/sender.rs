@@ -58,7 +58,7 @@ impl Sender {
 /// Rewrites an origin-form HTTP/1.1-style request for an HTTP/2 upstream:
 /// `:scheme` and `:authority` come from the URI, so the `Host` header
 /// becomes the authority (RFC 9113 §8.3.1) and is then dropped.
-fn for_h2(mut req: Request<RequestBody>, fallback: &Authority) -> Request<RequestBody> {
+pub(crate) fn for_h2(mut req: Request<RequestBody>, fallback: &Authority) -> Request<RequestBody> {
     if req.uri().scheme().is_some() {
         return req;
     }
@@ -84,7 +84,7 @@ fn for_h2(mut req: Request<RequestBody>, fallback: &Authority) -> Request<Reques
 const H2_KEEPALIVE: Duration = Duration::from_secs(20);
 
 /// Opens an h2c (prior knowledge) connection on `stream` and drives it in a task.
-pub(super) async fn handshake_h2(
+pub(crate) async fn handshake_h2(
     stream: TcpStream,
     addr: SocketAddr,
 ) -> Result<(http2::SendRequest<RequestBody>, Authority), hyper::Error> {
