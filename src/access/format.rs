@@ -10,7 +10,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::header::{self, HeaderValue};
-use http::{Method, StatusCode, Uri, Version};
+use http::uri::PathAndQuery;
+use http::{Method, StatusCode, Version};
 use tokio::time::Instant;
 
 use super::AccessLogger;
@@ -23,8 +24,10 @@ pub struct AccessRecord {
     started: Instant,
     client: IpAddr,
     method: Method,
-    uri: Uri,
+    /// The request target's path and query (`None`: `*` or authority form).
+    path: Option<PathAndQuery>,
     version: Version,
+    /// Only the JSON format writes the host.
     host: Option<HeaderValue>,
     referer: Option<HeaderValue>,
     user_agent: Option<HeaderValue>,
@@ -50,19 +53,22 @@ impl AccessRecord {
         client: IpAddr,
         req: &http::request::Parts,
     ) -> Self {
+        let json = logger.format() == AccessFormat::Json;
         Self {
-            logger,
             started,
             client,
             method: req.method.clone(),
-            uri: req.uri.clone(),
+            path: req.uri.path_and_query().cloned(),
             version: req.version,
-            host: req.headers.get(header::HOST).cloned(),
+            host: json
+                .then(|| req.headers.get(header::HOST).cloned())
+                .flatten(),
             referer: req.headers.get(header::REFERER).cloned(),
             user_agent: req.headers.get(header::USER_AGENT).cloned(),
             status: StatusCode::OK,
             upstream: None,
             upstream_time: None,
+            logger,
         }
     }
 
@@ -87,10 +93,7 @@ impl AccessRecord {
     fn format_into(&self, out: &mut String, bytes: u64, complete: bool, ended: Instant) {
         let elapsed = ended.saturating_duration_since(self.started);
         let wall = wall_clock(self.started);
-        let path = self
-            .uri
-            .path_and_query()
-            .map_or_else(|| self.uri.path(), |pq| pq.as_str());
+        let path = self.path.as_ref().map_or("", PathAndQuery::as_str);
         match self.logger.format() {
             AccessFormat::Json => self.json(out, path, bytes, complete, elapsed, wall),
             AccessFormat::Combined => {
