@@ -22,8 +22,10 @@ pub struct Upstream {
     pub config: UpstreamConfig,
     /// Servers in config order; `selector` returns indices into this list.
     pub servers: Vec<Server>,
-    /// Picks a server (primaries first, backups when none can take the request).
-    selector: Selector,
+    /// Picks a server (primaries first, backups when none can take the request);
+    /// shared with the same upstream in other snapshots while its servers'
+    /// weights and roles stay the same.
+    selector: Arc<Selector>,
     /// Request counters, shared with the same upstream in other snapshots.
     pub stats: Arc<UpstreamStats>,
 }
@@ -116,12 +118,16 @@ impl Upstream {
                 }
             })
             .collect();
-        let shape: Vec<(u32, bool)> = servers
-            .iter()
-            .map(|s| (s.config.weight, s.config.backup))
-            .collect();
+        // A round-robin schedule can take milliseconds to build (see
+        // `balance::round_robin`); an upstream a reload leaves alone keeps its
+        // selector, and its rotation goes on where it was.
+        let wanted = shape(&servers);
+        let selector = previous
+            .filter(|p| p.config.balance == config.balance && shape(&p.servers) == wanted)
+            .map(|p| p.selector.clone())
+            .unwrap_or_else(|| Arc::new(Selector::new(config.balance, &wanted)));
         Self {
-            selector: Selector::new(config.balance, &shape),
+            selector,
             stats: previous.map(|p| p.stats.clone()).unwrap_or_default(),
             config,
             servers,
@@ -178,6 +184,14 @@ impl Upstream {
     }
 }
 
+/// What a selector is built from: each server's weight and whether it is a backup.
+fn shape(servers: &[Server]) -> Vec<(u32, bool)> {
+    servers
+        .iter()
+        .map(|s| (s.config.weight, s.config.backup))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,6 +224,26 @@ mod tests {
             health_check: None,
         };
         Upstream::new(config, None)
+    }
+
+    #[test]
+    fn a_reload_keeps_the_selector_while_weights_and_roles_stay() {
+        let old = upstream(None);
+        let same = Upstream::new(old.config.clone(), Some(&old));
+        assert!(Arc::ptr_eq(&old.selector, &same.selector));
+        // Rotation goes on where it was.
+        let next = same.pick(&[]);
+        assert_ne!(old.pick(&[]), next);
+
+        let mut reweighted = old.config.clone();
+        reweighted.servers[1].weight = 2;
+        let changed = Upstream::new(reweighted, Some(&old));
+        assert!(!Arc::ptr_eq(&old.selector, &changed.selector));
+
+        let mut least = old.config.clone();
+        least.balance = Balance::LeastConn;
+        let changed = Upstream::new(least, Some(&old));
+        assert!(!Arc::ptr_eq(&old.selector, &changed.selector));
     }
 
     fn share_of_first(up: &Upstream, picks: usize) -> f64 {
