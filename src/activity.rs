@@ -99,8 +99,10 @@ impl Activity {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(NONE - 1)
     }
 
-    /// Bytes arrived: on an idle connection they start a request head.
-    fn on_read(&self) {
+    /// Bytes arrived: on an idle connection they start a request head. Also
+    /// for bytes that came while a request was in progress and were found
+    /// unused once it ended (the start of a pipelined head).
+    pub fn on_read(&self) {
         if self.busy.load(Ordering::Relaxed) == 0
             && !self.multiplexed.load(Ordering::Relaxed)
             && self.head_since_ms.load(Ordering::Relaxed) == NONE

@@ -491,7 +491,12 @@ where
         // hyper's read buffer goes now, not when the client next sends.
         drop(parts.read_buf);
         service = parts.service;
-        if !io.has_unread() {
+        if io.has_unread() {
+            // The start of a pipelined head, which came while the previous
+            // request was in progress: from now its header deadline runs, and
+            // the connection is not asked to park again.
+            activity.on_read();
+        } else {
             let _parked = ctx.snapshot.load().stats.connection_parked();
             let woken = tokio::select! {
                 biased;

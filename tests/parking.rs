@@ -106,3 +106,35 @@ async fn shutdown_closes_parked_connections_at_once() {
     proxy.shutdown().await;
     assert_closed_silently(&mut stream).await;
 }
+
+#[tokio::test]
+async fn a_pipelined_head_cut_short_gets_the_header_timeout() {
+    let (proxy, app) = proxy_with("header_read_timeout = \"1s\"\nidle_timeout = \"30s\"").await;
+    let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    // The second head starts arriving while the first request is in progress.
+    stream
+        .write_all(&[GET, &GET[..9]].concat())
+        .await
+        .expect("write");
+    read_responses(&mut stream, 1).await;
+    let answered = Instant::now();
+    // Idle after a second, then the header deadline for the rest of the head:
+    // closed within about two seconds, not at idle_timeout.
+    let mut buf = [0u8; 256];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        for _ in 0..100 {
+            if matches!(stream.read(&mut buf).await, Ok(0) | Err(_)) {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "still open 5 s after the answer");
+    let after = answered.elapsed();
+    assert!(
+        after >= Duration::from_millis(900) && after <= Duration::from_millis(3500),
+        "closed {after:?} after the answer"
+    );
+    assert_eq!(app.hits(), 1);
+    assert_eq!(proxy.connections_parked(), 0);
+}
