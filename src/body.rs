@@ -107,8 +107,9 @@ impl Body for RequestBody {
 pub struct ResponseBody {
     /// Where the bytes come from.
     source: Source,
-    /// What to do when the body ends or is dropped; `None` once done.
-    exchange: Option<Exchange>,
+    /// What to do when the body ends or is dropped; `None` once done. Boxed:
+    /// hyper moves the response several times per request.
+    exchange: Option<Box<Exchange>>,
     /// `request_timeout` for the rest of the body, when set.
     deadline: Option<Pin<Box<Sleep>>>,
     /// Keeps the client connection counted as busy (no idle timeout) until the body is done.
@@ -164,7 +165,7 @@ impl ResponseBody {
     pub fn full(bytes: impl Into<Bytes>, exchange: Exchange) -> Self {
         Self {
             source: Source::Full(Some(bytes.into())),
-            exchange: Some(exchange),
+            exchange: Some(Box::new(exchange)),
             deadline: None,
             busy: None,
         }
@@ -177,7 +178,7 @@ impl ResponseBody {
             deadline: exchange
                 .deadline
                 .map(|at| Box::pin(tokio::time::sleep_until(at))),
-            exchange: Some(exchange),
+            exchange: Some(Box::new(exchange)),
             busy: None,
         }
     }
