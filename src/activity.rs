@@ -112,9 +112,9 @@ impl Activity {
     }
 
     /// When the connection must be closed if nothing more arrives, if ever;
-    /// and whether the timer should fire earlier, at `park`, to ask for the
-    /// connection to be parked.
-    fn deadline(&self, idle: Duration, header: Duration, park: Duration) -> Option<Deadline> {
+    /// and whether the timer should fire earlier, [`PARK_AFTER`] into an idle
+    /// spell, to ask for the connection to be parked.
+    fn deadline(&self, idle: Duration, header: Duration) -> Option<Deadline> {
         if self.busy.load(Ordering::Relaxed) > 0 {
             return None;
         }
@@ -125,11 +125,11 @@ impl Activity {
         };
         let since = self.epoch + Duration::from_millis(since);
         let parkable = head == NONE
-            && park < limit
+            && PARK_AFTER < limit
             && !self.multiplexed.load(Ordering::Relaxed)
             && self.park.load(Ordering::Relaxed) == SERVING;
         Some(if parkable {
-            Deadline::Park(since + park)
+            Deadline::Park(since + PARK_AFTER)
         } else {
             Deadline::Close(since + limit)
         })
@@ -237,9 +237,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
             Poll::Pending => {
                 // Register before looking, so a request ending in between still wakes us.
                 this.activity.reader.register(cx.waker());
-                let Some(deadline) =
-                    this.activity
-                        .deadline(this.idle_timeout, this.header_timeout, PARK_AFTER)
+                let Some(deadline) = this
+                    .activity
+                    .deadline(this.idle_timeout, this.header_timeout)
                 else {
                     return Poll::Pending;
                 };

@@ -357,9 +357,8 @@ where
     });
     let redirect = protocol == Protocol::Redirect;
     let snapshot = ctx.snapshot.clone();
-    let for_requests = activity.clone();
+    let mut io = ClientIo::new(io, activity.clone());
     let service = service_fn(move |req: Request<Incoming>| {
-        let activity = &for_requests;
         let busy = activity.begin();
         if req.version() == Version::HTTP_2 {
             activity.mark_multiplexed();
@@ -374,7 +373,6 @@ where
             busy: Some(busy),
         }
     });
-    let mut io = ClientIo::new(io, activity.clone());
     let h2 = match protocol {
         Protocol::H2 => true,
         Protocol::Http1 => false,
