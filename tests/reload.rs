@@ -134,7 +134,7 @@ async fn listeners_follow_the_file() {
     let a = spawn_backend("a").await;
     let base = one_upstream("round_robin", &[server(a.addr)], "");
     let mut proxy = spawn_proxy(&base).await;
-    let extra = closed_port().await;
+    let extra = free_port().await;
     let with_extra = base.replace(
         "listen = [\"127.0.0.1:0\"]",
         &format!("listen = [\"127.0.0.1:0\", \"{extra}\"]"),

@@ -156,8 +156,21 @@ pub async fn spawn_backend(name: &'static str) -> Backend {
     spawn_backend_with(move |_req| async move { Response::new(full(name)) }).await
 }
 
-/// An address nothing listens on (bound, then released).
+/// An address that refuses connections for the rest of the test run: its
+/// socket stays bound but never listens, so no later bind (a backend, the
+/// proxy, another `closed_port`) can take the port.
 pub async fn closed_port() -> SocketAddr {
+    static HELD: std::sync::Mutex<Vec<tokio::net::TcpSocket>> = std::sync::Mutex::new(Vec::new());
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(([127, 0, 0, 1], 0).into()).expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    HELD.lock().expect("held sockets").push(socket);
+    addr
+}
+
+/// A port free right now, for a listener the test is about to add (bound,
+/// then released).
+pub async fn free_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     listener.local_addr().expect("addr")
 }
