@@ -130,16 +130,17 @@ wait_port() { # wait_port PORT PID: until something accepts on 127.0.0.1:PORT
     return 1
 }
 CLK_TCK="$(getconf CLK_TCK)"
-cpu_ticks() { # cpu_ticks PID...: utime+stime summed (whole thread group per PID)
-    local total=0 p s
+cpu_ticks() { # cpu_ticks PID...: "total user" ticks, utime+stime and utime (whole thread group per PID)
+    local total=0 user=0 p s
     local -a f
     for p in "$@"; do
         s="$(cat "/proc/$p/stat" 2>/dev/null)" || continue
         s="${s##*) }"            # the command name may contain spaces and parens
         read -ra f <<<"$s"       # f[0] is field 3 (state): utime is field 14, stime 15
         total=$((total + f[11] + f[12]))
+        user=$((user + f[11]))
     done
-    echo "$total"
+    echo "$total $user"
 }
 
 # ---------------------------------------------------------------- pinning
@@ -339,13 +340,13 @@ run_target() {
     local -a ppids=("$@")
     local out="$T/runs/$variant.r$round.$name.txt"
     taskset -c "$WRK_CPUS" wrk -t1 -c"$conns" -d"${WARMUP}s" "http://127.0.0.1:$port/" >/dev/null 2>&1 || true
-    local b0 p0 b1 p1
-    b0="$(cpu_ticks "${BACKEND_PIDS[@]}")"
-    p0="$(cpu_ticks "${ppids[@]}")"
+    local b0 p0 b1 p1 pu0 pu1
+    read -r b0 _ <<<"$(cpu_ticks "${BACKEND_PIDS[@]}")"
+    read -r p0 pu0 <<<"$(cpu_ticks "${ppids[@]}")"
     taskset -c "$WRK_CPUS" wrk -t1 -c"$conns" -d"${DURATION}s" --latency -s "$T/report.lua" \
         "http://127.0.0.1:$port/" >"$out" 2>&1 || true
-    b1="$(cpu_ticks "${BACKEND_PIDS[@]}")"
-    p1="$(cpu_ticks "${ppids[@]}")"
+    read -r b1 _ <<<"$(cpu_ticks "${BACKEND_PIDS[@]}")"
+    read -r p1 pu1 <<<"$(cpu_ticks "${ppids[@]}")"
     local p
     for p in "${ppids[@]}" "${BACKEND_PIDS[@]}"; do
         if ! kill -0 "$p" 2>/dev/null; then
@@ -357,9 +358,9 @@ run_target() {
     line="$(grep '^WRKRESULT ' "$out" | tail -1)" || die "no wrk result for $name; wrk said: $(cat "$out")"
     # requests duration_us p50_us p99_us connect read write status timeout
     read -r _ req dur p50 p99 ec er ew es et <<<"$line"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$variant" "$round" "$name" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$variant" "$round" "$name" \
         "$(awk -v r="$req" -v d="$dur" 'BEGIN { printf "%.1f", r / (d / 1e6) }')" \
-        "$p50" "$p99" "$req" "$((p1 - p0))" "$((b1 - b0))" "$es" "$((ec + er + ew + et))" >>"$RESULTS"
+        "$p50" "$p99" "$req" "$((p1 - p0))" "$((b1 - b0))" "$es" "$((ec + er + ew + et))" "$((pu1 - pu0))" >>"$RESULTS"
     printf '  round %d %-8s %8.0f req/s  p99 %6.0f us  errors %d/%d\n' "$round" "$name" \
         "$(awk -v r="$req" -v d="$dur" 'BEGIN { printf "%.1f", r / (d / 1e6) }')" "$p99" \
         "$es" "$((ec + er + ew + et))" >&2
@@ -373,7 +374,8 @@ stats() {
         print m, a[1], a[NR] }'
 }
 # col VARIANT NAME EXPR: one awk expression per matching row ($4 rps, $5 p50, $6 p99,
-# $7 requests, $8 proxy ticks, $9 backend ticks, $10 non-2xx, $11 socket errors)
+# $7 requests, $8 proxy ticks, $9 backend ticks, $10 non-2xx, $11 socket errors,
+# $12 proxy user-space ticks)
 col() {
     awk -F'\t' -v v="$1" -v n="$2" -v tck="$CLK_TCK" '$1 == v && $3 == n { print '"$3"' }' "$RESULTS"
 }
@@ -385,6 +387,8 @@ ratio() {
 }
 
 PROXY_CPU_US='($8 * 1e6 / tck) / $7'
+PROXY_USER_US='($12 * 1e6 / tck) / $7'
+PROXY_SYS_US='(($8 - $12) * 1e6 / tck) / $7'
 BACKEND_CPU_US='($9 * 1e6 / tck) / $7'
 CPU_RATIO='($9 > 0 ? $8 / $9 : 0)'
 
@@ -394,11 +398,11 @@ report_variant() { # report_variant VARIANT THREADS CONNS
     echo "### ${threads} thread(s)/worker(s), wrk -t1 -c$conns -d${DURATION}s, $ROUNDS rounds (+${WARMUP}s warm-up each)"
     echo "pinning: $(pinning_note "$threads")"
     echo
-    echo "| target | req/s median (min-max) | p50 ms | p99 ms | proxy CPU us/req | backend CPU us/req | proxy/backend CPU median (min-max) | non-2xx | socket errors |"
-    echo "|---|---|---|---|---|---|---|---|---|"
+    echo "| target | req/s median (min-max) | p50 ms | p99 ms | proxy CPU us/req | of which user / kernel | backend CPU us/req | proxy/backend CPU median (min-max) | non-2xx | socket errors |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
     for name in direct "${PROXY_ARR[@]}"; do
         [[ -n "$(col "$v" "$name" '$4')" ]] || continue
-        local rps p50 p99 pcpu bcpu cr e2 es
+        local rps p50 p99 pcpu split bcpu cr e2 es
         read -r rps_m rps_lo rps_hi <<<"$(col "$v" "$name" '$4' | stats)"
         rps="$(printf '%.0f (%.0f-%.0f)' "$rps_m" "$rps_lo" "$rps_hi")"
         p50="$(col "$v" "$name" '$5 / 1000' | stats | awk '{ printf "%.2f", $1 }')"
@@ -407,13 +411,14 @@ report_variant() { # report_variant VARIANT THREADS CONNS
         e2="$(col "$v" "$name" '$10' | awk '{ s += $1 } END { print s + 0 }')"
         es="$(col "$v" "$name" '$11' | awk '{ s += $1 } END { print s + 0 }')"
         if [[ $name == direct ]]; then
-            label="direct to one backend (ceiling)"; pcpu="-"; cr="-"
+            label="direct to one backend (ceiling)"; pcpu="-"; split="-"; cr="-"
         else
             label="$name"
             pcpu="$(col "$v" "$name" "$PROXY_CPU_US" | stats | awk '{ printf "%.2f", $1 }')"
+            split="$(col "$v" "$name" "$PROXY_USER_US" | stats | awk '{ printf "%.2f", $1 }') / $(col "$v" "$name" "$PROXY_SYS_US" | stats | awk '{ printf "%.2f", $1 }')"
             cr="$(col "$v" "$name" "$CPU_RATIO" | stats | awk '{ printf "%.2f (%.2f-%.2f)", $1, $2, $3 }')"
         fi
-        echo "| $label | $rps | $p50 | $p99 | $pcpu | $bcpu | $cr | $e2 | $es |"
+        echo "| $label | $rps | $p50 | $p99 | $pcpu | $split | $bcpu | $cr | $e2 | $es |"
     done
     if [[ ",$PROXIES," == *",weir,"* ]]; then
         local other

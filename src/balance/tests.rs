@@ -4,7 +4,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 
 use super::least_conn::{less_loaded, SCAN_UP_TO};
-use super::round_robin::{nginx_sequence, smooth_schedule};
+use super::round_robin::{nginx_sequence, smooth_schedule, smooth_schedule_wide};
 use super::{Candidate, Selector};
 use crate::config::Balance;
 
@@ -243,7 +243,9 @@ proptest! {
         let divisor = weights.iter().copied().fold(0, gcd);
         let reduced: Vec<u32> = weights.iter().map(|w| w / divisor).collect();
         let period: u32 = reduced.iter().sum();
-        prop_assert_eq!(smooth_schedule(&weights), nginx_sequence(&weights, period as usize));
+        let nginx = nginx_sequence(&weights, period as usize);
+        prop_assert_eq!(&smooth_schedule(&weights), &nginx);
+        prop_assert_eq!(&smooth_schedule_wide(&weights), &nginx);
     }
 
     #[test]
