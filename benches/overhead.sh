@@ -3,7 +3,10 @@
 # off (A) vs on (B), interleaved round by round (the order turning each round) on this machine. M (admin and metrics on,
 # access log off) separates the cost of the metrics from that of the access log.
 #
-#   bash benches/overhead.sh [--rounds 5] [--duration 5] [--conns 64] [--no-build]
+#   bash benches/overhead.sh [--rounds 5] [--duration 5] [--conns 64] [--log-dir DIR] [--no-build]
+#
+#   --log-dir DIR   where B writes its access log (default: a temp dir); e.g.
+#                   /dev/shm to leave the disk's writeback out of the comparison
 #
 # Pinned as /work/shared/BENCHMARKING.md says: wrk alone on cpu1; the backend and
 # both one-thread proxies on cpu0. In B, /metrics and /status.json are also scraped
@@ -16,14 +19,15 @@
 # sharing cpu0, requests/s go as 1 / (proxy + backend CPU per request).
 set -euo pipefail
 
-ROUNDS=5 DURATION=5 CONNS=64 BUILD=1
+ROUNDS=5 DURATION=5 CONNS=64 BUILD=1 LOG_DIR=""
 while (($#)); do
     case "$1" in
         --rounds) ROUNDS="${2:?}"; shift 2 ;;
         --duration) DURATION="${2:?}"; shift 2 ;;
         --conns) CONNS="${2:?}"; shift 2 ;;
+        --log-dir) LOG_DIR="${2:?}"; shift 2 ;;
         --no-build) BUILD=0; shift ;;
-        *) echo "usage: $0 [--rounds N] [--duration S] [--conns N] [--no-build]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--rounds N] [--duration S] [--conns N] [--log-dir DIR] [--no-build]" >&2; exit 2 ;;
     esac
 done
 
@@ -38,8 +42,9 @@ if ((BUILD)); then
 fi
 
 TMP="$(mktemp -d)"
+LOG_DIR="${LOG_DIR:-$TMP}"
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"; rm -f "${ACCESS_LOG:-}"; }
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -68,7 +73,8 @@ upstream = "bench"
 TOML
 }
 write_config a "$A_PORT" '"off"' ''
-write_config b "$B_PORT" "\"$TMP/access.log\"" "[admin]
+ACCESS_LOG="$(mktemp "$LOG_DIR/weir-overhead-access.XXXXXX")"
+write_config b "$B_PORT" "\"$ACCESS_LOG\"" "[admin]
 listen = \"127.0.0.1:$ADMIN_PORT\""
 write_config m "$M_PORT" '"off"' "[admin]
 listen = \"127.0.0.1:$M_ADMIN_PORT\""
@@ -148,4 +154,4 @@ echo "|---|---|---|"
 echo "| M/A (metrics alone) | $(ratios "${RM[@]}") | $(ratios "${QM[@]}") |"
 echo "| B/A (target >= 0.97) | $(ratios "${RB[@]}") | $(ratios "${QB[@]}") |"
 echo "proxy/backend CPU, median: A $(ratios "${CA[@]}"), M $(ratios "${CM[@]}"), B $(ratios "${CB[@]}")"
-echo "access log lines written in B: $(wc -l <"$TMP/access.log")"
+echo "access log lines written in B: $(wc -l <"$ACCESS_LOG") (to $LOG_DIR, $(df --output=fstype "$LOG_DIR" | tail -1))"

@@ -203,22 +203,22 @@ fn push_int(out: &mut String, n: u64) {
     out.push_str(itoa::Buffer::new().format(n));
 }
 
-/// Three digits, zero-padded: milliseconds after the point.
+/// `.mmm`: a point and three zero-padded digits of milliseconds (0..=999).
 fn push_millis(out: &mut String, ms: u64) {
-    if ms < 100 {
-        out.push('0');
+    let digit = |d: u64| char::from(b'0' + (d % 10) as u8);
+    for c in ['.', digit(ms / 100), digit(ms / 10), digit(ms)] {
+        out.push(c);
     }
-    if ms < 10 {
-        out.push('0');
-    }
-    push_int(out, ms);
 }
 
 /// Seconds with millisecond precision, `0.003`, without float formatting.
 fn push_secs(out: &mut String, time: Duration) {
-    let ms = u64::try_from((time.as_micros() + 500) / 1000).unwrap_or(u64::MAX);
+    // 64-bit arithmetic: `as_micros` is a u128, and dividing one is a libcall.
+    let ms = time
+        .as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from((time.subsec_micros() + 500) / 1000));
     push_int(out, ms / 1000);
-    out.push('.');
     push_millis(out, ms % 1000);
 }
 
@@ -334,7 +334,6 @@ fn cached_time(out: &mut String, t: SystemTime, format: TimeFormat) {
         out.push_str(text);
     });
     if let TimeFormat::Rfc3339 = format {
-        out.push('.');
         push_millis(out, u64::from(since.subsec_millis()));
         out.push('Z');
     }
