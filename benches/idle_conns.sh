@@ -18,7 +18,9 @@
 # (examples/idle_clients, or wrk) on cpu1; all on 127.0.0.1. Each idle connection
 # has sent one request and read its answer, then stays open and silent. RSS is
 # VmRSS from /proc/PID/status (nginx: master + worker), read before the clients
-# connect and 3 s after all of them are set up; KB per connection is the difference
+# connect, 3 s after all of them are set up, and once it has settled (allocators
+# hand freed pages back lazily: sampled every second until it stops falling, at
+# most 20 s); KB per connection is the difference
 # over the number of connections. weir's idle_timeout and nginx's keepalive_timeout
 # are set to an hour so nothing is closed during the measurement.
 set -euo pipefail
@@ -196,14 +198,14 @@ targets=(weir)
 ((NGINX)) && targets+=(nginx)
 echo "$CONNS idle keep-alive connections per proxy (one request each, then silent); client on cpu$CLIENT_CPUS, proxy (1 thread/worker) + backend on cpu$SERVER_CPUS"
 echo
-echo "| proxy | RSS before KiB | RSS with $CONNS idle KiB | KiB per connection | connections set up / failed | still open after hold | RSS after clients closed KiB |"
+echo "| proxy | RSS before KiB | RSS with $CONNS idle KiB, 3 s / settled | KiB per connection, 3 s / settled (after) | connections set up / failed | still open after hold | RSS after clients closed KiB |"
 echo "|---|---|---|---|---|---|---|"
 for name in "${targets[@]}"; do
     start_proxy "$name"
     sleep 1
     # shellcheck disable=SC2086
     before="$(rss_kb ${PIDS[$name]})"
-    taskset -c "$CLIENT_CPUS" "$CLIENT" "127.0.0.1:${PORT[$name]}" "$CONNS" --hold 8 >"$T/client.$name.out" 2>"$T/client.$name.err" &
+    taskset -c "$CLIENT_CPUS" "$CLIENT" "127.0.0.1:${PORT[$name]}" "$CONNS" --hold 28 >"$T/client.$name.out" 2>"$T/client.$name.err" &
     cpid=$!; ALL_PIDS+=("$cpid")
     ready=""
     for _ in $(seq 1200); do
@@ -216,14 +218,23 @@ for name in "${targets[@]}"; do
     sleep 3
     # shellcheck disable=SC2086
     during="$(rss_kb ${PIDS[$name]})"
+    settled="$during" waited=3
+    while ((waited < 23)); do
+        sleep 1
+        waited=$((waited + 1))
+        # shellcheck disable=SC2086
+        now="$(rss_kb ${PIDS[$name]})"
+        ((now * 100 >= settled * 99)) && { settled="$now"; break; }
+        settled="$now"
+    done
     wait "$cpid" || true
     still="$(awk '/^STILL_OPEN/ { print $2 }' "$T/client.$name.out")"
     sleep 2
     # shellcheck disable=SC2086
     after="$(rss_kb ${PIDS[$name]})"
     read -r _ ok failed <<<"$ready"
-    per="$(awk -v a="$during" -v b="$before" -v n="$ok" 'BEGIN { printf "%.2f", (n > 0 ? (a - b) / n : 0) }')"
-    echo "| $name | $before | $during | $per | $ok / $failed | ${still:-?} | $after |"
+    per() { awk -v a="$1" -v b="$before" -v n="$ok" 'BEGIN { printf "%.2f", (n > 0 ? (a - b) / n : 0) }'; }
+    echo "| $name | $before | $during / $settled | $(per "$during") / $(per "$settled") (${waited} s) | $ok / $failed | ${still:-?} | $after |"
     [[ -s "$T/client.$name.err" ]] && sed "s/^/  $name client: /" "$T/client.$name.err" >&2
     stop_proxy "$name"
 done

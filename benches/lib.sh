@@ -53,10 +53,15 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 USED_PORTS=" "
+# Listening ports come from below the kernel's ephemeral range, so that the
+# thousands of client connections a bench opens cannot take one before its
+# proxy binds it.
+EPHEMERAL_LOW="$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
+((EPHEMERAL_LOW > 11000)) || EPHEMERAL_LOW=60000
 pick_port() { # sets REPLY to a free 127.0.0.1 port
     local p
     for _ in $(seq 200); do
-        p=$((20000 + RANDOM % 40000))
+        p=$((10000 + RANDOM % (EPHEMERAL_LOW - 10000)))
         [[ "$USED_PORTS" == *" $p "* ]] && continue
         if [[ -z "$(ss -Htan "( sport = :$p )" 2>/dev/null)" ]]; then
             USED_PORTS+="$p "; REPLY=$p; return 0
