@@ -3,6 +3,7 @@
 //! are checked in `values`.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -118,7 +119,7 @@ fn server(cx: &Cx<'_>, raw: Option<RawServer>) -> Result<ServerSettings, ConfigE
 fn listener_table(
     cx: &Cx<'_>,
     table: &RawListener,
-    key: &str,
+    key: &(impl Display + ?Sized),
 ) -> Result<ListenerConfig, ConfigError> {
     let addr = cx.addr(&table.addr, &format!("{key}.addr"))?;
     let redirect_https = table.redirect_https.as_ref().is_some_and(|r| *r.get_ref());
@@ -161,7 +162,11 @@ fn listener_table(
 }
 
 /// One `{ cert, key }` pair; paths are resolved against the config file's folder.
-fn cert_files(cx: &Cx<'_>, raw: &RawCert, key: &str) -> Result<CertFiles, ConfigError> {
+fn cert_files(
+    cx: &Cx<'_>,
+    raw: &RawCert,
+    key: &(impl Display + ?Sized),
+) -> Result<CertFiles, ConfigError> {
     let base = cx.file.parent().unwrap_or_else(|| Path::new(""));
     let file = |value: &Spanned<String>, field: &str| {
         let key = format!("{key}.{field}");
@@ -287,7 +292,11 @@ fn upstreams(
     Ok(out)
 }
 
-fn upstream(cx: &Cx<'_>, raw: &RawUpstream, key: &str) -> Result<UpstreamConfig, ConfigError> {
+fn upstream(
+    cx: &Cx<'_>,
+    raw: &RawUpstream,
+    key: &(impl Display + ?Sized),
+) -> Result<UpstreamConfig, ConfigError> {
     let servers_key = format!("{key}.servers");
     if raw.servers.get_ref().is_empty() {
         return Err(cx.err(
@@ -300,12 +309,11 @@ fn upstream(cx: &Cx<'_>, raw: &RawUpstream, key: &str) -> Result<UpstreamConfig,
     let mut servers: Vec<ServerConfig> = Vec::with_capacity(entries.len());
     let mut seen: HashSet<std::net::SocketAddr> = HashSet::with_capacity(entries.len());
     for (j, entry) in entries.iter().enumerate() {
-        let entry_key = format!("{servers_key}[{j}]");
-        let server = server_entry(cx, entry, &entry_key)?;
+        let server = server_entry(cx, entry, &format_args!("{servers_key}[{j}]"))?;
         if !seen.insert(server.addr) {
             return Err(cx.err(
                 entry.span(),
-                &entry_key,
+                &format_args!("{servers_key}[{j}]"),
                 format!("duplicate server {} in this upstream", server.addr),
             ));
         }
@@ -364,7 +372,7 @@ fn upstream(cx: &Cx<'_>, raw: &RawUpstream, key: &str) -> Result<UpstreamConfig,
 fn server_entry(
     cx: &Cx<'_>,
     entry: &Spanned<AddrOr<RawServerEntry>>,
-    key: &str,
+    key: &(impl Display + ?Sized),
 ) -> Result<ServerConfig, ConfigError> {
     let (addr, weight, backup) = match entry.get_ref() {
         AddrOr::Addr(text) => {
@@ -375,12 +383,12 @@ fn server_entry(
             (addr, 1, false)
         }
         AddrOr::Table(t) => {
-            let addr = cx.addr(&t.addr, &format!("{key}.addr"))?;
+            let addr = cx.addr(&t.addr, &format_args!("{key}.addr"))?;
             let weight = cx.int(
                 t.weight.as_ref(),
                 1,
                 (1, Some(256)),
-                &format!("{key}.weight"),
+                &format_args!("{key}.weight"),
             )?;
             (addr, weight, t.backup)
         }
@@ -402,7 +410,7 @@ fn server_entry(
 fn health_check(
     cx: &Cx<'_>,
     raw: &RawHealthCheck,
-    key: &str,
+    key: &(impl Display + ?Sized),
 ) -> Result<HealthCheckConfig, ConfigError> {
     let k = |field: &str| format!("{key}.{field}");
     Ok(HealthCheckConfig {
@@ -426,7 +434,11 @@ fn health_check(
 }
 
 /// A list of HTTP status codes, each 100..=599.
-fn statuses(cx: &Cx<'_>, raw: &[Spanned<i64>], key: &str) -> Result<Vec<u16>, ConfigError> {
+fn statuses(
+    cx: &Cx<'_>,
+    raw: &[Spanned<i64>],
+    key: &(impl Display + ?Sized),
+) -> Result<Vec<u16>, ConfigError> {
     raw.iter()
         .enumerate()
         .map(|(i, code)| cx.int(Some(code), 0u16, (100, Some(599)), &format!("{key}[{i}]")))
@@ -442,41 +454,27 @@ fn routes(
         return Err(cx.err(0..0, "route", "at least one [[route]] is required"));
     }
     let names: HashSet<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
-    let mut seen: HashMap<(Option<HostPattern>, String), usize> = HashMap::new();
     let mut out = Vec::with_capacity(raw.len());
     for (i, spanned) in raw.iter().enumerate() {
         let r = spanned.get_ref();
-        let key = format!("route[{i}]");
         let host = r
             .host
             .as_ref()
             .map(|h| {
-                host_pattern(h.get_ref()).map_err(|m| cx.err(h.span(), &format!("{key}.host"), m))
+                host_pattern(h.get_ref())
+                    .map_err(|m| cx.err(h.span(), &format_args!("route[{i}].host"), m))
             })
             .transpose()?;
         let path = match &r.path {
-            Some(p) => path(cx, p, &format!("{key}.path"))?,
+            Some(p) => path(cx, p, &format_args!("route[{i}].path"))?,
             None => "/".to_owned(),
         };
         let upstream = r.upstream.get_ref();
         if !names.contains(upstream.as_str()) {
             return Err(cx.err(
                 r.upstream.span(),
-                &format!("{key}.upstream"),
+                &format_args!("route[{i}].upstream"),
                 format!("no upstream named \"{upstream}\""),
-            ));
-        }
-        // Point at the value that makes the route a duplicate: its path, else its host.
-        let dup_span = r
-            .path
-            .as_ref()
-            .or(r.host.as_ref())
-            .map_or_else(|| spanned.span(), Spanned::span);
-        if let Some(first) = seen.insert((host.clone(), path.clone()), i) {
-            return Err(cx.err(
-                dup_span,
-                &key,
-                format!("duplicate route: same host and path as route[{first}]"),
             ));
         }
         out.push(RouteConfig {
@@ -485,9 +483,27 @@ fn routes(
             upstream: upstream.clone(),
             request_timeout: cx.optional_duration(
                 r.request_timeout.as_ref(),
-                &format!("{key}.request_timeout"),
+                &format_args!("route[{i}].request_timeout"),
             )?,
         });
+    }
+    // Duplicates, once every route is valid: keyed by reference, not by copies.
+    let mut seen: HashMap<(Option<&HostPattern>, &str), usize> = HashMap::with_capacity(out.len());
+    for (i, (route, spanned)) in out.iter().zip(&raw).enumerate() {
+        if let Some(first) = seen.insert((route.host.as_ref(), route.path.as_str()), i) {
+            // Point at the value that makes the route a duplicate: its path, else its host.
+            let r = spanned.get_ref();
+            let span = r
+                .path
+                .as_ref()
+                .or(r.host.as_ref())
+                .map_or_else(|| spanned.span(), Spanned::span);
+            return Err(cx.err(
+                span,
+                &format_args!("route[{i}]"),
+                format!("duplicate route: same host and path as route[{first}]"),
+            ));
+        }
     }
     Ok(out)
 }

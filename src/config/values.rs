@@ -1,6 +1,7 @@
 //! Checks of single values: addresses, durations, integer ranges, networks,
 //! path prefixes and host patterns, each error pointing at the value.
 
+use std::fmt::Display;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::Path;
@@ -41,13 +42,24 @@ pub(super) struct Cx<'a> {
 }
 
 impl Cx<'_> {
-    /// An error at `span` of the document, for `key`.
-    pub fn err(&self, span: Range<usize>, key: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError::at(self.file, self.source, span, key, message)
+    /// An error at `span` of the document, for `key` (`route[3].path`). Checks
+    /// take keys as `Display` so that a valid file, the common case, formats
+    /// none: callers pass `&format_args!(…)` where a key is built.
+    pub fn err(
+        &self,
+        span: Range<usize>,
+        key: &(impl Display + ?Sized),
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError::at(self.file, self.source, span, key.to_string(), message)
     }
 
     /// An `ip:port` address.
-    pub fn addr(&self, value: &Spanned<String>, key: &str) -> Result<SocketAddr, ConfigError> {
+    pub fn addr(
+        &self,
+        value: &Spanned<String>,
+        key: &(impl Display + ?Sized),
+    ) -> Result<SocketAddr, ConfigError> {
         value
             .get_ref()
             .trim()
@@ -61,7 +73,7 @@ impl Cx<'_> {
         &self,
         value: Option<&Spanned<String>>,
         default: Duration,
-        key: &str,
+        key: &(impl Display + ?Sized),
     ) -> Result<Duration, ConfigError> {
         let Some(value) = value else {
             return Ok(default);
@@ -86,7 +98,7 @@ impl Cx<'_> {
     pub fn optional_duration(
         &self,
         value: Option<&Spanned<String>>,
-        key: &str,
+        key: &(impl Display + ?Sized),
     ) -> Result<Option<Duration>, ConfigError> {
         value
             .map(|v| self.duration(Some(v), Duration::ZERO, key))
@@ -98,7 +110,7 @@ impl Cx<'_> {
     pub fn size(
         &self,
         value: Option<&Spanned<super::raw::RawSize>>,
-        key: &str,
+        key: &(impl Display + ?Sized),
     ) -> Result<Option<u64>, ConfigError> {
         let Some(value) = value else {
             return Ok(None);
@@ -123,7 +135,7 @@ impl Cx<'_> {
         value: Option<&Spanned<i64>>,
         default: T,
         (min, max): (i64, Option<i64>),
-        key: &str,
+        key: &(impl Display + ?Sized),
     ) -> Result<T, ConfigError> {
         let Some(value) = value else {
             return Ok(default);
@@ -146,7 +158,11 @@ pub(super) fn invalid_addr(text: &str) -> String {
 }
 
 /// A network in CIDR notation, or a bare address meaning just that host.
-pub(super) fn cidr(cx: &Cx<'_>, value: &Spanned<String>, key: &str) -> Result<IpNet, ConfigError> {
+pub(super) fn cidr(
+    cx: &Cx<'_>,
+    value: &Spanned<String>,
+    key: &(impl Display + ?Sized),
+) -> Result<IpNet, ConfigError> {
     let text = value.get_ref().trim();
     if let Ok(net) = text.parse::<IpNet>() {
         return Ok(net.trunc());
@@ -161,7 +177,11 @@ pub(super) fn cidr(cx: &Cx<'_>, value: &Spanned<String>, key: &str) -> Result<Ip
 }
 
 /// A request path prefix: starts with `/`, no query, fragment, spaces or control characters.
-pub(super) fn path(cx: &Cx<'_>, value: &Spanned<String>, key: &str) -> Result<String, ConfigError> {
+pub(super) fn path(
+    cx: &Cx<'_>,
+    value: &Spanned<String>,
+    key: &(impl Display + ?Sized),
+) -> Result<String, ConfigError> {
     let p = value.get_ref();
     if !p.starts_with('/') {
         return Err(cx.err(
