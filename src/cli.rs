@@ -3,8 +3,10 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
+use tokio::sync::mpsc;
+
 use crate::config::Config;
-use crate::daemon::{self, Daemon};
+use crate::daemon::{Control, Daemon};
 use crate::runtime::Workers;
 use crate::{demo, logging, signals};
 
@@ -26,9 +28,21 @@ pub fn workers(threads: usize) -> std::io::Result<Workers> {
 /// `weir run`: serves `config` (read from `path`) on `workers` until SIGTERM/SIGINT.
 pub async fn run(path: PathBuf, config: Config, workers: Workers) -> Result<(), String> {
     logging::init(&config.log);
-    daemon::run_with_signals(&path, config, workers)
+    let controls = signal_controls()?;
+    let daemon = Daemon::start_on(path, config, workers)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    daemon.run(controls).await;
+    Ok(())
+}
+
+/// Signals as [`Control`]s. Installed before the daemon starts: a SIGHUP
+/// arriving while listeners are being bound is queued for the run loop
+/// instead of killing the process.
+fn signal_controls() -> Result<mpsc::Receiver<Control>, String> {
+    let (tx, rx) = mpsc::channel(8);
+    signals::forward(tx).map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    Ok(rx)
 }
 
 /// `weir demo`: the demo apps plus the proxy in front of them, served on `workers`.
@@ -40,14 +54,13 @@ pub async fn demo(config: Config, workers: Workers) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot start the demo app on {addr}: {e}"))?;
     }
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
-    signals::forward(tx).map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let controls = signal_controls()?;
     let daemon = Daemon::start_on(PathBuf::from("config/weir.toml"), config, workers)
         .await
         .map_err(|e| e.to_string())?;
     for addr in daemon.local_addrs() {
         print!("{}", demo::banner(addr));
     }
-    daemon.run(rx).await;
+    daemon.run(controls).await;
     Ok(())
 }

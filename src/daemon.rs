@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -12,11 +12,12 @@ use tracing::{error, info, warn};
 
 use crate::config::{self, Config, ConfigError, ListenerConfig};
 use crate::health::HealthChecks;
-use crate::listener::{self, Mode};
 use crate::runtime::Workers;
+use crate::server::mode::{self, Mode};
 use crate::server::{self, RunningListener, ServeContext};
 use crate::shutdown::Shutdown;
 use crate::snapshot::Snapshot;
+use crate::stats::ReloadCount;
 
 /// What the outside world asks of a running daemon; signals become these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,17 +58,6 @@ pub enum ReloadError {
     /// The thread building the new snapshot panicked or was cancelled.
     #[error("building the new configuration failed: {0}")]
     Aborted(String),
-}
-
-/// How many reloads have been applied and refused since start.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ReloadCount {
-    /// Reloads that swapped in a new snapshot.
-    pub ok: u64,
-    /// Reloads that changed nothing because the file was invalid.
-    pub failed: u64,
-    /// Unix time of the last successful reload (or of the start).
-    pub last_success_unix: u64,
 }
 
 /// A running weir: its listeners and the snapshot they serve.
@@ -275,7 +265,7 @@ impl Daemon {
             if let Some(running) = self.listeners.get(&addr) {
                 // Certificates are re-read on every reload (the files may
                 // have changed under the same names); a bad one keeps the old.
-                listener::reload(&running.mode, &config);
+                mode::reload(&running.mode, &config);
                 continue;
             }
             let mode = match Mode::load(&config) {
@@ -358,22 +348,4 @@ fn notify(states: &[NotifyState<'_>]) {
     if let Err(error) = sd_notify::notify(states) {
         warn!(%error, "cannot notify systemd");
     }
-}
-
-/// Starts a daemon serving on `workers`, turns signals into controls and runs until shutdown.
-pub async fn run_with_signals(
-    path: &Path,
-    config: Config,
-    workers: Workers,
-) -> Result<(), StartError> {
-    // Handlers first: a SIGHUP arriving while listeners are being bound is
-    // queued for the run loop instead of killing the process.
-    let (tx, rx) = mpsc::channel(8);
-    crate::signals::forward(tx).map_err(|source| StartError::Io {
-        what: "cannot install signal handlers".into(),
-        source,
-    })?;
-    let daemon = Daemon::start_on(path.to_path_buf(), config, workers).await?;
-    daemon.run(rx).await;
-    Ok(())
 }

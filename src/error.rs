@@ -1,11 +1,10 @@
 //! Why weir answered a request itself, and with which status.
 
+use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::StatusCode;
-
-use crate::upstream::ConnectError;
 
 /// A request weir could not forward, mapped to a status in one place.
 #[derive(Debug, thiserror::Error)]
@@ -63,4 +62,31 @@ impl ProxyError {
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
         }
     }
+
+    /// The server a failed request is counted against, if any was tried.
+    pub fn failed_server(&self) -> Option<SocketAddr> {
+        match self {
+            ProxyError::Connect { server, .. }
+            | ProxyError::Upstream { server, .. }
+            | ProxyError::Timeout { server, .. } => Some(*server),
+            ProxyError::NoRoute
+            | ProxyError::NoServer { .. }
+            | ProxyError::BodyTooLarge
+            | ProxyError::ClientBody(_) => None,
+        }
+    }
+}
+
+/// Why a connection to a server could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// TCP connect did not finish within `connect_timeout`.
+    #[error("connect timed out after {0:?}")]
+    Timeout(Duration),
+    /// TCP connect failed (refused, unreachable, …).
+    #[error("connect failed: {0}")]
+    Io(#[from] io::Error),
+    /// The HTTP/1.1 handshake failed.
+    #[error("handshake failed: {0}")]
+    Handshake(#[from] hyper::Error),
 }

@@ -18,8 +18,9 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::access::AccessRecord;
-use crate::body::{BodyTooLarge, Exchange, RequestBody};
+use crate::body::{BodyTooLarge, RequestBody};
 use crate::error::ProxyError;
+use crate::exchange::Exchange;
 use crate::upstream::{InFlightGuard, Upstream};
 
 /// Pooled connections found closed before a request went out, retried without

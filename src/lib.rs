@@ -55,7 +55,6 @@ macro_rules! write_through {
 }
 
 pub mod access;
-pub mod activity;
 pub mod admin;
 pub mod balance;
 pub mod body;
@@ -64,12 +63,11 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod error;
+pub mod exchange;
 pub mod forward;
 pub mod headers;
 pub mod health;
-pub mod listener;
 pub mod logging;
-pub mod parking;
 pub mod proxy;
 pub mod routing;
 pub mod runtime;
@@ -78,6 +76,5 @@ pub mod shutdown;
 pub mod signals;
 pub mod snapshot;
 pub mod stats;
-pub mod tls;
 pub mod upgrade;
 pub mod upstream;

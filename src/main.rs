@@ -47,7 +47,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => {
-            match weir::config::load(&config).and_then(|cfg| weir::tls::check(&cfg).map(|()| cfg)) {
+            match weir::config::load(&config)
+                .and_then(|cfg| weir::server::tls::check(&cfg).map(|()| cfg))
+            {
                 Ok(cfg) => {
                     // A closed pipe (`weir check | head`) is not an error worth a panic.
                     let out = format!("{}: ok\n{}", config.display(), cfg.summary());

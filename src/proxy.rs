@@ -10,13 +10,13 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use crate::access::AccessRecord;
-use crate::body::{Exchange, RequestBody, ResponseBody};
+use crate::body::RequestBody;
 use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
+use crate::exchange::{Exchange, Recording, ResponseBody};
 use crate::forward::{forward, Deadlines};
 use crate::headers::{prepare_upstream_request, strip_hop_by_hop, Peer};
 use crate::snapshot::Snapshot;
-use crate::stats::{failed_server, Recording};
 use crate::upgrade::{self, TunnelContext, TunnelLimits, UpgradeRequest};
 use crate::upstream::{te_trailers, Upstream};
 
@@ -60,7 +60,7 @@ pub async fn handle(
             client_response(resp, exchange, metrics, upgrade, &conn, &snapshot)
         }
         Err(err) => {
-            let failed = failed_server(&err).and_then(|addr| upstream.server(addr));
+            let failed = err.failed_server().and_then(|addr| upstream.server(addr));
             metrics.server = failed.map(|s| s.state.clone());
             error_response_for(err, &conn, &head, record, metrics)
         }

@@ -1,24 +1,16 @@
-//! Request statistics kept as plain atomics where requests end.
+//! Counters: plain atomics, updated where requests end and read by the admin
+//! endpoints. This module is a leaf: it knows nothing of servers or requests.
 //!
 //! Recording a request is a handful of relaxed atomic adds on counters that
 //! live in per-server and per-upstream state — no lock, no map lookup, no
-//! allocation. Those states are carried over across reloads like
-//! [`ServerState`], so counters keep counting; the admin endpoints read them
+//! allocation. Those states are carried over across reloads like the servers'
+//! runtime state, so counters keep counting; the admin endpoints read them
 //! at scrape time from the live snapshot, which is why removed servers vanish
 //! from `/metrics` on their own.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-use tokio::time::Instant;
-
-use http_body::Body as _;
-use hyper::body::Incoming;
-
-use crate::error::ProxyError;
-use crate::upstream::ServerState;
 
 /// Upper bounds of the latency buckets in seconds; a last `+Inf` bucket follows.
 pub const BUCKETS: [f64; 13] = [
@@ -259,78 +251,15 @@ impl Drop for GaugeGuard {
     }
 }
 
-/// What is recorded when a request ends; carried in the response body's exchange.
-#[derive(Debug)]
-pub struct Recording {
-    /// The upstream's (or the unrouted) counters.
-    upstream: Arc<UpstreamStats>,
-    /// The server that failed (or that a tunnel went to); the one that
-    /// answered is otherwise given to [`Recording::finish`].
-    pub server: Option<Arc<ServerState>>,
-    /// When the request arrived.
-    started: Instant,
-    /// The status sent to the client.
-    pub status: u16,
-    /// Request body bytes read so far, shared with the metered request body.
-    pub bytes_in: Option<Arc<AtomicU64>>,
-}
-
-impl Recording {
-    /// Starts recording a request that arrived at `started`.
-    pub fn new(upstream: Arc<UpstreamStats>, started: Instant) -> Self {
-        Self {
-            upstream,
-            server: None,
-            started,
-            status: 0,
-            bytes_in: None,
-        }
-    }
-
-    /// A counter for the client's body bytes; none for bodiless requests.
-    pub fn meter(&mut self, body: &Incoming) -> Option<Arc<AtomicU64>> {
-        if body.is_end_stream() {
-            return None;
-        }
-        let bytes = Arc::new(AtomicU64::new(0));
-        self.bytes_in = Some(bytes.clone());
-        Some(bytes)
-    }
-
-    /// Counts the request, which `ended` then: its status, latency and bytes,
-    /// on its upstream and on `answered_by` (or the server recorded in it).
-    pub fn finish(self, bytes_out: u64, answered_by: Option<&ServerState>, ended: Instant) {
-        let elapsed = ended.saturating_duration_since(self.started);
-        self.upstream.latency.observe(elapsed);
-        if self.status >= 500 {
-            self.upstream.errors.fetch_add(1, Ordering::Relaxed);
-        }
-        let Some(server) = self.server.as_deref().or(answered_by) else {
-            self.upstream.unassigned.add(self.status);
-            return;
-        };
-        let stats = &server.stats;
-        stats.codes.add(self.status);
-        stats.latency.observe(elapsed);
-        stats.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
-        if let Some(bytes_in) = self.bytes_in {
-            let n = bytes_in.load(Ordering::Relaxed);
-            stats.bytes_in.fetch_add(n, Ordering::Relaxed);
-        }
-    }
-}
-
-/// The server a failed request is counted against, if any was tried.
-pub fn failed_server(err: &ProxyError) -> Option<SocketAddr> {
-    match err {
-        ProxyError::Connect { server, .. }
-        | ProxyError::Upstream { server, .. }
-        | ProxyError::Timeout { server, .. } => Some(*server),
-        ProxyError::NoRoute
-        | ProxyError::NoServer { .. }
-        | ProxyError::BodyTooLarge
-        | ProxyError::ClientBody(_) => None,
-    }
+/// How many reloads have been applied and refused since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReloadCount {
+    /// Reloads that swapped in a new snapshot.
+    pub ok: u64,
+    /// Reloads that changed nothing because the file was invalid.
+    pub failed: u64,
+    /// Unix time of the last successful reload (or of the start).
+    pub last_success_unix: u64,
 }
 
 #[cfg(test)]

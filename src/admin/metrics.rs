@@ -39,7 +39,7 @@ pub(super) fn render(state: &State) -> Response<Body> {
 #[derive(Debug)]
 struct Scrape {
     snapshot: std::sync::Arc<Snapshot>,
-    reloads: crate::daemon::ReloadCount,
+    reloads: crate::stats::ReloadCount,
 }
 
 /// Labels of a per-server series.

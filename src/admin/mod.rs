@@ -30,8 +30,8 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::config::AdminSettings;
-use crate::daemon::ReloadCount;
 use crate::snapshot::Snapshot;
+use crate::stats::ReloadCount;
 
 pub use history::History;
 

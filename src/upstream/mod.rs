@@ -6,7 +6,7 @@ mod state;
 
 use std::sync::Arc;
 
-pub use pool::{ConnectError, Pool, PooledConn};
+pub use pool::{Pool, PooledConn};
 pub(crate) use sender::{for_h2, handshake_h2};
 pub use sender::{te_trailers, Sender};
 pub use state::{InFlightGuard, ServerState};

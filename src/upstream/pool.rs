@@ -19,24 +19,11 @@ use tokio::time::Instant;
 use super::sender::{handshake_h2, Sender};
 use crate::body::RequestBody;
 use crate::config::UpstreamProtocol;
+use crate::error::ConnectError;
 use crate::runtime;
 
 /// How long an idle pooled connection is trusted to still be open.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Why a connection to a server could not be had.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    /// TCP connect did not finish within `connect_timeout`.
-    #[error("connect timed out after {0:?}")]
-    Timeout(Duration),
-    /// TCP connect failed (refused, unreachable, …).
-    #[error("connect failed: {0}")]
-    Io(#[from] io::Error),
-    /// The HTTP/1.1 handshake failed.
-    #[error("handshake failed: {0}")]
-    Handshake(#[from] hyper::Error),
-}
 
 /// Idle senders with the time they went idle, for one worker.
 type IdleList = Vec<(SendRequest<RequestBody>, Instant)>;

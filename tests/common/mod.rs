@@ -22,7 +22,8 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
-use weir::daemon::{Control, Daemon, ReloadCount};
+use weir::daemon::{Control, Daemon};
+use weir::stats::ReloadCount;
 
 /// A body type backends can answer with.
 pub type TestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;

@@ -8,7 +8,7 @@
 //! progress.
 //!
 //! The same timer asks for an idle HTTP/1.1 connection to be parked once it
-//! has been quiet for [`PARK_AFTER`] (see [`crate::parking`]): hyper's buffers
+//! has been quiet for [`PARK_AFTER`] (see [`super::parking`]): hyper's buffers
 //! are released until the client sends again.
 
 use std::future::Future as _;

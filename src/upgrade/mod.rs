@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, info};
 
-use crate::body::Exchange;
+use crate::exchange::Exchange;
 use crate::shutdown::Shutdown;
 use crate::upstream::InFlightGuard;
 

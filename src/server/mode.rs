@@ -12,8 +12,8 @@ use http::{Request, Response, StatusCode};
 use tokio_rustls::rustls::ServerConfig;
 use tracing::{error, info};
 
-use crate::body::{Exchange, ResponseBody};
 use crate::config::{ConfigError, ListenerConfig};
+use crate::exchange::{Exchange, ResponseBody};
 use crate::proxy::plain_response;
 
 /// How a listener serves a connection it accepted.
@@ -34,7 +34,7 @@ impl Mode {
     /// The mode `config` asks for; loads its certificates when it is a TLS listener.
     pub fn load(config: &ListenerConfig) -> Result<Self, ConfigError> {
         Ok(match &config.tls {
-            Some(tls) => Mode::Tls(crate::tls::server_config(tls)?),
+            Some(tls) => Mode::Tls(super::tls::server_config(tls)?),
             None if config.redirect_https => Mode::RedirectHttps,
             None => Mode::Plain,
         })

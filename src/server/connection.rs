@@ -1,5 +1,6 @@
-//! Client-facing listeners: accept, limit, terminate TLS, serve HTTP/1.1 and
-//! HTTP/2, shut down gracefully.
+//! One client connection: the TLS handshake, protocol detection (HTTP/1.1,
+//! h2c by its preface, h2 by ALPN), serving requests until the connection
+//! closes, parking it while idle, and graceful shutdown.
 
 use std::convert::Infallible;
 use std::future::{self, Future};
@@ -7,249 +8,32 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use bytes::Bytes;
 use futures_util::future::Either;
 use http::{Request, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
-use crate::activity::{Activity, Busy, TimedIo};
-use crate::body::ResponseBody;
-use crate::config::ServerSettings;
-use crate::listener::{self, Mode, SharedMode};
-use crate::parking::ClientIo;
+use super::deadlines::{Activity, Busy, TimedIo};
+use super::mode::{self, Mode};
+use super::parking::ClientIo;
+use super::ServeContext;
+use crate::body::BoxError;
+use crate::exchange::ResponseBody;
 use crate::proxy::{self, ConnInfo};
-use crate::runtime::Workers;
-use crate::shutdown::Shutdown;
-use crate::snapshot::Snapshot;
 use crate::upgrade::TunnelContext;
 
-/// Concurrent HTTP/2 streams per client connection (SETTINGS_MAX_CONCURRENT_STREAMS).
-pub const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
-/// Largest HTTP/2 header list accepted, in bytes (SETTINGS_MAX_HEADER_LIST_SIZE);
-/// as large as the HTTP/1.1 read buffer, so both protocols admit the same heads.
-pub const H2_MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
-
-/// What every client connection shares.
-#[derive(Debug)]
-pub struct ServeContext {
-    /// The current routing snapshot; each request loads it once.
-    pub snapshot: Arc<ArcSwap<Snapshot>>,
-    /// One permit per open client connection (`max_connections`).
-    pub connections: Arc<Semaphore>,
-    /// Raised when the daemon shuts down gracefully.
-    pub shutdown: Shutdown,
-    /// HTTP/1.1 connection settings, fixed at start.
-    pub http1: http1::Builder,
-    /// HTTP/2 connection settings, fixed at start.
-    pub http2: http2::Builder<TokioExecutor>,
-    /// `idle_timeout`, fixed at start.
-    pub idle_timeout: Duration,
-    /// `header_read_timeout`, fixed at start: also bounds the TLS handshake.
-    pub header_read_timeout: Duration,
-    /// The runtimes that accept and serve connections, fixed at start.
-    pub workers: Workers,
-}
-
-impl ServeContext {
-    /// A context for `settings`, serving `snapshot`.
-    pub fn new(
-        settings: &ServerSettings,
-        snapshot: Arc<ArcSwap<Snapshot>>,
-        shutdown: Shutdown,
-        workers: Workers,
-    ) -> Self {
-        let mut http1 = http1::Builder::new();
-        // Header and idle deadlines are kept by `TimedIo`, which knows whether
-        // a request is in progress; hyper's timer would also cut idle connections.
-        // half_close: a FIN from the client while its request is at the server
-        // is not an abort (RFC 9112 §9.6); the answer is still sent. hyper
-        // otherwise reads the socket after every request head to look for
-        // that FIN, and since the head's bytes are still in use it allocates
-        // a fresh 8 KiB read buffer for it: ~900 instructions per request.
-        http1
-            .keep_alive(true)
-            .half_close(true)
-            .header_read_timeout(None)
-            .max_buf_size(settings.max_header_size);
-        // h2's defaults against rapid reset (CVE-2023-44487: 20 pending
-        // accept resets) and local error resets (1024) stay on, set here
-        // explicitly so an upgrade of hyper cannot silently loosen them.
-        let mut http2 = http2::Builder::new(TokioExecutor::new());
-        http2
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
-            .max_header_list_size(H2_MAX_HEADER_LIST_SIZE)
-            .max_pending_accept_reset_streams(20)
-            .max_local_error_reset_streams(1024)
-            .keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(20));
-        Self {
-            snapshot,
-            connections: Arc::new(Semaphore::new(settings.max_connections)),
-            shutdown,
-            http1,
-            http2,
-            idle_timeout: settings.idle_timeout,
-            header_read_timeout: settings.header_read_timeout,
-            workers,
-        }
-    }
-}
-
-/// A running listener; dropping `stop` (or sending on it) stops accepting.
-#[derive(Debug)]
-pub struct RunningListener {
-    /// The bound address (the real port when the config said 0).
-    pub local: SocketAddr,
-    /// Plain, TLS (with its certificates) or redirect; swapped on reload.
-    pub mode: SharedMode,
-    /// Tells the accept loop to stop; open connections carry on.
-    stop: watch::Sender<bool>,
-    /// The accept loops, one per worker.
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl RunningListener {
-    /// Stops accepting; connections already open finish on their own.
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        for task in self.tasks {
-            let _ = task.await;
-        }
-    }
-}
-
-/// Binds `addr` and starts accepting on it, serving each connection as `mode` says.
-///
-/// With worker runtimes, each worker gets its own `SO_REUSEPORT` socket on the
-/// same address, so the kernel spreads new connections over the workers.
-pub async fn listen(
-    addr: SocketAddr,
-    mode: Mode,
-    ctx: Arc<ServeContext>,
-) -> std::io::Result<RunningListener> {
-    let (stop, stop_rx) = watch::channel(false);
-    let mode = Arc::new(ArcSwap::from_pointee(mode));
-    let workers = ctx.workers.handles().to_vec();
-    if workers.is_empty() {
-        let listener = TcpListener::from_std(listening_socket(addr, false)?)?;
-        let local = listener.local_addr()?;
-        let task = tokio::spawn(accept_loop(listener, ctx, stop_rx, mode.clone()));
-        info!(listen = %local, "listening");
-        return Ok(RunningListener {
-            local,
-            mode,
-            stop,
-            tasks: vec![task],
-        });
-    }
-    // All sockets are bound before any accepts, so a failure leaves nothing behind;
-    // port 0 is resolved by the first bind and reused by the others.
-    let mut sockets = Vec::with_capacity(workers.len());
-    let mut local = addr;
-    for _ in &workers {
-        let socket = listening_socket(local, true)?;
-        local = socket.local_addr()?;
-        sockets.push(socket);
-    }
-    let tasks = workers
-        .iter()
-        .zip(sockets)
-        .map(|(worker, socket)| {
-            let (ctx, stop_rx, mode) = (ctx.clone(), stop_rx.clone(), mode.clone());
-            // Registered with the worker's own reactor, so it must be converted there.
-            worker.spawn(async move {
-                match TcpListener::from_std(socket) {
-                    Ok(listener) => accept_loop(listener, ctx, stop_rx, mode).await,
-                    Err(error) => warn!(%error, "cannot register a listening socket"),
-                }
-            })
-        })
-        .collect();
-    info!(listen = %local, workers = workers.len(), "listening");
-    Ok(RunningListener {
-        local,
-        mode,
-        stop,
-        tasks,
-    })
-}
-
-/// Connections the kernel may hold completed but not yet accepted, per
-/// listening socket (capped by `net.core.somaxconn`, 4096 by default). tokio's
-/// and std's `bind` use 128, which a thousand clients connecting at once
-/// overflow: the kernel then drops their SYNs, and each retries after a second.
-pub const LISTEN_BACKLOG: i32 = 4096;
-
-/// A non-blocking listening socket on `addr` with [`LISTEN_BACKLOG`]; with
-/// `reuse_port`, other sockets may share the address (`SO_REUSEPORT`).
-pub fn listening_socket(
-    addr: SocketAddr,
-    reuse_port: bool,
-) -> std::io::Result<std::net::TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    socket.set_reuse_address(true)?;
-    if reuse_port {
-        socket.set_reuse_port(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
-    Ok(socket.into())
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    ctx: Arc<ServeContext>,
-    mut stop: watch::Receiver<bool>,
-    mode: SharedMode,
-) {
-    loop {
-        // Take a connection slot before accepting: over `max_connections`,
-        // new clients wait in the kernel's backlog instead of costing memory.
-        let permit = tokio::select! {
-            permit = ctx.connections.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-            _ = raised(&mut stop) => return,
-            _ = ctx.shutdown.raised() => return,
-        };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = raised(&mut stop) => return,
-            _ = ctx.shutdown.raised() => return,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                tokio::spawn(serve(stream, peer, ctx.clone(), permit, mode.load_full()));
-            }
-            Err(error) => {
-                // Usually EMFILE/ENFILE: back off briefly rather than spin.
-                warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-async fn serve(
+/// Serves one accepted connection until it closes.
+pub(super) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     ctx: Arc<ServeContext>,
@@ -364,7 +148,7 @@ where
             activity.mark_multiplexed();
         }
         let inner = if redirect {
-            Either::Left(future::ready(listener::redirect(&req)))
+            Either::Left(future::ready(mode::redirect(&req)))
         } else {
             Either::Right(proxy::handle(snapshot.load_full(), info.clone(), req))
         };
@@ -404,7 +188,7 @@ where
 trait Handler:
     hyper::service::Service<
         Request<Incoming>,
-        Response = Response<ResponseBody>,
+        Response = Response<Held>,
         Error = Infallible,
         Future: Send + 'static,
     > + Send
@@ -416,7 +200,7 @@ trait Handler:
 impl<S> Handler for S where
     S: hyper::service::Service<
             Request<Incoming>,
-            Response = Response<ResponseBody>,
+            Response = Response<Held>,
             Error = Infallible,
             Future: Send + 'static,
         > + Send
@@ -444,7 +228,7 @@ where
 }
 
 /// Serves HTTP/1.1 requests until the connection closes, parking it whenever
-/// it has been idle for [`crate::activity::PARK_AFTER`] (see [`crate::parking`]).
+/// it has been idle for [`super::deadlines::PARK_AFTER`] (see [`super::parking`]).
 async fn serve_h1<I, S>(
     mut io: ClientIo<I>,
     mut service: S,
@@ -528,23 +312,47 @@ pin_project! {
 }
 
 impl<F: Future<Output = Response<ResponseBody>>> Future for Responding<F> {
-    type Output = Result<Response<ResponseBody>, Infallible>;
+    type Output = Result<Response<Held>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut resp = ready!(this.inner.poll(cx));
-        if let Some(busy) = this.busy.take() {
+        let resp = ready!(this.inner.poll(cx));
+        let busy = this.busy.take();
+        if let Some(busy) = &busy {
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 // The tunnel keeps its own idle timeout from here on.
                 busy.mark_upgraded();
             }
-            resp.body_mut().hold(busy);
         }
-        Poll::Ready(Ok(resp))
+        Poll::Ready(Ok(resp.map(|body| Held { body, _busy: busy })))
     }
 }
 
-/// Resolves once `flag` is true (or its sender is gone).
-pub async fn raised(flag: &mut watch::Receiver<bool>) {
-    let _ = flag.wait_for(|set| *set).await;
+/// A response body that keeps its client connection counted as busy (no
+/// idle or header deadline) until the body is done or dropped.
+#[derive(Debug)]
+pub(super) struct Held {
+    body: ResponseBody,
+    /// Dropped after `body`, whose end-of-exchange work runs first.
+    _busy: Option<Busy>,
+}
+
+impl Body for Held {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }

@@ -2,7 +2,7 @@
 //!
 //! hyper keeps a read buffer (8–16 KiB) and a write buffer (8 KiB) for the
 //! whole life of an HTTP/1.1 connection, idle or not. A keep-alive connection
-//! that has been quiet for [`crate::activity::PARK_AFTER`] is therefore
+//! that has been quiet for [`super::deadlines::PARK_AFTER`] is therefore
 //! *parked*: weir stops hyper's connection without closing the socket
 //! (`graceful_shutdown` on an idle connection, with the socket's shutdown
 //! ignored), keeps any bytes hyper had read, and waits for the client with no
@@ -18,7 +18,7 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
-use crate::activity::Activity;
+use super::deadlines::Activity;
 
 /// What an HTTP/2 client sends first (RFC 9113 §3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

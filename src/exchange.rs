@@ -1,0 +1,232 @@
+//! The response side of an exchange: the body weir sends to the client, and
+//! what must happen when it ends or is dropped — the in-flight guard released,
+//! the upstream connection given back, the access log line written and the
+//! request's metrics recorded.
+//!
+//! Bodies are never buffered whole: frames pass through as they arrive.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+use crate::access::AccessRecord;
+use crate::body::BoxError;
+use crate::stats::UpstreamStats;
+use crate::upstream::{InFlightGuard, PooledConn, ServerState};
+
+/// The body weir sends to the client.
+#[derive(Debug)]
+pub struct ResponseBody {
+    /// Where the bytes come from.
+    source: Source,
+    /// What to do when the body ends or is dropped; `None` once done. Boxed:
+    /// hyper moves the response several times per request.
+    exchange: Option<Box<Exchange>>,
+    /// `request_timeout` for the rest of the body, when set.
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+#[derive(Debug)]
+enum Source {
+    /// A short body weir wrote itself (error pages); taken when sent.
+    Full(Option<Bytes>),
+    /// The upstream's response body.
+    Upstream(Incoming),
+}
+
+/// The end-of-exchange bookkeeping a response body carries.
+#[derive(Debug, Default)]
+pub struct Exchange {
+    /// Keeps the server's in-flight count up until the body is done.
+    pub guard: Option<InFlightGuard>,
+    /// The upstream connection, reusable once the body was read whole.
+    pub conn: Option<PooledConn>,
+    /// The access log line to write at the end, when access logging is on.
+    pub record: Option<Box<AccessRecord>>,
+    /// Body bytes sent to the client so far.
+    pub bytes: u64,
+    /// When the whole exchange must be over (`request_timeout`).
+    pub deadline: Option<Instant>,
+    /// The request's metrics, recorded at the end.
+    pub metrics: Option<Recording>,
+}
+
+impl Exchange {
+    fn finish(mut self, complete: bool) {
+        if complete {
+            if let Some(conn) = self.conn.take() {
+                conn.release();
+            }
+        }
+        // One clock read for both.
+        let ended = Instant::now();
+        if let Some(record) = self.record.take() {
+            record.write(self.bytes, complete, ended);
+        }
+        if let Some(metrics) = self.metrics.take() {
+            let server = self.guard.as_ref().map(|g| &**g.server());
+            metrics.finish(self.bytes, server, ended);
+        }
+    }
+}
+
+impl ResponseBody {
+    /// A body weir wrote itself.
+    pub fn full(bytes: impl Into<Bytes>, exchange: Exchange) -> Self {
+        Self {
+            source: Source::Full(Some(bytes.into())),
+            exchange: Some(Box::new(exchange)),
+            deadline: None,
+        }
+    }
+
+    /// The upstream's body, streamed (and cut off at the exchange's deadline).
+    pub fn upstream(body: Incoming, exchange: Exchange) -> Self {
+        Self {
+            source: Source::Upstream(body),
+            deadline: exchange
+                .deadline
+                .map(|at| Box::pin(tokio::time::sleep_until(at))),
+            exchange: Some(Box::new(exchange)),
+        }
+    }
+
+    fn finish(&mut self, complete: bool) {
+        if let Some(exchange) = self.exchange.take() {
+            exchange.finish(complete);
+        }
+    }
+}
+
+/// The response body outlived `request_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("request_timeout reached while streaming the response")]
+pub struct ResponseTimedOut;
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Some(deadline) = this.deadline.as_mut() {
+            if deadline.as_mut().poll(cx).is_ready() {
+                this.finish(false);
+                return Poll::Ready(Some(Err(ResponseTimedOut.into())));
+            }
+        }
+        let frame = match &mut this.source {
+            Source::Full(bytes) => bytes.take().map(|b| Ok(Frame::data(b))),
+            Source::Upstream(body) => ready!(Pin::new(body).poll_frame(cx)),
+        };
+        match &frame {
+            Some(Ok(frame)) => {
+                if let (Some(data), Some(exchange)) = (frame.data_ref(), this.exchange.as_mut()) {
+                    exchange.bytes += data.len() as u64;
+                }
+                // hyper stops polling once the body says it ended, so finish here.
+                if this.is_end_stream() {
+                    this.finish(true);
+                }
+            }
+            Some(Err(_)) => this.finish(false),
+            None => this.finish(true),
+        }
+        Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.source {
+            Source::Full(bytes) => bytes.is_none(),
+            Source::Upstream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.source {
+            Source::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
+            Source::Full(None) => SizeHint::with_exact(0),
+            Source::Upstream(body) => body.size_hint(),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // A body dropped before its end: the client went away or the
+        // connection failed; the upstream connection is not reusable.
+        let complete = self.is_end_stream();
+        self.finish(complete);
+    }
+}
+
+/// What is recorded when a request ends; carried in the response body's exchange.
+#[derive(Debug)]
+pub struct Recording {
+    /// The upstream's (or the unrouted) counters.
+    upstream: Arc<UpstreamStats>,
+    /// The server that failed (or that a tunnel went to); the one that
+    /// answered is otherwise given to [`Recording::finish`].
+    pub server: Option<Arc<ServerState>>,
+    /// When the request arrived.
+    started: Instant,
+    /// The status sent to the client.
+    pub status: u16,
+    /// Request body bytes read so far, shared with the metered request body.
+    pub bytes_in: Option<Arc<AtomicU64>>,
+}
+
+impl Recording {
+    /// Starts recording a request that arrived at `started`.
+    pub fn new(upstream: Arc<UpstreamStats>, started: Instant) -> Self {
+        Self {
+            upstream,
+            server: None,
+            started,
+            status: 0,
+            bytes_in: None,
+        }
+    }
+
+    /// A counter for the client's body bytes; none for bodiless requests.
+    pub fn meter(&mut self, body: &Incoming) -> Option<Arc<AtomicU64>> {
+        if body.is_end_stream() {
+            return None;
+        }
+        let bytes = Arc::new(AtomicU64::new(0));
+        self.bytes_in = Some(bytes.clone());
+        Some(bytes)
+    }
+
+    /// Counts the request, which `ended` then: its status, latency and bytes,
+    /// on its upstream and on `answered_by` (or the server recorded in it).
+    pub fn finish(self, bytes_out: u64, answered_by: Option<&ServerState>, ended: Instant) {
+        let elapsed = ended.saturating_duration_since(self.started);
+        self.upstream.latency.observe(elapsed);
+        if self.status >= 500 {
+            self.upstream.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let Some(server) = self.server.as_deref().or(answered_by) else {
+            self.upstream.unassigned.add(self.status);
+            return;
+        };
+        let stats = &server.stats;
+        stats.codes.add(self.status);
+        stats.latency.observe(elapsed);
+        stats.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
+        if let Some(bytes_in) = self.bytes_in {
+            let n = bytes_in.load(Ordering::Relaxed);
+            stats.bytes_in.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
