@@ -55,26 +55,26 @@ macro_rules! write_through {
 }
 
 pub mod access;
-pub mod admin;
+pub(crate) mod admin;
 pub mod balance;
-pub mod body;
+pub(crate) mod body;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod demo;
-pub mod error;
-pub mod exchange;
-pub mod forward;
+pub(crate) mod error;
+pub(crate) mod exchange;
+pub(crate) mod forward;
 pub mod headers;
-pub mod health;
-pub mod logging;
-pub mod proxy;
+pub(crate) mod health;
+pub(crate) mod logging;
+pub(crate) mod proxy;
 pub mod routing;
 pub mod runtime;
 pub mod server;
-pub mod shutdown;
-pub mod signals;
+pub(crate) mod shutdown;
+pub(crate) mod signals;
 pub mod snapshot;
 pub mod stats;
-pub mod upgrade;
+pub(crate) mod upgrade;
 pub mod upstream;

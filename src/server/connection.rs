@@ -135,7 +135,7 @@ where
             "http"
         },
         tunnel: TunnelContext {
-            permit,
+            _permit: permit,
             shutdown: ctx.shutdown.clone(),
         },
     });

@@ -30,7 +30,7 @@ pub struct TunnelContext {
     /// The client connection's `max_connections` slot: a tunnel outlives the
     /// HTTP connection that opened it, and graceful shutdown waits for every
     /// slot, so the tunnel holds a share of it until it closes.
-    pub permit: Arc<OwnedSemaphorePermit>,
+    pub _permit: Arc<OwnedSemaphorePermit>,
     /// Raised at graceful shutdown; tunnels then get `shutdown_timeout` to finish.
     pub shutdown: Shutdown,
 }
