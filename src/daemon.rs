@@ -48,7 +48,7 @@ pub enum StartError {
 
 /// Why a reload changed nothing.
 #[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
+pub(crate) enum ReloadError {
     /// The new file is invalid.
     #[error("{0}")]
     Config(#[from] ConfigError),
@@ -225,7 +225,7 @@ impl Daemon {
 
     /// Reads and validates the file, then swaps in a new snapshot and follows
     /// its listeners. An invalid file changes nothing.
-    pub async fn reload(&mut self) -> Result<(), ReloadError> {
+    pub(crate) async fn reload(&mut self) -> Result<(), ReloadError> {
         // Reading, validating and building take tens of milliseconds for a config
         // of thousands of routes and servers (benches/reload.rs): on a blocking
         // thread, so the runtime's workers keep serving requests meanwhile.

@@ -50,18 +50,18 @@ impl Workers {
     }
 
     /// The worker runtimes; empty when connections are served on the caller's runtime.
-    pub fn handles(&self) -> &[Handle] {
+    pub(crate) fn handles(&self) -> &[Handle] {
         &self.handles
     }
 }
 
 /// The calling thread's worker number (0 outside worker threads), to pick per-worker state.
-pub fn worker_index() -> usize {
+pub(crate) fn worker_index() -> usize {
     WORKER.with(Cell::get)
 }
 
 /// How many per-worker slots per-worker state should have: one per CPU.
-pub fn worker_slots() -> usize {
+pub(crate) fn worker_slots() -> usize {
     static SLOTS: OnceLock<usize> = OnceLock::new();
     *SLOTS.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
 }

@@ -57,6 +57,7 @@ impl Shutdown {
     }
 
     /// Whether the flag is raised.
+    #[cfg(test)]
     pub fn is_raised(&self) -> bool {
         self.inner.raised.load(Ordering::SeqCst)
     }

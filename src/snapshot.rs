@@ -11,11 +11,11 @@ use crate::upstream::Upstream;
 
 /// What a route leads to.
 #[derive(Debug)]
-pub struct RouteTarget {
+pub(crate) struct RouteTarget {
     /// The upstream that serves it.
-    pub upstream: Arc<Upstream>,
+    pub(crate) upstream: Arc<Upstream>,
     /// The route's own `request_timeout`, overriding the upstream's.
-    pub request_timeout: Option<std::time::Duration>,
+    pub(crate) request_timeout: Option<std::time::Duration>,
 }
 
 /// An immutable routing table built from one configuration.
@@ -24,7 +24,7 @@ pub struct RouteTarget {
 /// request sees either the old table or the new one, never a mix.
 pub struct Snapshot {
     /// The configuration this snapshot was built from.
-    pub config: Arc<Config>,
+    pub(crate) config: Arc<Config>,
     /// Routes to upstreams.
     router: Router<RouteTarget>,
     /// Upstreams in config order.
@@ -82,7 +82,7 @@ impl Snapshot {
     }
 
     /// Where a request for `host` and `path` goes.
-    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&RouteTarget> {
+    pub(crate) fn route(&self, host: Option<&str>, path: &str) -> Option<&RouteTarget> {
         self.router.route(host, path)
     }
 

@@ -13,16 +13,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Upper bounds of the latency buckets in seconds; a last `+Inf` bucket follows.
-pub const BUCKETS: [f64; 13] = [
+pub(crate) const BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
 /// Number of bucket slots including `+Inf`.
-pub const SLOTS: usize = BUCKETS.len() + 1;
+pub(crate) const SLOTS: usize = BUCKETS.len() + 1;
 
 /// A fixed-bucket latency histogram of atomics.
 #[derive(Debug, Default)]
-pub struct Histogram {
+pub(crate) struct Histogram {
     /// Observations per bucket (not cumulative); the last one is `+Inf`.
     counts: [AtomicU64; SLOTS],
     /// Sum of all observations in nanoseconds.
@@ -31,16 +31,16 @@ pub struct Histogram {
 
 /// A point-in-time copy of a [`Histogram`].
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct HistogramSnapshot {
+pub(crate) struct HistogramSnapshot {
     /// Observations per bucket (not cumulative).
-    pub counts: [u64; SLOTS],
+    pub(crate) counts: [u64; SLOTS],
     /// Sum of observations in seconds.
-    pub sum: f64,
+    pub(crate) sum: f64,
 }
 
 impl Histogram {
     /// Counts one observation.
-    pub fn observe(&self, d: Duration) {
+    pub(crate) fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
         let slot = BUCKETS.iter().position(|b| secs <= *b).unwrap_or(SLOTS - 1);
         self.counts[slot].fetch_add(1, Ordering::Relaxed);
@@ -49,7 +49,7 @@ impl Histogram {
     }
 
     /// Copies the current values.
-    pub fn snapshot(&self) -> HistogramSnapshot {
+    pub(crate) fn snapshot(&self) -> HistogramSnapshot {
         HistogramSnapshot {
             counts: std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed)),
             sum: self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9,
@@ -59,12 +59,12 @@ impl Histogram {
 
 impl HistogramSnapshot {
     /// Total observations.
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.counts.iter().sum()
     }
 
     /// Bucket-wise `self - earlier`, for rates over a window.
-    pub fn since(&self, earlier: &HistogramSnapshot) -> HistogramSnapshot {
+    pub(crate) fn since(&self, earlier: &HistogramSnapshot) -> HistogramSnapshot {
         HistogramSnapshot {
             counts: std::array::from_fn(|i| self.counts[i].saturating_sub(earlier.counts[i])),
             sum: (self.sum - earlier.sum).max(0.0),
@@ -72,7 +72,7 @@ impl HistogramSnapshot {
     }
 
     /// Adds `other` bucket-wise.
-    pub fn add(&mut self, other: &HistogramSnapshot) {
+    pub(crate) fn add(&mut self, other: &HistogramSnapshot) {
         for (a, b) in self.counts.iter_mut().zip(other.counts) {
             *a += b;
         }
@@ -81,7 +81,7 @@ impl HistogramSnapshot {
 
     /// The `q` quantile in seconds, interpolated within its bucket the way
     /// Prometheus' `histogram_quantile` does; `None` without observations.
-    pub fn quantile(&self, q: f64) -> Option<f64> {
+    pub(crate) fn quantile(&self, q: f64) -> Option<f64> {
         let total = self.count();
         if total == 0 {
             return None;
@@ -109,7 +109,7 @@ const FIRST_CODE: u16 = 100;
 
 /// Responses counted per exact status code.
 #[derive(Debug)]
-pub struct CodeCounts {
+pub(crate) struct CodeCounts {
     /// Index = code - 100.
     counts: Box<[AtomicU64]>,
 }
@@ -124,7 +124,7 @@ impl Default for CodeCounts {
 
 impl CodeCounts {
     /// Counts one response with `code`.
-    pub fn add(&self, code: u16) {
+    pub(crate) fn add(&self, code: u16) {
         if let Some(slot) = code
             .checked_sub(FIRST_CODE)
             .and_then(|i| self.counts.get(usize::from(i)))
@@ -134,7 +134,7 @@ impl CodeCounts {
     }
 
     /// Codes seen so far and their counts, in code order.
-    pub fn nonzero(&self) -> Vec<(u16, u64)> {
+    pub(crate) fn nonzero(&self) -> Vec<(u16, u64)> {
         (FIRST_CODE..)
             .zip(self.counts.iter())
             .map(|(code, n)| (code, n.load(Ordering::Relaxed)))
@@ -145,7 +145,7 @@ impl CodeCounts {
 
 /// Which kind of health check changed a server's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Check {
+pub(crate) enum Check {
     /// `max_fails`/`fail_timeout` on real traffic.
     Passive,
     /// Probes from `[upstream.health_check]`.
@@ -154,28 +154,28 @@ pub enum Check {
 
 /// Counters of one server, living in its [`ServerState`] so they survive reloads.
 #[derive(Debug, Default)]
-pub struct ServerStats {
+pub(crate) struct ServerStats {
     /// Responses sent to clients for requests this server handled, by status.
-    pub codes: CodeCounts,
+    pub(crate) codes: CodeCounts,
     /// Time from the request's arrival to the end of its response body.
-    pub latency: Histogram,
+    pub(crate) latency: Histogram,
     /// Request body bytes received from clients and sent to this server.
-    pub bytes_in: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
     /// Response body bytes sent to clients from this server.
-    pub bytes_out: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
     /// Health transitions: `[passive down, passive up, active down, active up]`.
     transitions: [AtomicU64; 4],
 }
 
 impl ServerStats {
     /// Counts a health state change of this server.
-    pub fn record_transition(&self, check: Check, up: bool) {
+    pub(crate) fn record_transition(&self, check: Check, up: bool) {
         let i = usize::from(check == Check::Active) * 2 + usize::from(up);
         self.transitions[i].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Health transitions so far for `check`, as (to down, to up).
-    pub fn transitions(&self, check: Check) -> (u64, u64) {
+    pub(crate) fn transitions(&self, check: Check) -> (u64, u64) {
         let i = usize::from(check == Check::Active) * 2;
         (
             self.transitions[i].load(Ordering::Relaxed),
@@ -186,20 +186,20 @@ impl ServerStats {
 
 /// Counters of one upstream, carried over across reloads by upstream name.
 #[derive(Debug, Default)]
-pub struct UpstreamStats {
+pub(crate) struct UpstreamStats {
     /// Latency of every request routed to this upstream (`weir_request_duration_seconds`).
-    pub latency: Histogram,
+    pub(crate) latency: Histogram,
     /// Responses with a 5xx status, for error rates.
-    pub errors: AtomicU64,
+    pub(crate) errors: AtomicU64,
     /// Responses to requests that never reached a server (503 with none usable), by status.
-    pub unassigned: CodeCounts,
+    pub(crate) unassigned: CodeCounts,
     /// Attempts made after an earlier attempt failed.
-    pub retries: AtomicU64,
+    pub(crate) retries: AtomicU64,
 }
 
 impl UpstreamStats {
     /// Counts an attempt on another server after a failed one.
-    pub fn record_retry(&self) {
+    pub(crate) fn record_retry(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -208,29 +208,29 @@ impl UpstreamStats {
 #[derive(Debug, Default)]
 pub struct DaemonStats {
     /// Client connections open now (`weir_connections_open`).
-    pub connections_open: AtomicI64,
+    pub(crate) connections_open: AtomicI64,
     /// Of those, idle HTTP/1.1 connections parked without buffers
     /// (`weir_connections_parked`).
     pub connections_parked: AtomicI64,
     /// Requests no route matched; exported as `upstream=""`.
-    pub unrouted: Arc<UpstreamStats>,
+    pub(crate) unrouted: Arc<UpstreamStats>,
 }
 
 impl DaemonStats {
     /// Counts a client connection as open until the returned guard drops.
-    pub fn connection_opened(self: &Arc<Self>) -> GaugeGuard {
+    pub(crate) fn connection_opened(self: &Arc<Self>) -> GaugeGuard {
         GaugeGuard::up(self, |s| &s.connections_open)
     }
 
     /// Counts a client connection as parked until the returned guard drops.
-    pub fn connection_parked(self: &Arc<Self>) -> GaugeGuard {
+    pub(crate) fn connection_parked(self: &Arc<Self>) -> GaugeGuard {
         GaugeGuard::up(self, |s| &s.connections_parked)
     }
 }
 
 /// Keeps one of the daemon's gauges up by one while it lives.
 #[derive(Debug)]
-pub struct GaugeGuard {
+pub(crate) struct GaugeGuard {
     stats: Arc<DaemonStats>,
     gauge: fn(&DaemonStats) -> &AtomicI64,
 }

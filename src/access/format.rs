@@ -32,7 +32,7 @@ pub struct AccessRecord {
     referer: Option<HeaderValue>,
     user_agent: Option<HeaderValue>,
     /// The response status.
-    pub status: StatusCode,
+    pub(crate) status: StatusCode,
     /// The server that answered, when one did, and its upstream's name
     /// (kept only for the JSON format, the one that writes it).
     upstream: Option<(Option<String>, SocketAddr)>,

@@ -91,18 +91,18 @@ impl AccessLogger {
     }
 
     /// Whether this logger writes to `target` in `format`.
-    pub fn matches(&self, target: &AccessLog, format: AccessFormat) -> bool {
+    pub(crate) fn matches(&self, target: &AccessLog, format: AccessFormat) -> bool {
         self.inner.target == *target && self.inner.format == format
     }
 
     /// Lines dropped because the writer could not keep up.
-    pub fn dropped(&self) -> u64 {
+    pub(crate) fn dropped(&self) -> u64 {
         self.inner.shared.dropped.load(Ordering::Relaxed)
     }
 
     /// Asks the writer to reopen its file, so lines go to a fresh file after
     /// logrotate renamed the old one.
-    pub fn reopen(&self) {
+    pub(crate) fn reopen(&self) {
         let shared = &self.inner.shared;
         shared.lock().reopen = true;
         shared.wake.notify_one();

@@ -33,35 +33,35 @@ pub(crate) use accept::{listen, RunningListener};
 pub use accept::{listening_socket, LISTEN_BACKLOG};
 
 /// Concurrent HTTP/2 streams per client connection (SETTINGS_MAX_CONCURRENT_STREAMS).
-pub const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
+pub(crate) const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
 /// Largest HTTP/2 header list accepted, in bytes (SETTINGS_MAX_HEADER_LIST_SIZE);
 /// as large as the HTTP/1.1 read buffer, so both protocols admit the same heads.
-pub const H2_MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
+pub(crate) const H2_MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
 
 /// What every client connection shares.
 #[derive(Debug)]
-pub struct ServeContext {
+pub(crate) struct ServeContext {
     /// The current routing snapshot; each request loads it once.
-    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub(crate) snapshot: Arc<ArcSwap<Snapshot>>,
     /// One permit per open client connection (`max_connections`).
-    pub connections: Arc<Semaphore>,
+    pub(crate) connections: Arc<Semaphore>,
     /// Raised when the daemon shuts down gracefully.
-    pub shutdown: Shutdown,
+    pub(crate) shutdown: Shutdown,
     /// HTTP/1.1 connection settings, fixed at start.
-    pub http1: http1::Builder,
+    pub(crate) http1: http1::Builder,
     /// HTTP/2 connection settings, fixed at start.
-    pub http2: http2::Builder<TokioExecutor>,
+    pub(crate) http2: http2::Builder<TokioExecutor>,
     /// `idle_timeout`, fixed at start.
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// `header_read_timeout`, fixed at start: also bounds the TLS handshake.
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
     /// The runtimes that accept and serve connections, fixed at start.
-    pub workers: Workers,
+    pub(crate) workers: Workers,
 }
 
 impl ServeContext {
     /// A context for `settings`, serving `snapshot`.
-    pub fn new(
+    pub(crate) fn new(
         settings: &ServerSettings,
         snapshot: Arc<ArcSwap<Snapshot>>,
         shutdown: Shutdown,

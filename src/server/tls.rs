@@ -17,13 +17,13 @@ use tokio_rustls::rustls::{self, ServerConfig};
 use crate::config::{CertFiles, Config, ConfigError, TlsSettings};
 
 /// ALPN protocols offered, in preference order.
-pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+pub(crate) const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 /// Builds the rustls configuration of a TLS listener: TLS 1.2 and 1.3 only,
 /// ALPN `h2` then `http/1.1`, a certificate per SNI name.
 ///
 /// Errors point at the `cert` or `key` value in the config file that names the bad file.
-pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, ConfigError> {
+pub(crate) fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, ConfigError> {
     let provider = Arc::new(ring::default_provider());
     let certs = settings
         .certs

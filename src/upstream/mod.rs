@@ -6,10 +6,11 @@ mod state;
 
 use std::sync::Arc;
 
-pub use pool::{Pool, PooledConn};
+pub(crate) use pool::{Pool, PooledConn};
+pub(crate) use sender::te_trailers;
 pub(crate) use sender::{for_h2, handshake_h2};
-pub use sender::{te_trailers, Sender};
-pub use state::{InFlightGuard, ServerState};
+pub(crate) use state::InFlightGuard;
+pub use state::ServerState;
 
 use crate::balance::{Candidate, Selector};
 use crate::config::{ServerConfig, UpstreamConfig};
@@ -19,7 +20,7 @@ use crate::stats::UpstreamStats;
 #[derive(Debug)]
 pub struct Upstream {
     /// The upstream's settings.
-    pub config: UpstreamConfig,
+    pub(crate) config: UpstreamConfig,
     /// Servers in config order; `selector` returns indices into this list.
     pub servers: Vec<Server>,
     /// Picks a server (primaries first, backups when none can take the request);
@@ -27,18 +28,18 @@ pub struct Upstream {
     /// weights and roles stay the same.
     selector: Arc<Selector>,
     /// Request counters, shared with the same upstream in other snapshots.
-    pub stats: Arc<UpstreamStats>,
+    pub(crate) stats: Arc<UpstreamStats>,
 }
 
 /// One server of an upstream in one snapshot.
 #[derive(Debug)]
 pub struct Server {
     /// The server's settings.
-    pub config: ServerConfig,
+    pub(crate) config: ServerConfig,
     /// Runtime state shared with other snapshots that hold this server.
     pub state: Arc<ServerState>,
     /// Idle connections to this server.
-    pub pool: Arc<Pool>,
+    pub(crate) pool: Arc<Pool>,
     /// The upstream's `slow_start` window.
     slow_start: Option<std::time::Duration>,
 }
@@ -88,7 +89,7 @@ impl Candidate for Untried<'_> {
 impl Upstream {
     /// Builds an upstream, reusing runtime state and pools from `previous`
     /// (the same upstream in the snapshot being replaced) server by server.
-    pub fn new(config: UpstreamConfig, previous: Option<&Upstream>) -> Self {
+    pub(crate) fn new(config: UpstreamConfig, previous: Option<&Upstream>) -> Self {
         let servers: Vec<Server> = config
             .servers
             .iter()
@@ -135,7 +136,7 @@ impl Upstream {
     }
 
     /// The upstream's name.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.config.name
     }
 
@@ -145,7 +146,7 @@ impl Upstream {
     }
 
     /// Counts a failure against server `index` and logs when it takes the server out.
-    pub fn mark_failed(&self, index: usize) {
+    pub(crate) fn mark_failed(&self, index: usize) {
         let cfg = &self.config;
         let Some(server) = self.servers.get(index) else {
             return;
@@ -158,7 +159,7 @@ impl Upstream {
     }
 
     /// Picks a usable server that is not in `tried` (indices of earlier attempts).
-    pub fn pick(&self, tried: &[usize]) -> Option<usize> {
+    pub(crate) fn pick(&self, tried: &[usize]) -> Option<usize> {
         if tried.is_empty() {
             if let Some(index) = self.selector.select(&self.servers) {
                 return Some(index);

@@ -40,7 +40,7 @@ struct Shard(Mutex<IdleList>);
 /// so handing it to another worker would cost a cross-thread wake-up on every
 /// request, and one shared list would be a lock every worker takes twice per request.
 #[derive(Debug)]
-pub struct Pool {
+pub(crate) struct Pool {
     /// Where new connections go.
     addr: SocketAddr,
     /// Bound on establishing a TCP connection.
@@ -58,18 +58,16 @@ pub struct Pool {
 
 /// A connection taken from (or new for) a pool; give it back with [`PooledConn::release`].
 #[derive(Debug)]
-pub struct PooledConn {
+pub(crate) struct PooledConn {
     /// Sends the request on this connection.
-    pub sender: Sender,
+    pub(crate) sender: Sender,
     /// The pool it returns to.
     pool: Arc<Pool>,
-    /// Whether this connection had served requests before (stale keep-alive risk).
-    pub reused: bool,
 }
 
 impl Pool {
     /// An empty pool for `addr`.
-    pub fn new(
+    pub(crate) fn new(
         addr: SocketAddr,
         connect_timeout: Duration,
         max_idle: usize,
@@ -88,7 +86,7 @@ impl Pool {
     }
 
     /// Whether this pool was built with these settings (so a reload can keep it).
-    pub fn has_settings(
+    pub(crate) fn has_settings(
         &self,
         connect_timeout: Duration,
         max_idle: usize,
@@ -100,7 +98,7 @@ impl Pool {
     }
 
     /// An idle connection that is still open, or a new one.
-    pub async fn checkout(self: &Arc<Self>) -> Result<PooledConn, ConnectError> {
+    pub(crate) async fn checkout(self: &Arc<Self>) -> Result<PooledConn, ConnectError> {
         if self.protocol == UpstreamProtocol::H2c {
             return Box::pin(self.checkout_shared()).await;
         }
@@ -115,7 +113,6 @@ impl Pool {
                 return Ok(PooledConn {
                     sender: Sender::Http1(sender),
                     pool: self.clone(),
-                    reused: true,
                 });
             }
         }
@@ -125,15 +122,13 @@ impl Pool {
         Ok(PooledConn {
             sender: Sender::Http1(sender),
             pool: self.clone(),
-            reused: false,
         })
     }
 
     /// A handle on the shared h2c connection, connecting when there is none or it closed.
     async fn checkout_shared(self: &Arc<Self>) -> Result<PooledConn, ConnectError> {
         let mut shared = self.shared.lock().await;
-        let reused = shared.as_ref().is_some_and(|(s, _)| !s.is_closed());
-        if !reused {
+        if shared.as_ref().is_none_or(|(s, _)| s.is_closed()) {
             let stream = self.tcp().await?;
             *shared = Some(handshake_h2(stream, self.addr).await?);
         }
@@ -146,7 +141,6 @@ impl Pool {
                 fallback: fallback.clone(),
             },
             pool: self.clone(),
-            reused,
         })
     }
 
@@ -188,7 +182,7 @@ fn lock(shard: &Shard) -> std::sync::MutexGuard<'_, IdleList> {
 
 impl PooledConn {
     /// Returns the connection for reuse once its response has been read whole.
-    pub fn release(self) {
+    pub(crate) fn release(self) {
         // An h2 handle is a clone of the shared connection: nothing to give back.
         let Sender::Http1(sender) = self.sender else {
             return;

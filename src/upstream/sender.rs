@@ -17,7 +17,7 @@ use crate::body::RequestBody;
 
 /// The sending half of one upstream connection.
 #[derive(Debug)]
-pub enum Sender {
+pub(crate) enum Sender {
     /// An HTTP/1.1 connection: one request at a time, pooled when idle.
     Http1(http1::SendRequest<RequestBody>),
     /// A handle on a shared HTTP/2 connection: cloned per request, multiplexed.
@@ -34,7 +34,7 @@ impl Sender {
     ///
     /// Not an `async fn`, which would hold `req` beside hyper's future holding
     /// it too, in every request's future.
-    pub fn try_send_request(
+    pub(crate) fn try_send_request(
         &mut self,
         req: Request<RequestBody>,
     ) -> impl Future<Output = Result<Response<Incoming>, TrySendError<Request<RequestBody>>>> {
@@ -43,14 +43,6 @@ impl Sender {
             Sender::H2 { sender, fallback } => {
                 Either::Right(sender.try_send_request(for_h2(req, fallback)))
             }
-        }
-    }
-
-    /// Whether the connection is closed (and so useless).
-    pub fn is_closed(&self) -> bool {
-        match self {
-            Sender::Http1(sender) => sender.is_closed(),
-            Sender::H2 { sender, .. } => sender.is_closed(),
         }
     }
 }
@@ -105,7 +97,7 @@ pub(crate) async fn handshake_h2(
 }
 
 /// `te: trailers`, the one `TE` value HTTP/2 allows; gRPC servers require it.
-pub fn te_trailers() -> HeaderValue {
+pub(crate) fn te_trailers() -> HeaderValue {
     HeaderValue::from_static("trailers")
 }
 

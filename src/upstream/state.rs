@@ -17,7 +17,7 @@ use crate::stats::{Check, ServerStats};
 #[derive(Debug)]
 pub struct ServerState {
     /// The server's address.
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     /// Requests (and tunnels) currently using this server; changed only by [`InFlightGuard`].
     in_flight: AtomicU64,
     /// Set by an operator to stop new requests while in-flight ones finish.
@@ -35,7 +35,7 @@ pub struct ServerState {
     /// Reference point for the millisecond timestamps.
     epoch: Instant,
     /// Request counters for the admin endpoints; they count on across reloads.
-    pub stats: ServerStats,
+    pub(crate) stats: ServerStats,
 }
 
 #[derive(Debug, Default)]
@@ -48,7 +48,7 @@ struct PassiveHealth {
 
 impl ServerState {
     /// Fresh state for a server that was not in the previous configuration.
-    pub fn new(addr: SocketAddr) -> Self {
+    pub(crate) fn new(addr: SocketAddr) -> Self {
         Self {
             addr,
             in_flight: AtomicU64::new(0),
@@ -68,12 +68,12 @@ impl ServerState {
     }
 
     /// Whether an operator is draining this server.
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
 
     /// Starts or stops draining; a server enabled again ramps up under `slow_start`.
-    pub fn set_draining(&self, draining: bool) {
+    pub(crate) fn set_draining(&self, draining: bool) {
         if !self.draining.swap(draining, Ordering::Relaxed) || draining {
             return;
         }
@@ -86,7 +86,7 @@ impl ServerState {
     }
 
     /// Sets the active health verdict; coming up starts a `slow_start` ramp.
-    pub fn set_active_up(&self, up: bool) {
+    pub(crate) fn set_active_up(&self, up: bool) {
         if self.active_up.swap(up, Ordering::Relaxed) == up {
             return;
         }
@@ -98,7 +98,7 @@ impl ServerState {
 
     /// The share of its weight a returning server may take under `slow_start`:
     /// `None` when it is not ramping up (full share).
-    pub fn ramp(&self, slow_start: Duration) -> Option<f64> {
+    pub(crate) fn ramp(&self, slow_start: Duration) -> Option<f64> {
         let back = self.back_since_ms.load(Ordering::Relaxed);
         if back == 0 {
             return None;
@@ -121,13 +121,13 @@ impl ServerState {
     }
 
     /// Whether new requests may be sent to this server.
-    pub fn is_usable(&self) -> bool {
+    pub(crate) fn is_usable(&self) -> bool {
         !self.is_draining() && !self.is_down() && self.is_active_up()
     }
 
     /// Records a failed attempt (nginx `max_fails`/`fail_timeout` semantics).
     /// Returns true when this failure took the server out.
-    pub fn record_failure(&self, max_fails: u32, fail_timeout: Duration) -> bool {
+    pub(crate) fn record_failure(&self, max_fails: u32, fail_timeout: Duration) -> bool {
         // Requests that were in flight when a server died fail together: the
         // first takes it out, the rest neither extend that nor log it again.
         if max_fails == 0 {
@@ -161,7 +161,7 @@ impl ServerState {
     }
 
     /// Records a successful exchange: the failure window starts afresh.
-    pub fn record_success(&self) {
+    pub(crate) fn record_success(&self) {
         if self.down_until_ms.load(Ordering::Relaxed) == 0 {
             let passive = self.passive.lock().unwrap_or_else(|e| e.into_inner());
             if passive.fails == 0 {
@@ -186,19 +186,19 @@ impl ServerState {
 /// The proxy keeps it inside the response body, so the count drops when the
 /// body has been sent or abandoned, not when the head arrives.
 #[derive(Debug)]
-pub struct InFlightGuard {
+pub(crate) struct InFlightGuard {
     state: Arc<ServerState>,
 }
 
 impl InFlightGuard {
     /// Counts a new request against `state`.
-    pub fn new(state: Arc<ServerState>) -> Self {
+    pub(crate) fn new(state: Arc<ServerState>) -> Self {
         state.in_flight.fetch_add(1, Ordering::Relaxed);
         Self { state }
     }
 
     /// The server this request went to.
-    pub fn server(&self) -> &Arc<ServerState> {
+    pub(crate) fn server(&self) -> &Arc<ServerState> {
         &self.state
     }
 }
