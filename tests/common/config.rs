@@ -1,23 +1,30 @@
 //! Config texts for the proxy under test: small TOML documents built from
-//! backend addresses, every listener on an ephemeral port.
+//! backend addresses, every listener on an ephemeral port unless a test names one.
 
 use std::net::SocketAddr;
 
-/// A config with one upstream `app` over `servers` (TOML server entries) and a `/` route.
-pub fn one_upstream(balance: &str, servers: &[String], extra: &str) -> String {
+/// A config with `listen` (TOML array body), `server_extra` keys in `[server]`,
+/// the access log off, one upstream `app` over `servers` (TOML server entries)
+/// with `upstream_extra` keys, and a `/` route to it.
+pub fn config_with(
+    listen: &str,
+    servers: &[String],
+    upstream_extra: &str,
+    server_extra: &str,
+) -> String {
     format!(
         r#"
 [server]
-listen = ["127.0.0.1:0"]
+listen = [{listen}]
+{server_extra}
 
 [log]
 access = "off"
 
 [[upstream]]
 name = "app"
-balance = "{balance}"
 servers = [{servers}]
-{extra}
+{upstream_extra}
 
 [[route]]
 path = "/"
@@ -25,6 +32,13 @@ upstream = "app"
 "#,
         servers = servers.join(", ")
     )
+}
+
+/// [`config_with`] listening on `127.0.0.1:0`, balancing `app` by `balance`,
+/// with `extra` keys in the upstream.
+pub fn one_upstream(balance: &str, servers: &[String], extra: &str) -> String {
+    let upstream_extra = format!("balance = \"{balance}\"\n{extra}");
+    config_with("\"127.0.0.1:0\"", servers, &upstream_extra, "")
 }
 
 /// `"addr"` for a servers list.
