@@ -46,6 +46,14 @@ pub fn server(addr: SocketAddr) -> String {
     format!("\"{addr}\"")
 }
 
+/// `toml` with `keys` added to its `[server]` table (after a `127.0.0.1:0` listen line).
+pub fn with_server_keys(toml: &str, keys: &str) -> String {
+    toml.replace(
+        "listen = [\"127.0.0.1:0\"]",
+        &format!("listen = [\"127.0.0.1:0\"]\n{keys}"),
+    )
+}
+
 /// `toml` with an `[admin]` listener on an ephemeral port, and a token when given.
 pub fn with_admin(toml: &str, token: Option<&str>) -> String {
     let token = token.map_or(String::new(), |t| format!("token = \"{t}\"\n"));

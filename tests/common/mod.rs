@@ -24,6 +24,6 @@ pub use self::{
         client, count_bytes, get, get_head, get_owned, get_with, send, send_with, Generated, Load,
         TestClient,
     },
-    config::{config_with, one_upstream, server, with_admin},
+    config::{config_with, one_upstream, server, with_admin, with_server_keys},
     proxy::{free_port, spawn_proxy, spawn_proxy_at, spawn_proxy_on, wait_until, Proxy},
 };
