@@ -64,10 +64,9 @@ async fn upstream_sees_the_contract_headers_and_forged_ones_do_not_survive() {
 #[tokio::test]
 async fn a_trusted_proxy_chain_is_appended_to() {
     let app = spawn_backend("app").await;
-    let extra = "";
-    let toml = one_upstream("round_robin", &[server(app.addr)], extra).replace(
-        "listen = [\"127.0.0.1:0\"]",
-        "listen = [\"127.0.0.1:0\"]\ntrusted_proxies = [\"127.0.0.1\"]",
+    let toml = with_server_keys(
+        &one_upstream("round_robin", &[server(app.addr)], ""),
+        "trusted_proxies = [\"127.0.0.1\"]",
     );
     let proxy = spawn_proxy(&toml).await;
     let req = Request::get(proxy.url("/"))

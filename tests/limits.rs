@@ -11,13 +11,6 @@ use http_body_util::Full;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn with_server_keys(toml: String, keys: &str) -> String {
-    toml.replace(
-        "listen = [\"127.0.0.1:0\"]",
-        &format!("listen = [\"127.0.0.1:0\"]\n{keys}"),
-    )
-}
-
 async fn slow_backend(delay: Duration) -> Backend {
     spawn_backend_with(move |_req| async move {
         tokio::time::sleep(delay).await;
@@ -100,7 +93,7 @@ async fn read_until_closed(stream: &mut TcpStream, started: Instant) -> (String,
 async fn a_slowloris_client_is_cut_off_at_header_read_timeout() {
     let app = spawn_backend("app").await;
     let toml = with_server_keys(
-        one_upstream("round_robin", &[server(app.addr)], ""),
+        &one_upstream("round_robin", &[server(app.addr)], ""),
         "header_read_timeout = \"1s\"",
     );
     let proxy = spawn_proxy(&toml).await;
@@ -136,7 +129,7 @@ async fn a_slowloris_client_is_cut_off_at_header_read_timeout() {
 async fn idle_keep_alive_connections_close_after_idle_timeout_but_busy_ones_do_not() {
     let slow = slow_backend(Duration::from_millis(800)).await;
     let toml = with_server_keys(
-        one_upstream("round_robin", &[server(slow.addr)], ""),
+        &one_upstream("round_robin", &[server(slow.addr)], ""),
         "idle_timeout = \"400ms\"",
     );
     let proxy = spawn_proxy(&toml).await;
@@ -169,7 +162,7 @@ async fn an_oversized_body_is_413_declared_or_streamed() {
     })
     .await;
     let toml = with_server_keys(
-        one_upstream("round_robin", &[server(app.addr)], ""),
+        &one_upstream("round_robin", &[server(app.addr)], ""),
         "max_body_size = 1024",
     );
     let proxy = spawn_proxy(&toml).await;
@@ -213,7 +206,7 @@ async fn an_oversized_body_is_413_declared_or_streamed() {
 async fn over_max_connections_new_clients_wait_for_a_free_slot() {
     let app = spawn_backend("app").await;
     let toml = with_server_keys(
-        one_upstream("round_robin", &[server(app.addr)], ""),
+        &one_upstream("round_robin", &[server(app.addr)], ""),
         "max_connections = 2",
     );
     let proxy = spawn_proxy(&toml).await;

@@ -43,9 +43,9 @@ const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: park.test\r\n\r\n";
 
 async fn proxy_with(server_keys: &str) -> (Proxy, Backend) {
     let app = spawn_backend("parked").await;
-    let toml = one_upstream("round_robin", &[server(app.addr)], "").replace(
-        "listen = [\"127.0.0.1:0\"]",
-        &format!("listen = [\"127.0.0.1:0\"]\n{server_keys}"),
+    let toml = with_server_keys(
+        &one_upstream("round_robin", &[server(app.addr)], ""),
+        server_keys,
     );
     (spawn_proxy(&toml).await, app)
 }

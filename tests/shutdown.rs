@@ -64,9 +64,9 @@ async fn in_flight_requests_finish_with_connection_close_and_new_ones_are_refuse
 async fn shutdown_timeout_bounds_the_wait() {
     let gate = Arc::new(Semaphore::new(0));
     let a = holding_backend("a", gate.clone()).await;
-    let toml = one_upstream("round_robin", &[server(a.addr)], "").replace(
-        "listen = [\"127.0.0.1:0\"]",
-        "listen = [\"127.0.0.1:0\"]\nshutdown_timeout = \"300ms\"",
+    let toml = with_server_keys(
+        &one_upstream("round_robin", &[server(a.addr)], ""),
+        "shutdown_timeout = \"300ms\"",
     );
     let proxy = spawn_proxy(&toml).await;
     let _held = tokio::spawn(get_owned(proxy.url("/hold")));

@@ -1,7 +1,6 @@
 //! WebSocket (and other `Upgrade`) tunnels through weir.
 
 mod common;
-mod proto_support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -11,7 +10,6 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use proto_support::*;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;

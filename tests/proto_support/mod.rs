@@ -1,5 +1,5 @@
-//! Helpers for the protocol tests: a test PKI, TLS and HTTP/2 clients, and a
-//! proxy whose listeners are known by their configured address.
+//! Helpers for the protocol tests: a test PKI, and TLS and HTTP/2 clients.
+//! Backends, the proxy and its config come from `common`.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -241,33 +241,4 @@ pub async fn h2_get(
     tokio::time::timeout(Duration::from_secs(10), fut)
         .await
         .expect("h2 request within 10 s")
-}
-
-/// A config with `listen` (TOML array body) and one upstream `app` over `servers`.
-pub fn config_with(
-    listen: &str,
-    servers: &[String],
-    upstream_extra: &str,
-    server_extra: &str,
-) -> String {
-    format!(
-        r#"
-[server]
-listen = [{listen}]
-{server_extra}
-
-[log]
-access = "off"
-
-[[upstream]]
-name = "app"
-servers = [{servers}]
-{upstream_extra}
-
-[[route]]
-path = "/"
-upstream = "app"
-"#,
-        servers = servers.join(", ")
-    )
 }
