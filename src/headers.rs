@@ -1,4 +1,4 @@
-//! Header rewriting between client and upstream (the contract's "What the upstream receives").
+//! Header rewriting between client and upstream (the README's "What the upstream receives").
 
 use std::net::IpAddr;
 

@@ -2,23 +2,28 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: TOML parsing and validation into domain types.
-//! - [`daemon`]: listeners, the live [`snapshot::Snapshot`], reload and shutdown.
-//! - [`server`]: accepting client connections and serving HTTP/1.1 and HTTP/2 on them,
-//!   on the [`runtime`] workers;
-//!   [`activity`]: their header-read and idle deadlines;
-//!   [`parking`]: idle HTTP/1.1 connections without hyper's buffers.
-//! - [`listener`], [`tls`]: what a listener does (plain, TLS by SNI, HTTPS redirect).
-//! - [`upgrade`]: `Upgrade` handshakes (WebSocket) and the tunnels they open.
-//! - [`proxy`]: the request path: route, rewrite, forward, stream back;
-//!   [`forward`]: picking a server, connecting, sending, retrying where safe;
-//!   [`health`]: active health checks.
-//! - [`routing`] and [`balance`]: pure lookup and selection logic.
-//! - [`upstream`]: servers, their runtime state and connection pools.
-//! - [`headers`], [`body`], [`error`]: what is forwarded and how failures map to statuses.
-//! - [`access`], [`logging`]: the access log and diagnostics.
-//! - [`stats`], [`admin`]: request counters and the admin listener that shows them.
-//! - [`signals`]: Unix signals as [`daemon::Control`] values; [`demo`]: `weir demo`.
+//! Imports run one way, from the request's entry down to the leaves:
+//! `daemon` → `server` → `proxy` → `forward` → `upstream` → `balance`, with
+//! `config`, `stats`, `body` and `error` at the bottom.
+//!
+//! - `cli`: what the subcommands do; `signals`: Unix signals as
+//!   `daemon::Control` values; `demo`: `weir demo`'s apps; `logging`.
+//! - `config`: TOML parsing and validation into domain types.
+//! - `daemon`: listeners, the live `snapshot::Snapshot`, reload and shutdown;
+//!   `runtime`: the worker runtimes; `shutdown`: the graceful-shutdown flag.
+//! - `server`: the client side — accepting connections, TLS, serving HTTP/1.1
+//!   and HTTP/2 on each, its deadlines, parking idle ones, the listener's mode.
+//! - `proxy`: the request path: route, rewrite, forward, stream back;
+//!   `forward`: picking a server, connecting, sending, retrying where safe;
+//!   `exchange`: the response body and what ends with it (in-flight guard,
+//!   pooled connection, access record, metrics); `upgrade`: WebSocket and
+//!   other `Upgrade` tunnels; `headers`: what is forwarded.
+//! - `upstream`: servers, their runtime state and connection pools;
+//!   `health`: active health checks.
+//! - `routing` and `balance`: pure lookup and selection logic.
+//! - `body`, `error`, `stats`: the request body, failures and their
+//!   statuses, plain counters.
+//! - `access`: the access log; `admin`: the admin listener (metrics, status page, API).
 #![forbid(unsafe_code)]
 
 /// The `AsyncWrite` methods of a socket wrapper that passes writes straight

@@ -1,4 +1,4 @@
-//! What crosses the proxy: the contract's headers, and bodies streamed both ways.
+//! What crosses the proxy: the forwarding headers of the README's "What the upstream receives", and bodies streamed both ways.
 
 mod common;
 
@@ -23,7 +23,7 @@ fn header<'a>(parts: &'a http::request::Parts, name: &str) -> Option<&'a str> {
 }
 
 #[tokio::test]
-async fn upstream_sees_the_contract_headers_and_forged_ones_do_not_survive() {
+async fn upstream_sees_the_forwarding_headers_and_forged_ones_do_not_survive() {
     let app = spawn_backend("app").await;
     let proxy = spawn_proxy(&one_upstream("round_robin", &[server(app.addr)], "")).await;
     let req = Request::get(proxy.url("/path?q=1"))
