@@ -2,12 +2,12 @@
 //! serving HTTP/1.1 and HTTP/2 on each connection, its deadlines, and parking
 //! idle connections.
 //!
-//! - [`accept`]: binding listeners and the accept loops (`max_connections`).
-//! - [`connection`]: one client connection, from the first byte to its close.
-//! - [`mode`]: what a listener does — plain, TLS by SNI, or an HTTPS redirect.
-//! - [`tls`]: certificates and the rustls server configuration.
-//! - [`deadlines`]: `header_read_timeout` and `idle_timeout`, kept on the socket.
-//! - [`parking`]: idle HTTP/1.1 connections without hyper's buffers.
+//! - `accept`: binding listeners and the accept loops (`max_connections`).
+//! - `connection`: one client connection, from the first byte to its close.
+//! - `mode`: what a listener does — plain, TLS by SNI, or an HTTPS redirect.
+//! - `tls`: certificates and the rustls server configuration.
+//! - `deadlines`: `header_read_timeout` and `idle_timeout`, kept on the socket.
+//! - `parking`: idle HTTP/1.1 connections without hyper's buffers.
 
 mod accept;
 mod connection;

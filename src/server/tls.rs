@@ -1,6 +1,6 @@
 //! TLS termination: certificates loaded from PEM files and chosen by SNI.
 //!
-//! A TLS listener serves whatever `Arc<ServerConfig>` its [`super::mode::Mode`]
+//! A TLS listener serves whatever `Arc<ServerConfig>` its `Mode`
 //! holds; a reload builds a new one here and swaps it in, so a bad file keeps
 //! the old certificates serving.
 
