@@ -231,3 +231,26 @@ async fn large_upload_and_download_pass_through_whole() {
         .expect("download finished within 60 s");
     assert_eq!(n, (64 * MIB) as u64);
 }
+
+#[tokio::test]
+async fn a_raw_request_reaches_the_upstream_as_one_head_weir_framed() {
+    let app = spawn_recording_backend().await;
+    let proxy = spawn_proxy(&one_upstream("round_robin", &[server(app.addr)], "")).await;
+    let resp = raw_exchange(
+        proxy.addr,
+        b"POST /raw HTTP/1.1\r\nHost: raw.test\r\nContent-Length: 5\r\n\r\nhello",
+    )
+    .await
+    .expect("a response");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "got 5 bytes");
+    let received = app.received();
+    assert!(received.starts_with("POST /raw HTTP/1.1\r\n"), "{received}");
+    assert!(
+        received
+            .to_ascii_lowercase()
+            .contains("\r\nx-forwarded-for: 127.0.0.1\r\n"),
+        "{received}"
+    );
+    assert!(received.ends_with("\r\n\r\nhello"), "{received}");
+}

@@ -6,12 +6,15 @@
 //! - [`proxy`]: the daemon under test, its reload and shutdown controls.
 //! - [`clients`]: HTTP clients, bodies and a steady load.
 //! - [`config`]: TOML texts for the proxy.
+//! - [`raw`]: a raw-socket client that may misbehave, and a backend that
+//!   records the bytes it receives.
 #![allow(dead_code)]
 
 mod backends;
 mod clients;
 mod config;
 mod proxy;
+mod raw;
 
 // Each test crate uses a different part of these.
 #[allow(unused_imports)]
@@ -26,4 +29,5 @@ pub use self::{
     },
     config::{config_with, one_upstream, server, with_admin, with_server_keys},
     proxy::{free_port, spawn_proxy, spawn_proxy_at, spawn_proxy_on, wait_until, Proxy},
+    raw::{raw_exchange, spawn_recording_backend, RawClient, RawResponse, RecordingBackend},
 };
