@@ -323,6 +323,10 @@ fn warn_restart_needed(old: &Config, new: &Config) {
             o.header_read_timeout != n.header_read_timeout,
         ),
         ("server.idle_timeout", o.idle_timeout != n.idle_timeout),
+        (
+            "server.max_header_size",
+            o.max_header_size != n.max_header_size,
+        ),
         ("log.level", old.log.level != new.log.level),
         ("log.format", old.log.format != new.log.format),
         ("admin", old.admin != new.admin),

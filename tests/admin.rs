@@ -328,3 +328,22 @@ async fn a_token_guards_everything_but_healthz() {
         (StatusCode::OK, "ok".to_string())
     );
 }
+
+#[tokio::test]
+async fn a_query_token_is_percent_decoded_and_the_bearer_scheme_is_case_insensitive() {
+    let a = spawn_backend("a").await;
+    let toml = with_admin(
+        &one_upstream("round_robin", &[server(a.addr)], ""),
+        Some("a+b&c d%"),
+    );
+    let proxy = spawn_proxy(&toml).await;
+    let encoded = proxy.admin_url("/status.json?x=1&access_token=a%2Bb%26c%20d%25");
+    assert_eq!(get(&encoded).await.0, StatusCode::OK);
+    let raw = proxy.admin_url("/status.json?access_token=a+b");
+    assert_eq!(get(&raw).await.0, StatusCode::UNAUTHORIZED);
+    let req = http::Request::get(proxy.admin_url("/status.json"))
+        .header("authorization", "bearer a+b&c d%")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    assert_eq!(send(req).await.0, StatusCode::OK);
+}

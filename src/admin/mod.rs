@@ -10,6 +10,7 @@ mod history;
 mod metrics;
 mod status;
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -187,16 +188,26 @@ fn authorized(state: &State, req: &Request<Incoming>) -> bool {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer_token)
+        .map(Cow::Borrowed);
+    // Percent-decoded, as the status page's script encodes it.
     let query = req.uri().query().and_then(|q| {
-        q.split('&')
-            .find_map(|pair| pair.strip_prefix("access_token="))
+        form_urlencoded::parse(q.as_bytes())
+            .find_map(|(key, value)| (key == "access_token").then_some(value))
     });
     [bearer, query]
         .into_iter()
         .flatten()
         .any(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
+}
+
+/// The token of an `Authorization: Bearer` value; the scheme name is
+/// case-insensitive (RFC 9110 §11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 /// Compares without an early exit, so timing does not reveal how much of a guess was right.
@@ -226,6 +237,15 @@ fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Respo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer s3cret"), Some("s3cret"));
+        assert_eq!(bearer_token("bearer s3cret"), Some("s3cret"));
+        assert_eq!(bearer_token("BEARER  s3cret "), Some("s3cret"));
+        assert_eq!(bearer_token("Basic czNjcmV0"), None);
+        assert_eq!(bearer_token("Bearer"), None);
+    }
 
     #[test]
     fn token_comparison() {
