@@ -1,10 +1,9 @@
 //! What the `weir` subcommands do, once the command line is parsed.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use crate::config::Config;
-use crate::daemon::{self, Daemon};
+use crate::daemon;
 use crate::runtime::Workers;
 use crate::{demo, logging, signals};
 
@@ -34,20 +33,10 @@ pub async fn run(path: PathBuf, config: Config, workers: Workers) -> Result<(), 
 /// `weir demo`: the demo apps plus the proxy in front of them, served on `workers`.
 pub async fn demo(config: Config, workers: Workers) -> Result<(), String> {
     logging::init(&config.log);
-    for port in demo::DEMO_PORTS {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        demo::spawn_app(addr)
-            .await
-            .map_err(|e| format!("cannot start the demo app on {addr}: {e}"))?;
-    }
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     signals::forward(tx).map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    let daemon = Daemon::start_on(PathBuf::from("config/weir.toml"), config, workers)
-        .await
-        .map_err(|e| e.to_string())?;
-    for addr in daemon.local_addrs() {
-        print!("{}", demo::banner(addr));
-    }
-    daemon.run(rx).await;
+    let demo = demo::start(config, workers).await?;
+    print!("{}", demo.banner);
+    demo.daemon.run(rx).await;
     Ok(())
 }

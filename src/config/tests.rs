@@ -125,7 +125,8 @@ fn shipped_config_parses() {
     assert_eq!(c.routes.len(), 1);
     assert_eq!(c.routes[0].path, "/");
     assert_eq!(c.routes[0].host, None);
-    assert_eq!(c.admin, None);
+    let admin = c.admin.as_ref().map(|a| a.listen);
+    assert_eq!(admin, Some(addr("127.0.0.1:9090")));
 }
 
 #[test]
