@@ -14,6 +14,8 @@ mod values;
 #[cfg(test)]
 mod error_tests;
 #[cfg(test)]
+mod key_coverage;
+#[cfg(test)]
 mod tests;
 
 use std::path::Path;
