@@ -11,7 +11,8 @@ use toml::Spanned;
 /// A config file that could not be read, parsed or validated, with where and why.
 ///
 /// Validation goes on past a mistake, so one error may carry the others found
-/// in the same file (`more`); displayed, each is a line of its own.
+/// in the same file (`more`); displayed, each is a line of its own. The first
+/// is the one validation finds first, as when weir reported only one.
 #[derive(Debug, thiserror::Error)]
 pub struct ConfigError {
     /// The file the config came from, as given by the caller.
@@ -27,8 +28,8 @@ pub struct ConfigError {
     /// The underlying I/O error when the file could not be read.
     #[source]
     pub io: Option<std::io::Error>,
-    /// The other mistakes in the same file, in file order after this one;
-    /// empty when this is the only one.
+    /// The other mistakes in the same file, in the order validation found
+    /// them (section by section, then in file order); empty when this is the only one.
     pub more: Vec<ConfigError>,
 }
 
@@ -79,25 +80,16 @@ impl ConfigError {
         }
     }
 
-    /// `first` and `rest` as one error, in file order: the earliest heads it.
+    /// `first` and `rest` as one error, in that order.
     pub(crate) fn many(first: ConfigError, rest: Vec<ConfigError>) -> Self {
-        let place = |e: &ConfigError| (e.line, e.column);
         let mut head = first;
-        let mut more: Vec<ConfigError> = std::mem::take(&mut head.more);
+        let mut more = std::mem::take(&mut head.more);
         more.extend(rest.into_iter().flat_map(ConfigError::into_each));
-        // Stable: two errors at one place keep the order they were found in.
-        more.sort_by_key(place);
-        if let Some(earliest) = more.first_mut() {
-            if place(earliest) < place(&head) {
-                std::mem::swap(&mut head, earliest);
-                more.sort_by_key(place);
-            }
-        }
         head.more = more;
         head
     }
 
-    /// This error and the others it carries, in file order.
+    /// This error and the others it carries.
     pub fn each(&self) -> impl Iterator<Item = &ConfigError> {
         std::iter::once(self).chain(&self.more)
     }
@@ -283,7 +275,7 @@ mod tests {
     }
 
     #[test]
-    fn many_errors_are_one_line_each_in_file_order() {
+    fn many_errors_are_one_line_each_in_the_order_found() {
         let src = "a = 1\nb = 2\nc = 3\n";
         let at = |line: usize, key: &str| {
             let start = src.find(&format!("{key} =")).unwrap_or(0);
@@ -291,11 +283,11 @@ mod tests {
             assert_eq!(e.line, line);
             e
         };
-        let nested = ConfigError::many(at(2, "b"), vec![at(1, "a")]);
-        let e = ConfigError::many(at(3, "c"), vec![nested]);
+        let nested = ConfigError::many(at(3, "c"), vec![at(1, "a")]);
+        let e = ConfigError::many(at(2, "b"), vec![nested]);
         assert_eq!(
             e.to_string(),
-            "w.toml:1:1: a: bad\nw.toml:2:1: b: bad\nw.toml:3:1: c: bad"
+            "w.toml:2:1: b: bad\nw.toml:3:1: c: bad\nw.toml:1:1: a: bad"
         );
         assert_eq!(e.each().count(), 3);
         assert!(e.more.iter().all(|m| m.more.is_empty()));

@@ -526,8 +526,9 @@ fn three_mistakes_make_three_lines() {
 }
 
 #[test]
-fn every_kind_of_value_mistake_is_collected_in_file_order() {
-    // Routes before upstreams, so validation order differs from file order.
+fn every_kind_of_value_mistake_is_collected_section_by_section() {
+    // Routes first in the file, but reported last: errors come section by
+    // section, so the first is the one weir reported when it stopped at one.
     let src = "\
 [[route]]
 path = \"api\"
@@ -564,9 +565,6 @@ servers = []
     assert_eq!(
         keys,
         [
-            (2, "route[0].path"),
-            (6, "route[1].upstream"),
-            (7, "route[1].request_timeout"),
             (10, "server.listen[1]"),
             (10, "server.listen[2]"),
             (11, "server.max_connections"),
@@ -574,14 +572,17 @@ servers = []
             (13, "server.max_body_size"),
             (16, "admin.listen"),
             (17, "admin.token"),
-            (21, "upstream[0].servers[0]"),
             (21, "upstream[0].servers[0].weight"),
+            (21, "upstream[0].servers[0]"),
             (21, "upstream[0].servers[2]"),
             (22, "upstream[0].fail_on_status[0]"),
             (24, "upstream[0].health_check.path"),
             (25, "upstream[0].health_check.rise"),
             (28, "upstream[1].name"),
             (29, "upstream[1].servers"),
+            (2, "route[0].path"),
+            (6, "route[1].upstream"),
+            (7, "route[1].request_timeout"),
         ],
         "{e}"
     );

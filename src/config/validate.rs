@@ -22,8 +22,10 @@ const MIN_HEADER_BUFFER: u64 = 8192;
 /// Validates `raw`, parsed from `source`; `file` only names the file in errors.
 ///
 /// Every check runs even after one fails, so the error lists every mistake
-/// in the file; a check that depends on another (duplicate listeners on valid
-/// addresses, a backup-only pool of valid servers) runs only on values that passed.
+/// in the file, section by section ([server], [admin], [log], upstreams,
+/// routes): the first is the one weir reported when it stopped at one. A check
+/// that depends on another (duplicate listeners on valid addresses, a
+/// backup-only pool of valid servers) runs only on values that passed.
 pub(crate) fn validate(raw: RawConfig, source: &str, file: &Path) -> Result<Config, ConfigError> {
     let mut cx = Cx::new(source, file);
     let server = raw.server.map(|raw| server(&mut cx, raw));
@@ -33,6 +35,7 @@ pub(crate) fn validate(raw: RawConfig, source: &str, file: &Path) -> Result<Conf
     let upstreams = upstreams(&mut cx, raw.upstream);
     let routes = routes(&mut cx, raw.route, &upstreams);
     let Some(server) = server else {
+        // Reported first, as before validation went on past a mistake.
         let missing = cx.err(
             0..0,
             "server.listen",
@@ -50,14 +53,9 @@ pub(crate) fn validate(raw: RawConfig, source: &str, file: &Path) -> Result<Conf
 }
 
 fn server(cx: &mut Cx<'_>, raw: RawServer) -> ServerSettings {
-    let listen = listeners(cx, &raw.listen);
-    let mut trusted_proxies = Vec::with_capacity(raw.trusted_proxies.len());
-    for (i, value) in raw.trusted_proxies.iter().enumerate() {
-        let net = cidr(cx, value, &format_args!("server.trusted_proxies[{i}]"));
-        trusted_proxies.extend(cx.check(net));
-    }
+    // Field by field in the order of the file's sections, so errors come out so.
     ServerSettings {
-        listen,
+        listen: listeners(cx, &raw.listen),
         threads: cx.keep(cx.int(raw.threads.as_ref(), 0, (0, None), "server.threads")),
         max_connections: cx.keep(cx.int(
             raw.max_connections.as_ref(),
@@ -70,7 +68,7 @@ fn server(cx: &mut Cx<'_>, raw: RawServer) -> ServerSettings {
             Duration::from_secs(30),
             "server.shutdown_timeout",
         )),
-        trusted_proxies,
+        trusted_proxies: trusted_proxies(cx, &raw.trusted_proxies),
         header_read_timeout: cx.keep(cx.duration(
             raw.header_read_timeout.as_ref(),
             Duration::from_secs(10),
@@ -89,6 +87,15 @@ fn server(cx: &mut Cx<'_>, raw: RawServer) -> ServerSettings {
             "server.tunnel_idle_timeout",
         )),
     }
+}
+
+fn trusted_proxies(cx: &mut Cx<'_>, raw: &[Spanned<String>]) -> Vec<ipnet::IpNet> {
+    let mut nets = Vec::with_capacity(raw.len());
+    for (i, value) in raw.iter().enumerate() {
+        let net = cidr(cx, value, &format_args!("server.trusted_proxies[{i}]"));
+        nets.extend(cx.check(net));
+    }
+    nets
 }
 
 /// `[server] listen`, one listener or a list; a single one is keyed

@@ -79,9 +79,9 @@ impl<'a> Cx<'a> {
         }
     }
 
-    /// Every recorded error and `last` as one.
-    pub fn fail(self, last: ConfigError) -> ConfigError {
-        ConfigError::many(last, self.errors)
+    /// `first`, then every recorded error, as one.
+    pub fn fail(self, first: ConfigError) -> ConfigError {
+        ConfigError::many(first, self.errors)
     }
 
     /// A file named in the config: a relative path is relative to the config
