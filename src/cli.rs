@@ -1,6 +1,5 @@
 //! What the `weir` subcommands do, once the command line is parsed.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use tokio::sync::mpsc;
@@ -48,19 +47,9 @@ fn signal_controls() -> Result<mpsc::Receiver<Control>, String> {
 /// `weir demo`: the demo apps plus the proxy in front of them, served on `workers`.
 pub async fn demo(config: Config, workers: Workers) -> Result<(), String> {
     logging::init(&config.log);
-    for port in demo::DEMO_PORTS {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        demo::spawn_app(addr)
-            .await
-            .map_err(|e| format!("cannot start the demo app on {addr}: {e}"))?;
-    }
     let controls = signal_controls()?;
-    let daemon = Daemon::start_on(PathBuf::from("config/weir.toml"), config, workers)
-        .await
-        .map_err(|e| e.to_string())?;
-    for addr in daemon.local_addrs() {
-        print!("{}", demo::banner(addr));
-    }
-    daemon.run(controls).await;
+    let demo = demo::start(config, workers).await?;
+    print!("{}", demo.banner);
+    demo.daemon.run(controls).await;
     Ok(())
 }

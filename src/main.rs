@@ -36,7 +36,8 @@ enum Command {
         #[arg(short, long, default_value = "/etc/weir/weir.toml")]
         config: PathBuf,
     },
-    /// Run three demo apps on 127.0.0.1:3000-3002 and the proxy on 127.0.0.1:8080.
+    /// Run three demo apps on 127.0.0.1:3000-3002, the proxy on 127.0.0.1:8080
+    /// and its status page on 127.0.0.1:9090.
     Demo,
 }
 

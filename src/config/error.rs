@@ -9,6 +9,10 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 /// A config file that could not be read, parsed or validated, with where and why.
+///
+/// Validation goes on past a mistake, so one error may carry the others found
+/// in the same file (`more`); displayed, each is a line of its own. The first
+/// is the one validation finds first, as when weir reported only one.
 #[derive(Debug, thiserror::Error)]
 pub struct ConfigError {
     /// The file the config came from, as given by the caller.
@@ -24,6 +28,9 @@ pub struct ConfigError {
     /// The underlying I/O error when the file could not be read.
     #[source]
     pub io: Option<std::io::Error>,
+    /// The other mistakes in the same file, in the order validation found
+    /// them (section by section, then in file order); empty when this is the only one.
+    pub more: Vec<ConfigError>,
 }
 
 impl ConfigError {
@@ -43,6 +50,7 @@ impl ConfigError {
             key: key.into(),
             message: message.into(),
             io: None,
+            more: Vec::new(),
         }
     }
 
@@ -55,6 +63,7 @@ impl ConfigError {
             key: location.key.clone(),
             message: message.into(),
             io: None,
+            more: Vec::new(),
         }
     }
 
@@ -67,7 +76,38 @@ impl ConfigError {
             key: String::new(),
             message: format!("cannot read: {error}"),
             io: Some(error),
+            more: Vec::new(),
         }
+    }
+
+    /// `first` and `rest` as one error, in that order.
+    pub(crate) fn many(first: ConfigError, rest: Vec<ConfigError>) -> Self {
+        let mut head = first;
+        let mut more = std::mem::take(&mut head.more);
+        more.extend(rest.into_iter().flat_map(ConfigError::into_each));
+        head.more = more;
+        head
+    }
+
+    /// This error and the others it carries.
+    pub fn each(&self) -> impl Iterator<Item = &ConfigError> {
+        std::iter::once(self).chain(&self.more)
+    }
+
+    fn into_each(mut self) -> impl Iterator<Item = ConfigError> {
+        let more = std::mem::take(&mut self.more);
+        std::iter::once(self).chain(more)
+    }
+
+    fn fmt_one(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:", self.file.display())?;
+        if self.line > 0 {
+            write!(f, "{}:{}:", self.line, self.column)?;
+        }
+        if !self.key.is_empty() {
+            write!(f, " {}:", self.key)?;
+        }
+        write!(f, " {}", self.message)
     }
 
     /// Converts a toml syntax or serde error, deriving the key path from its span.
@@ -80,15 +120,14 @@ impl ConfigError {
 }
 
 impl fmt::Display for ConfigError {
+    /// One line per error: `file:line:column: key: message`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:", self.file.display())?;
-        if self.line > 0 {
-            write!(f, "{}:{}:", self.line, self.column)?;
+        self.fmt_one(f)?;
+        for other in &self.more {
+            writeln!(f)?;
+            other.fmt_one(f)?;
         }
-        if !self.key.is_empty() {
-            write!(f, " {}:", self.key)?;
-        }
-        write!(f, " {}", self.message)
+        Ok(())
     }
 }
 
@@ -233,6 +272,25 @@ mod tests {
         let e = ConfigError::io(Path::new("/etc/weir/weir.toml"), io);
         assert_eq!(e.to_string(), "/etc/weir/weir.toml: cannot read: gone");
         assert_eq!((e.line, e.column), (0, 0));
+    }
+
+    #[test]
+    fn many_errors_are_one_line_each_in_the_order_found() {
+        let src = "a = 1\nb = 2\nc = 3\n";
+        let at = |line: usize, key: &str| {
+            let start = src.find(&format!("{key} =")).unwrap_or(0);
+            let e = ConfigError::at(Path::new("w.toml"), src, start..start + 1, key, "bad");
+            assert_eq!(e.line, line);
+            e
+        };
+        let nested = ConfigError::many(at(3, "c"), vec![at(1, "a")]);
+        let e = ConfigError::many(at(2, "b"), vec![nested]);
+        assert_eq!(
+            e.to_string(),
+            "w.toml:2:1: b: bad\nw.toml:3:1: c: bad\nw.toml:1:1: a: bad"
+        );
+        assert_eq!(e.each().count(), 3);
+        assert!(e.more.iter().all(|m| m.more.is_empty()));
     }
 
     #[test]

@@ -4,9 +4,18 @@ use std::path::Path;
 
 use super::parse;
 
-/// Asserts `src` fails at `line` on `key` with a message containing `msg`.
+/// Asserts `src` fails at `line` on `key` with a message containing `msg`,
+/// and with nothing else: one mistake is reported once, and not again as the
+/// cause of another error.
 #[track_caller]
 pub(super) fn fails(src: &str, line: usize, key: &str, msg: &str) {
+    let e = fails_first(src, line, key, msg);
+    assert!(e.more.is_empty(), "more than one error:\n{e}");
+}
+
+/// Asserts the first error of `src` is at `line` on `key` with a message containing `msg`.
+#[track_caller]
+fn fails_first(src: &str, line: usize, key: &str, msg: &str) -> super::ConfigError {
     let e = match parse(src, Path::new("weir.toml")) {
         Ok(c) => panic!("expected an error, got {c:?}"),
         Err(e) => e,
@@ -20,6 +29,7 @@ pub(super) fn fails(src: &str, line: usize, key: &str, msg: &str) {
     assert!(e.column >= 1, "{e}");
     let prefix = format!("weir.toml:{line}:{}: {key}: ", e.column);
     assert!(e.to_string().starts_with(&prefix), "{e}");
+    e
 }
 
 /// A valid document with `server`, `upstream` and `route` bodies swapped in;
@@ -422,7 +432,8 @@ fn bad_words() {
 
 #[test]
 fn empty_name_and_token() {
-    fails(
+    // The route to "app" is a second mistake here: no upstream is named so.
+    fails_first(
         &doc(LISTEN, "name = \"\"\nservers = [\"127.0.0.1:3000\"]", ROUTE),
         6,
         "upstream[0].name",
@@ -490,5 +501,111 @@ fn bad_sizes_statuses_and_optional_timeouts() {
         11,
         "route[0].request_timeout",
         "invalid duration",
+    );
+}
+
+#[test]
+fn three_mistakes_make_three_lines() {
+    let src = "[server]\nlisten = \"127.0.0.1:8080\"\nidle_timeout = \"soon\"\n\n\
+               [[upstream]]\nname = \"app\"\nservers = [\"127.0.0.1:3000\", \"nowhere\"]\n\n\
+               [[route]]\nupstream = \"nope\"\n";
+    let e = parse(src, Path::new("weir.toml")).expect_err("three mistakes");
+    let shown = e.to_string();
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "weir.toml:3:16: server.idle_timeout: invalid duration \"soon\": \
+             expected number at 0; expected e.g. \"500ms\", \"2s\" or \"1m\"",
+            "weir.toml:7:30: upstream[0].servers[1]: invalid address \"nowhere\": \
+             expected IP:port such as 127.0.0.1:3000",
+            "weir.toml:10:12: route[0].upstream: no upstream named \"nope\"",
+        ]
+    );
+    assert_eq!(e.each().count(), 3);
+}
+
+#[test]
+fn every_kind_of_value_mistake_is_collected_section_by_section() {
+    // Routes first in the file, but reported last: errors come section by
+    // section, so the first is the one weir reported when it stopped at one.
+    let src = "\
+[[route]]
+path = \"api\"
+upstream = \"app\"
+[[route]]
+path = \"/x\"
+upstream = \"missing\"
+request_timeout = \"0s\"
+
+[server]
+listen = [\"127.0.0.1:8080\", \"127.0.0.1:8080\", \"nowhere\"]
+max_connections = 0
+trusted_proxies = [\"10.0.0.0/33\"]
+max_body_size = \"lots\"
+
+[admin]
+listen = \"127.0.0.1:8080\"
+token = \"\"
+
+[[upstream]]
+name = \"app\"
+servers = [{ addr = \"127.0.0.1:0\", weight = 0 }, \"127.0.0.1:1\", \"127.0.0.1:1\"]
+fail_on_status = [99]
+[upstream.health_check]
+path = \"health\"
+rise = 0
+
+[[upstream]]
+name = \"app\"
+servers = []
+";
+    let e = parse(src, Path::new("weir.toml")).expect_err("many mistakes");
+    let keys: Vec<(usize, &str)> = e.each().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(
+        keys,
+        [
+            (10, "server.listen[1]"),
+            (10, "server.listen[2]"),
+            (11, "server.max_connections"),
+            (12, "server.trusted_proxies[0]"),
+            (13, "server.max_body_size"),
+            (16, "admin.listen"),
+            (17, "admin.token"),
+            (21, "upstream[0].servers[0].weight"),
+            (21, "upstream[0].servers[0]"),
+            (21, "upstream[0].servers[2]"),
+            (22, "upstream[0].fail_on_status[0]"),
+            (24, "upstream[0].health_check.path"),
+            (25, "upstream[0].health_check.rise"),
+            (28, "upstream[1].name"),
+            (29, "upstream[1].servers"),
+            (2, "route[0].path"),
+            (6, "route[1].upstream"),
+            (7, "route[1].request_timeout"),
+        ],
+        "{e}"
+    );
+    assert_eq!(e.to_string().lines().count(), keys.len());
+}
+
+#[test]
+fn a_missing_server_section_is_reported_with_the_rest() {
+    let src =
+        "[[upstream]]\nname = \"app\"\nservers = [\"nowhere\"]\n[[route]]\nupstream = \"app\"\n";
+    let e = parse(src, Path::new("weir.toml")).expect_err("two mistakes");
+    let keys: Vec<&str> = e.each().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["server.listen", "upstream[0].servers[0]"], "{e}");
+}
+
+#[test]
+fn a_serde_error_stops_at_the_first() {
+    // toml rejects types and unknown keys before validation runs: one error.
+    let src = doc("listen = \"127.0.0.1:8080\"\nthread = 1", "name = 5", ROUTE);
+    let e = parse(&src, Path::new("weir.toml")).expect_err("serde error");
+    assert_eq!(
+        (e.line, e.key.as_str(), e.more.len()),
+        (3, "server.thread", 0),
+        "{e}"
     );
 }

@@ -2,7 +2,8 @@
 //!
 //! Two steps, both pure functions of the text: `raw` deserializes the TOML
 //! into serde structs that keep spans, `validate` checks them and builds the
-//! domain types in `model`. Errors carry `file:line:column: key`.
+//! domain types in `model`. Errors carry `file:line:column: key`; validation
+//! goes on past a mistake, so one error lists every mistake it found.
 
 mod error;
 mod model;
@@ -13,6 +14,8 @@ mod values;
 
 #[cfg(test)]
 mod error_tests;
+#[cfg(test)]
+mod key_coverage;
 #[cfg(test)]
 mod tests;
 

@@ -146,7 +146,8 @@ pub enum AccessLog {
     Stdout,
     /// No access log.
     Off,
-    /// Appended to this file.
+    /// Appended to this file; a relative path in the config is resolved
+    /// against the config file's directory, like certificate paths.
     File(PathBuf),
 }
 
@@ -192,7 +193,7 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// Time allowed until the response head arrives; then 504.
     pub response_timeout: Duration,
-    /// Idle pooled connections kept per server.
+    /// Idle pooled connections kept per server, per worker thread.
     pub keepalive: usize,
     /// Failures within `fail_timeout` that take a server out (0 disables).
     pub max_fails: u32,

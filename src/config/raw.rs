@@ -29,7 +29,7 @@ pub(crate) struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawServer {
-    pub listen: Spanned<Vec<Spanned<AddrOr<RawListener>>>>,
+    pub listen: Spanned<RawListen>,
     pub threads: Option<Spanned<i64>>,
     pub max_connections: Option<Spanned<i64>>,
     pub shutdown_timeout: Option<Spanned<String>>,
@@ -40,6 +40,49 @@ pub(crate) struct RawServer {
     pub max_header_size: Option<Spanned<RawSize>>,
     pub max_body_size: Option<Spanned<RawSize>>,
     pub tunnel_idle_timeout: Option<Spanned<String>>,
+}
+
+/// `[server] listen`: one listener, or a list of them. `[admin] listen` is a
+/// plain string, so a single server listener may be written the same way.
+#[derive(Debug)]
+pub(crate) enum RawListen {
+    /// `listen = "0.0.0.0:80"` or `listen = { addr = "0.0.0.0:443", tls = … }`
+    One(AddrOr<RawListener>),
+    /// `listen = ["0.0.0.0:80", { addr = "0.0.0.0:443", tls = … }]`
+    List(Vec<Spanned<AddrOr<RawListener>>>),
+}
+
+impl<'de> Deserialize<'de> for RawListen {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RawListenVisitor;
+
+        impl<'de> Visitor<'de> for RawListenVisitor {
+            type Value = RawListen;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an \"ip:port\" string, a table with `addr`, or a list of them")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawListen::One(AddrOr::Addr(v.to_owned())))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                RawListener::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(|table| RawListen::One(AddrOr::Table(table)))
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut list = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    list.push(item);
+                }
+                Ok(RawListen::List(list))
+            }
+        }
+
+        deserializer.deserialize_any(RawListenVisitor)
+    }
 }
 
 /// A byte size: an integer, or a string with a unit such as `"10MB"` or `"64KiB"`.

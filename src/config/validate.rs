@@ -2,9 +2,11 @@
 //! required lists, uniqueness and references between sections. Single values
 //! are checked in `values`.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
-use std::path::{Path, PathBuf};
+use std::ops::Range;
+use std::path::Path;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -18,14 +20,30 @@ use super::values::{cidr, host_pattern, invalid_addr, path, Cx};
 const MIN_HEADER_BUFFER: u64 = 8192;
 
 /// Validates `raw`, parsed from `source`; `file` only names the file in errors.
+///
+/// Every check runs even after one fails, so the error lists every mistake
+/// in the file, section by section ([server], [admin], [log], upstreams,
+/// routes): the first is the one weir reported when it stopped at one. A check
+/// that depends on another (duplicate listeners on valid addresses, a
+/// backup-only pool of valid servers) runs only on values that passed.
 pub(crate) fn validate(raw: RawConfig, source: &str, file: &Path) -> Result<Config, ConfigError> {
-    let cx = Cx { source, file };
-    let server = server(&cx, raw.server)?;
-    let admin = raw.admin.map(|a| admin(&cx, a, &server)).transpose()?;
-    let log = log(&cx, raw.log)?;
-    let upstreams = upstreams(&cx, raw.upstream)?;
-    let routes = routes(&cx, raw.route, &upstreams)?;
-    Ok(Config {
+    let mut cx = Cx::new(source, file);
+    let server = raw.server.map(|raw| server(&mut cx, raw));
+    let listen = server.as_ref().map_or(&[][..], |s| s.listen.as_slice());
+    let admin = raw.admin.and_then(|raw| admin(&mut cx, raw, listen));
+    let log = log(&mut cx, raw.log);
+    let upstreams = upstreams(&mut cx, raw.upstream);
+    let routes = routes(&mut cx, raw.route, &upstreams);
+    let Some(server) = server else {
+        // Reported first, as before validation went on past a mistake.
+        let missing = cx.err(
+            0..0,
+            "server.listen",
+            "at least one listener is required, e.g. [server] listen = [\"0.0.0.0:80\"]",
+        );
+        return Err(cx.fail(missing));
+    };
+    cx.finish(Config {
         server,
         admin,
         log,
@@ -34,141 +52,160 @@ pub(crate) fn validate(raw: RawConfig, source: &str, file: &Path) -> Result<Conf
     })
 }
 
-fn server(cx: &Cx<'_>, raw: Option<RawServer>) -> Result<ServerSettings, ConfigError> {
-    let Some(raw) = raw else {
-        return Err(cx.err(
-            0..0,
-            "server.listen",
-            "at least one listener is required, e.g. [server] listen = [\"0.0.0.0:80\"]",
-        ));
-    };
-    if raw.listen.get_ref().is_empty() {
-        return Err(cx.err(
-            raw.listen.span(),
-            "server.listen",
-            "at least one listener is required",
-        ));
-    }
-    let mut listen: Vec<ListenerConfig> = Vec::new();
-    for (i, entry) in raw.listen.get_ref().iter().enumerate() {
-        let key = format!("server.listen[{i}]");
-        let (listener, key) = match entry.get_ref() {
-            AddrOr::Addr(text) => {
-                let addr = text
-                    .trim()
-                    .parse()
-                    .map_err(|_| cx.err(entry.span(), &key, invalid_addr(text)))?;
-                let plain = ListenerConfig {
-                    addr,
-                    tls: None,
-                    redirect_https: false,
-                };
-                (plain, key)
-            }
-            AddrOr::Table(table) => (listener_table(cx, table, &key)?, format!("{key}.addr")),
-        };
-        let addr = listener.addr;
-        // Port 0 asks the OS for a fresh port each time, so it never collides.
-        if addr.port() != 0 && listen.iter().any(|l| l.addr == addr) {
-            return Err(cx.err(entry.span(), &key, format!("duplicate listener {addr}")));
-        }
-        listen.push(listener);
-    }
-
-    let mut trusted_proxies = Vec::new();
-    for (i, value) in raw.trusted_proxies.iter().enumerate() {
-        trusted_proxies.push(cidr(cx, value, &format!("server.trusted_proxies[{i}]"))?);
-    }
-
-    Ok(ServerSettings {
-        listen,
-        threads: cx.int(raw.threads.as_ref(), 0, (0, None), "server.threads")?,
-        max_connections: cx.int(
+fn server(cx: &mut Cx<'_>, raw: RawServer) -> ServerSettings {
+    // Field by field in the order of the file's sections, so errors come out so.
+    ServerSettings {
+        listen: listeners(cx, &raw.listen),
+        threads: cx.keep(cx.int(raw.threads.as_ref(), 0, (0, None), "server.threads")),
+        max_connections: cx.keep(cx.int(
             raw.max_connections.as_ref(),
             20_000,
             (1, None),
             "server.max_connections",
-        )?,
-        shutdown_timeout: cx.duration(
+        )),
+        shutdown_timeout: cx.keep(cx.duration(
             raw.shutdown_timeout.as_ref(),
             Duration::from_secs(30),
             "server.shutdown_timeout",
-        )?,
-        trusted_proxies,
-        header_read_timeout: cx.duration(
+        )),
+        trusted_proxies: trusted_proxies(cx, &raw.trusted_proxies),
+        header_read_timeout: cx.keep(cx.duration(
             raw.header_read_timeout.as_ref(),
             Duration::from_secs(10),
             "server.header_read_timeout",
-        )?,
-        idle_timeout: cx.duration(
+        )),
+        idle_timeout: cx.keep(cx.duration(
             raw.idle_timeout.as_ref(),
             Duration::from_secs(60),
             "server.idle_timeout",
-        )?,
-        max_header_size: max_header_size(cx, raw.max_header_size.as_ref())?,
-        max_body_size: cx.size(raw.max_body_size.as_ref(), "server.max_body_size")?,
-        tunnel_idle_timeout: cx.duration(
+        )),
+        max_header_size: cx.keep(max_header_size(cx, raw.max_header_size.as_ref())),
+        max_body_size: cx.keep(cx.size(raw.max_body_size.as_ref(), "server.max_body_size")),
+        tunnel_idle_timeout: cx.keep(cx.duration(
             raw.tunnel_idle_timeout.as_ref(),
             Duration::from_secs(3600),
             "server.tunnel_idle_timeout",
-        )?,
-    })
+        )),
+    }
+}
+
+fn trusted_proxies(cx: &mut Cx<'_>, raw: &[Spanned<String>]) -> Vec<ipnet::IpNet> {
+    let mut nets = Vec::with_capacity(raw.len());
+    for (i, value) in raw.iter().enumerate() {
+        let net = cidr(cx, value, &format_args!("server.trusted_proxies[{i}]"));
+        nets.extend(cx.check(net));
+    }
+    nets
+}
+
+/// `[server] listen`, one listener or a list; a single one is keyed
+/// `server.listen`, one of a list `server.listen[i]`.
+fn listeners(cx: &mut Cx<'_>, raw: &Spanned<RawListen>) -> Vec<ListenerConfig> {
+    let entries: Vec<(&AddrOr<RawListener>, Range<usize>, String)> = match raw.get_ref() {
+        RawListen::One(one) => vec![(one, raw.span(), "server.listen".to_owned())],
+        RawListen::List(list) => {
+            if list.is_empty() {
+                cx.record(cx.err(
+                    raw.span(),
+                    "server.listen",
+                    "at least one listener is required",
+                ));
+            }
+            list.iter()
+                .enumerate()
+                .map(|(i, entry)| (entry.get_ref(), entry.span(), format!("server.listen[{i}]")))
+                .collect()
+        }
+    };
+    let mut listen: Vec<ListenerConfig> = Vec::with_capacity(entries.len());
+    for (entry, span, key) in entries {
+        let (listener, key) = match entry {
+            AddrOr::Addr(text) => {
+                let addr = text
+                    .trim()
+                    .parse()
+                    .map_err(|_| cx.err(span.clone(), &key, invalid_addr(text)));
+                let plain = cx.check(addr).map(|addr| ListenerConfig {
+                    addr,
+                    tls: None,
+                    redirect_https: false,
+                });
+                (plain, key)
+            }
+            AddrOr::Table(table) => {
+                let listener = listener_table(cx, table, &key);
+                (listener, format!("{key}.addr"))
+            }
+        };
+        let Some(listener) = listener else {
+            continue;
+        };
+        let addr = listener.addr;
+        // Port 0 asks the OS for a fresh port each time, so it never collides.
+        if addr.port() != 0 && listen.iter().any(|l| l.addr == addr) {
+            cx.record(cx.err(span, &key, format!("duplicate listener {addr}")));
+            continue;
+        }
+        listen.push(listener);
+    }
+    listen
 }
 
 /// The table form of a listener: TLS certificates or an HTTPS redirect.
-fn listener_table(
-    cx: &Cx<'_>,
-    table: &RawListener,
-    key: &(impl Display + ?Sized),
-) -> Result<ListenerConfig, ConfigError> {
-    let addr = cx.addr(&table.addr, &format!("{key}.addr"))?;
+fn listener_table(cx: &mut Cx<'_>, table: &RawListener, key: &str) -> Option<ListenerConfig> {
+    let addr = cx.check(cx.addr(&table.addr, &format_args!("{key}.addr")));
     let redirect_https = table.redirect_https.as_ref().is_some_and(|r| *r.get_ref());
-    let tls = match &table.tls {
-        None => None,
-        Some(tls) => {
-            let tls_key = format!("{key}.tls");
-            if redirect_https {
-                return Err(cx.err(
-                    tls.span(),
-                    &tls_key,
-                    "a TLS listener cannot also have redirect_https = true",
-                ));
-            }
-            let many = tls.get_ref().0.len() > 1;
-            let mut certs = Vec::new();
-            for (j, raw) in tls.get_ref().0.iter().enumerate() {
-                let cert_key = if many {
-                    format!("{tls_key}[{j}]")
-                } else {
-                    tls_key.clone()
-                };
-                certs.push(cert_files(cx, raw, &cert_key)?);
-            }
-            if certs.is_empty() {
-                return Err(cx.err(
-                    tls.span(),
-                    &tls_key,
-                    "must name at least one certificate: { cert = \"site.pem\", key = \"site.key\" }",
-                ));
-            }
-            Some(TlsSettings { certs })
-        }
-    };
-    Ok(ListenerConfig {
-        addr,
+    let tls = table
+        .tls
+        .as_ref()
+        .and_then(|tls| tls_settings(cx, tls, redirect_https, key));
+    Some(ListenerConfig {
+        addr: addr?,
         tls,
         redirect_https,
     })
 }
 
+/// A listener's `tls`: one `{ cert, key }` table or a list of them.
+fn tls_settings(
+    cx: &mut Cx<'_>,
+    tls: &Spanned<OneOrMany<RawCert>>,
+    redirect_https: bool,
+    key: &str,
+) -> Option<TlsSettings> {
+    let tls_key = format!("{key}.tls");
+    if redirect_https {
+        cx.record(cx.err(
+            tls.span(),
+            &tls_key,
+            "a TLS listener cannot also have redirect_https = true",
+        ));
+        return None;
+    }
+    let raw = &tls.get_ref().0;
+    if raw.is_empty() {
+        cx.record(cx.err(
+            tls.span(),
+            &tls_key,
+            "must name at least one certificate: { cert = \"site.pem\", key = \"site.key\" }",
+        ));
+        return None;
+    }
+    let mut certs = Vec::with_capacity(raw.len());
+    for (j, files) in raw.iter().enumerate() {
+        let cert_key = if raw.len() > 1 {
+            format!("{tls_key}[{j}]")
+        } else {
+            tls_key.clone()
+        };
+        certs.extend(cert_files(cx, files, &cert_key));
+    }
+    Some(TlsSettings { certs })
+}
+
 /// One `{ cert, key }` pair; paths are resolved against the config file's folder.
-fn cert_files(
-    cx: &Cx<'_>,
-    raw: &RawCert,
-    key: &(impl Display + ?Sized),
-) -> Result<CertFiles, ConfigError> {
-    let base = cx.file.parent().unwrap_or_else(|| Path::new(""));
-    let file = |value: &Spanned<String>, field: &str| {
+fn cert_files(cx: &mut Cx<'_>, raw: &RawCert, key: &str) -> Option<CertFiles> {
+    let file = |cx: &Cx<'_>, value: &Spanned<String>, field: &str| {
         let key = format!("{key}.{field}");
         if value.get_ref().trim().is_empty() {
             return Err(cx.err(value.span(), &key, "must be a file path"));
@@ -180,11 +217,12 @@ fn cert_files(
             column,
             key,
         };
-        Ok((base.join(value.get_ref()), location))
+        Ok((cx.config_relative(value.get_ref()), location))
     };
-    let (cert, cert_at) = file(&raw.cert, "cert")?;
-    let (key, key_at) = file(&raw.key, "key")?;
-    Ok(CertFiles {
+    let cert = cx.check(file(cx, &raw.cert, "cert"));
+    let key = cx.check(file(cx, &raw.key, "key"));
+    let ((cert, cert_at), (key, key_at)) = (cert?, key?);
+    Some(CertFiles {
         cert,
         key,
         cert_at,
@@ -205,45 +243,50 @@ fn max_header_size(cx: &Cx<'_>, raw: Option<&Spanned<RawSize>>) -> Result<usize,
     }
 }
 
-fn admin(
-    cx: &Cx<'_>,
-    raw: RawAdmin,
-    server: &ServerSettings,
-) -> Result<AdminSettings, ConfigError> {
-    let listen = cx.addr(&raw.listen, "admin.listen")?;
-    if listen.port() != 0 && server.listen.iter().any(|l| l.addr == listen) {
-        return Err(cx.err(
-            raw.listen.span(),
-            "admin.listen",
-            format!("{listen} is already a server listener"),
-        ));
+fn admin(cx: &mut Cx<'_>, raw: RawAdmin, listeners: &[ListenerConfig]) -> Option<AdminSettings> {
+    let listen = cx.check(cx.addr(&raw.listen, "admin.listen"));
+    if let Some(addr) = listen {
+        if addr.port() != 0 && listeners.iter().any(|l| l.addr == addr) {
+            cx.record(cx.err(
+                raw.listen.span(),
+                "admin.listen",
+                format!("{addr} is already a server listener"),
+            ));
+        }
     }
     let token = match raw.token {
         Some(t) if t.get_ref().is_empty() => {
-            return Err(cx.err(t.span(), "admin.token", "must not be empty"));
+            cx.record(cx.err(t.span(), "admin.token", "must not be empty"));
+            None
         }
         t => t.map(Spanned::into_inner),
     };
-    Ok(AdminSettings { listen, token })
+    Some(AdminSettings {
+        listen: listen?,
+        token,
+    })
 }
 
-fn log(cx: &Cx<'_>, raw: RawLog) -> Result<LogSettings, ConfigError> {
+fn log(cx: &mut Cx<'_>, raw: RawLog) -> LogSettings {
     let access = match raw.access {
         None => AccessLog::Stdout,
         Some(a) => match a.get_ref().as_str() {
             "stdout" => AccessLog::Stdout,
             "off" => AccessLog::Off,
             "" => {
-                return Err(cx.err(
+                cx.record(cx.err(
                     a.span(),
                     "log.access",
                     "must be \"stdout\", \"off\" or a file path",
-                ))
+                ));
+                AccessLog::Off
             }
-            path => AccessLog::File(PathBuf::from(path)),
+            // Like certificate paths: relative to the config file, so the
+            // daemon writes to the same file whatever directory it starts in.
+            path => AccessLog::File(cx.config_relative(path)),
         },
     };
-    Ok(LogSettings {
+    LogSettings {
         level: match raw.level {
             RawLogLevel::Error => LogLevel::Error,
             RawLogLevel::Warn => LogLevel::Warn,
@@ -260,13 +303,10 @@ fn log(cx: &Cx<'_>, raw: RawLog) -> Result<LogSettings, ConfigError> {
             RawAccessFormat::Combined => AccessFormat::Combined,
             RawAccessFormat::Json => AccessFormat::Json,
         },
-    })
+    }
 }
 
-fn upstreams(
-    cx: &Cx<'_>,
-    raw: Vec<Spanned<RawUpstream>>,
-) -> Result<Vec<UpstreamConfig>, ConfigError> {
+fn upstreams(cx: &mut Cx<'_>, raw: Vec<Spanned<RawUpstream>>) -> Vec<UpstreamConfig> {
     // Offsets, not lines: counting lines scans the file up to the name, and
     // doing that for every upstream would be quadratic in the file's size.
     let mut first_offset: HashMap<&str, usize> = HashMap::with_capacity(raw.len());
@@ -276,58 +316,63 @@ fn upstreams(
         let key = format!("upstream[{i}]");
         let name = up.name.get_ref();
         if name.trim().is_empty() {
-            return Err(cx.err(up.name.span(), &format!("{key}.name"), "must not be empty"));
-        }
-        if let Some(&offset) = first_offset.get(name.as_str()) {
-            let (line, _) = super::error::line_column(cx.source, offset);
-            return Err(cx.err(
+            cx.record(cx.err(
                 up.name.span(),
-                &format!("{key}.name"),
+                &format_args!("{key}.name"),
+                "must not be empty",
+            ));
+        } else if let Some(&offset) = first_offset.get(name.as_str()) {
+            let (line, _) = super::error::line_column(cx.source, offset);
+            cx.record(cx.err(
+                up.name.span(),
+                &format_args!("{key}.name"),
                 format!("duplicate upstream name \"{name}\" (first defined on line {line})"),
             ));
+        } else {
+            first_offset.insert(name, up.name.span().start);
         }
-        first_offset.insert(name, up.name.span().start);
-        out.push(upstream(cx, up, &key)?);
+        // Kept even when its name is wrong, so routes to it are not reported too.
+        out.push(upstream(cx, up, &key));
     }
-    Ok(out)
+    out
 }
 
-fn upstream(
-    cx: &Cx<'_>,
-    raw: &RawUpstream,
-    key: &(impl Display + ?Sized),
-) -> Result<UpstreamConfig, ConfigError> {
+fn upstream(cx: &mut Cx<'_>, raw: &RawUpstream, key: &str) -> UpstreamConfig {
     let servers_key = format!("{key}.servers");
-    if raw.servers.get_ref().is_empty() {
-        return Err(cx.err(
+    let entries = raw.servers.get_ref();
+    if entries.is_empty() {
+        cx.record(cx.err(
             raw.servers.span(),
             &servers_key,
             "must list at least one server",
         ));
     }
-    let entries = raw.servers.get_ref();
     let mut servers: Vec<ServerConfig> = Vec::with_capacity(entries.len());
     let mut seen: HashSet<std::net::SocketAddr> = HashSet::with_capacity(entries.len());
     for (j, entry) in entries.iter().enumerate() {
-        let server = server_entry(cx, entry, &format_args!("{servers_key}[{j}]"))?;
+        let Some(server) = server_entry(cx, entry, &format_args!("{servers_key}[{j}]")) else {
+            continue;
+        };
         if !seen.insert(server.addr) {
-            return Err(cx.err(
+            cx.record(cx.err(
                 entry.span(),
                 &format_args!("{servers_key}[{j}]"),
                 format!("duplicate server {} in this upstream", server.addr),
             ));
+            continue;
         }
         servers.push(server);
     }
-    if servers.iter().all(|s| s.backup) {
-        return Err(cx.err(
+    // Only when every entry is valid: an invalid one may have been the primary.
+    if servers.len() == entries.len() && servers.iter().all(|s| s.backup) && !servers.is_empty() {
+        cx.record(cx.err(
             raw.servers.span(),
             &servers_key,
             "at least one server must not be a backup",
         ));
     }
     let k = |field: &str| format!("{key}.{field}");
-    Ok(UpstreamConfig {
+    UpstreamConfig {
         name: raw.name.get_ref().clone(),
         balance: match raw.balance {
             RawBalance::RoundRobin => Balance::RoundRobin,
@@ -338,172 +383,190 @@ fn upstream(
             RawProtocol::H2c => UpstreamProtocol::H2c,
         },
         servers,
-        connect_timeout: cx.duration(
+        connect_timeout: cx.keep(cx.duration(
             raw.connect_timeout.as_ref(),
             Duration::from_secs(2),
             &k("connect_timeout"),
-        )?,
-        response_timeout: cx.duration(
+        )),
+        response_timeout: cx.keep(cx.duration(
             raw.response_timeout.as_ref(),
             Duration::from_secs(60),
             &k("response_timeout"),
-        )?,
-        keepalive: cx.int(raw.keepalive.as_ref(), 64, (0, None), &k("keepalive"))?,
-        max_fails: cx.int(raw.max_fails.as_ref(), 1, (0, None), &k("max_fails"))?,
-        fail_timeout: cx.duration(
+        )),
+        keepalive: cx.keep(cx.int(raw.keepalive.as_ref(), 64, (0, None), &k("keepalive"))),
+        max_fails: cx.keep(cx.int(raw.max_fails.as_ref(), 1, (0, None), &k("max_fails"))),
+        fail_timeout: cx.keep(cx.duration(
             raw.fail_timeout.as_ref(),
             Duration::from_secs(10),
             &k("fail_timeout"),
-        )?,
-        retries: cx.int(raw.retries.as_ref(), 2, (0, None), &k("retries"))?,
-        retry_timeout: cx.optional_duration(raw.retry_timeout.as_ref(), &k("retry_timeout"))?,
+        )),
+        retries: cx.keep(cx.int(raw.retries.as_ref(), 2, (0, None), &k("retries"))),
+        retry_timeout: cx
+            .keep(cx.optional_duration(raw.retry_timeout.as_ref(), &k("retry_timeout"))),
         request_timeout: cx
-            .optional_duration(raw.request_timeout.as_ref(), &k("request_timeout"))?,
-        fail_on_status: statuses(cx, &raw.fail_on_status, &k("fail_on_status"))?,
-        slow_start: cx.optional_duration(raw.slow_start.as_ref(), &k("slow_start"))?,
+            .keep(cx.optional_duration(raw.request_timeout.as_ref(), &k("request_timeout"))),
+        fail_on_status: statuses(cx, &raw.fail_on_status, &k("fail_on_status")),
+        slow_start: cx.keep(cx.optional_duration(raw.slow_start.as_ref(), &k("slow_start"))),
         health_check: raw
             .health_check
             .as_ref()
-            .map(|hc| health_check(cx, hc.get_ref(), &k("health_check")))
-            .transpose()?,
-    })
+            .map(|hc| health_check(cx, hc.get_ref(), &k("health_check"))),
+    }
 }
 
 fn server_entry(
-    cx: &Cx<'_>,
+    cx: &mut Cx<'_>,
     entry: &Spanned<AddrOr<RawServerEntry>>,
     key: &(impl Display + ?Sized),
-) -> Result<ServerConfig, ConfigError> {
+) -> Option<ServerConfig> {
     let (addr, weight, backup) = match entry.get_ref() {
         AddrOr::Addr(text) => {
             let addr = text
                 .trim()
                 .parse()
-                .map_err(|_| cx.err(entry.span(), key, invalid_addr(text)))?;
-            (addr, 1, false)
+                .map_err(|_| cx.err(entry.span(), key, invalid_addr(text)));
+            (cx.check(addr), 1, false)
         }
         AddrOr::Table(t) => {
-            let addr = cx.addr(&t.addr, &format_args!("{key}.addr"))?;
-            let weight = cx.int(
+            let addr = cx.check(cx.addr(&t.addr, &format_args!("{key}.addr")));
+            let weight = cx.keep(cx.int(
                 t.weight.as_ref(),
                 1,
                 (1, Some(256)),
                 &format_args!("{key}.weight"),
-            )?;
+            ));
             (addr, weight, t.backup)
         }
     };
+    let addr = addr?;
     if addr.port() == 0 {
-        return Err(cx.err(
+        cx.record(cx.err(
             entry.span(),
             key,
             format!("invalid address \"{addr}\": port 0 cannot be connected to"),
         ));
+        return None;
     }
-    Ok(ServerConfig {
+    Some(ServerConfig {
         addr,
         weight,
         backup,
     })
 }
 
-fn health_check(
-    cx: &Cx<'_>,
-    raw: &RawHealthCheck,
-    key: &(impl Display + ?Sized),
-) -> Result<HealthCheckConfig, ConfigError> {
+fn health_check(cx: &mut Cx<'_>, raw: &RawHealthCheck, key: &str) -> HealthCheckConfig {
     let k = |field: &str| format!("{key}.{field}");
-    Ok(HealthCheckConfig {
-        path: path(cx, &raw.path, &k("path"))?,
-        interval: cx.duration(
+    let host = match &raw.host {
+        Some(h) if h.get_ref().trim().is_empty() => {
+            cx.record(cx.err(h.span(), &k("host"), "must not be empty"));
+            None
+        }
+        h => h.as_ref().map(|h| h.get_ref().trim().to_owned()),
+    };
+    HealthCheckConfig {
+        path: cx.keep(path(cx, &raw.path, &k("path"))),
+        interval: cx.keep(cx.duration(
             raw.interval.as_ref(),
             Duration::from_secs(2),
             &k("interval"),
-        )?,
-        timeout: cx.duration(raw.timeout.as_ref(), Duration::from_secs(1), &k("timeout"))?,
-        rise: cx.int(raw.rise.as_ref(), 2, (1, None), &k("rise"))?,
-        fall: cx.int(raw.fall.as_ref(), 3, (1, None), &k("fall"))?,
-        status: statuses(cx, &raw.status, &k("status"))?,
-        host: match &raw.host {
-            Some(h) if h.get_ref().trim().is_empty() => {
-                return Err(cx.err(h.span(), &k("host"), "must not be empty"));
-            }
-            h => h.as_ref().map(|h| h.get_ref().trim().to_owned()),
-        },
-    })
+        )),
+        timeout: cx.keep(cx.duration(raw.timeout.as_ref(), Duration::from_secs(1), &k("timeout"))),
+        rise: cx.keep(cx.int(raw.rise.as_ref(), 2, (1, None), &k("rise"))),
+        fall: cx.keep(cx.int(raw.fall.as_ref(), 3, (1, None), &k("fall"))),
+        status: statuses(cx, &raw.status, &k("status")),
+        host,
+    }
 }
 
 /// A list of HTTP status codes, each 100..=599.
-fn statuses(
-    cx: &Cx<'_>,
-    raw: &[Spanned<i64>],
-    key: &(impl Display + ?Sized),
-) -> Result<Vec<u16>, ConfigError> {
-    raw.iter()
-        .enumerate()
-        .map(|(i, code)| cx.int(Some(code), 0u16, (100, Some(599)), &format!("{key}[{i}]")))
-        .collect()
+fn statuses(cx: &mut Cx<'_>, raw: &[Spanned<i64>], key: &str) -> Vec<u16> {
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, code) in raw.iter().enumerate() {
+        let code = cx.int(
+            Some(code),
+            0u16,
+            (100, Some(599)),
+            &format_args!("{key}[{i}]"),
+        );
+        out.extend(cx.check(code));
+    }
+    out
 }
 
 fn routes(
-    cx: &Cx<'_>,
+    cx: &mut Cx<'_>,
     raw: Vec<Spanned<RawRoute>>,
     upstreams: &[UpstreamConfig],
-) -> Result<Vec<RouteConfig>, ConfigError> {
+) -> Vec<RouteConfig> {
     if raw.is_empty() {
-        return Err(cx.err(0..0, "route", "at least one [[route]] is required"));
+        cx.record(cx.err(0..0, "route", "at least one [[route]] is required"));
     }
     let names: HashSet<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
     let mut out = Vec::with_capacity(raw.len());
+    // Whether a route's host and path are valid, so duplicates can be looked for.
+    let mut comparable = Vec::with_capacity(raw.len());
     for (i, spanned) in raw.iter().enumerate() {
         let r = spanned.get_ref();
-        let host = r
-            .host
-            .as_ref()
-            .map(|h| {
-                host_pattern(h.get_ref())
-                    .map_err(|m| cx.err(h.span(), &format_args!("route[{i}].host"), m))
-            })
-            .transpose()?;
+        let host = match &r.host {
+            None => Some(None),
+            Some(h) => {
+                let host = host_pattern(h.get_ref())
+                    .map_err(|m| cx.err(h.span(), &format_args!("route[{i}].host"), m));
+                cx.check(host).map(Some)
+            }
+        };
         let path = match &r.path {
-            Some(p) => path(cx, p, &format_args!("route[{i}].path"))?,
-            None => "/".to_owned(),
+            Some(p) => cx.check(path(cx, p, &format_args!("route[{i}].path"))),
+            None => Some("/".to_owned()),
         };
         let upstream = r.upstream.get_ref();
         if !names.contains(upstream.as_str()) {
-            return Err(cx.err(
+            cx.record(cx.err(
                 r.upstream.span(),
                 &format_args!("route[{i}].upstream"),
                 format!("no upstream named \"{upstream}\""),
             ));
         }
+        let request_timeout = cx.keep(cx.optional_duration(
+            r.request_timeout.as_ref(),
+            &format_args!("route[{i}].request_timeout"),
+        ));
+        comparable.push(host.is_some() && path.is_some());
         out.push(RouteConfig {
-            host,
-            path,
+            host: host.flatten(),
+            path: path.unwrap_or_default(),
             upstream: upstream.clone(),
-            request_timeout: cx.optional_duration(
-                r.request_timeout.as_ref(),
-                &format_args!("route[{i}].request_timeout"),
-            )?,
+            request_timeout,
         });
     }
-    // Duplicates, once every route is valid: keyed by reference, not by copies.
+    // Duplicates among the valid routes: keyed by reference, not by copies.
     let mut seen: HashMap<(Option<&HostPattern>, &str), usize> = HashMap::with_capacity(out.len());
-    for (i, (route, spanned)) in out.iter().zip(&raw).enumerate() {
-        if let Some(first) = seen.insert((route.host.as_ref(), route.path.as_str()), i) {
-            // Point at the value that makes the route a duplicate: its path, else its host.
-            let r = spanned.get_ref();
-            let span = r
-                .path
-                .as_ref()
-                .or(r.host.as_ref())
-                .map_or_else(|| spanned.span(), Spanned::span);
-            return Err(cx.err(
-                span,
-                &format_args!("route[{i}]"),
-                format!("duplicate route: same host and path as route[{first}]"),
-            ));
+    for (i, ((route, spanned), ok)) in out.iter().zip(&raw).zip(&comparable).enumerate() {
+        if !ok {
+            continue;
+        }
+        match seen.entry((route.host.as_ref(), route.path.as_str())) {
+            Entry::Vacant(first) => {
+                first.insert(i);
+            }
+            Entry::Occupied(first) => {
+                // Point at the value that makes the route a duplicate: its path, else its host.
+                let r = spanned.get_ref();
+                let span = r
+                    .path
+                    .as_ref()
+                    .or(r.host.as_ref())
+                    .map_or_else(|| spanned.span(), Spanned::span);
+                cx.record(cx.err(
+                    span,
+                    &format_args!("route[{i}]"),
+                    format!(
+                        "duplicate route: same host and path as route[{}]",
+                        first.get()
+                    ),
+                ));
+            }
         }
     }
-    Ok(out)
+    out
 }

@@ -4,7 +4,7 @@
 use std::fmt::Display;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -33,15 +33,65 @@ fn parse_size(text: &str) -> Option<u64> {
 
 const ADDR_HINT: &str = "expected IP:port such as 127.0.0.1:3000";
 
-/// What every check needs to build an error.
+/// What every check needs to build an error, and the errors found so far.
 pub(super) struct Cx<'a> {
     /// The whole document, to turn spans into lines and columns.
     pub source: &'a str,
     /// Names the file in errors.
     pub file: &'a Path,
+    /// Every mistake found so far: validation goes on past one, so a single
+    /// `weir check` lists them all.
+    errors: Vec<ConfigError>,
 }
 
-impl Cx<'_> {
+impl<'a> Cx<'a> {
+    /// A context for validating `source`, read from `file`.
+    pub fn new(source: &'a str, file: &'a Path) -> Self {
+        Self {
+            source,
+            file,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Notes a mistake and lets validation go on.
+    pub fn record(&mut self, error: ConfigError) {
+        self.errors.push(error);
+    }
+
+    /// The checked value, or `None` once its error is recorded.
+    pub fn check<T>(&mut self, checked: Result<T, ConfigError>) -> Option<T> {
+        checked.map_err(|e| self.record(e)).ok()
+    }
+
+    /// The checked value, or a stand-in once its error is recorded. The
+    /// stand-in never leaves validation: a recorded error fails it.
+    pub fn keep<T: Default>(&mut self, checked: Result<T, ConfigError>) -> T {
+        self.check(checked).unwrap_or_default()
+    }
+
+    /// `value` when nothing was recorded, else every recorded error as one.
+    pub fn finish<T>(self, value: T) -> Result<T, ConfigError> {
+        let mut errors = self.errors.into_iter();
+        match errors.next() {
+            None => Ok(value),
+            Some(first) => Err(ConfigError::many(first, errors.collect())),
+        }
+    }
+
+    /// `first`, then every recorded error, as one.
+    pub fn fail(self, first: ConfigError) -> ConfigError {
+        ConfigError::many(first, self.errors)
+    }
+
+    /// A file named in the config: a relative path is relative to the config
+    /// file's directory, not to wherever weir was started.
+    pub fn config_relative(&self, path: &str) -> PathBuf {
+        self.file
+            .parent()
+            .unwrap_or_else(|| Path::new(""))
+            .join(path)
+    }
     /// An error at `span` of the document, for `key` (`route[3].path`). Checks
     /// take keys as `Display` so that a valid file, the common case, formats
     /// none: callers pass `&format_args!(…)` where a key is built.
