@@ -131,5 +131,6 @@ durations="$(grep 'configuration reloaded' "$T/weir.log" | sed -n 's/.*duration_
 n="$(grep -c . <<<"$durations" || true)"
 failed="$(grep -c 'reload failed' "$T/weir.log" || true)"
 read -r med lo hi <<<"$(stats <<<"$durations")"
-p90="$(sort -g <<<"$durations" | awk '{ a[NR] = $1 } END { if (NR) print a[int((NR - 1) * 0.9) + 1]; else print "nan" }')"
+# nearest rank: the smallest value with at least 90% of them at or below it
+p90="$(sort -g <<<"$durations" | awk '{ a[NR] = $1 } END { i = int(NR * 0.9); if (i < NR * 0.9) i++; print (NR ? a[i] : "nan") }')"
 echo "reload duration_ms over $n reloads ($failed failed): median $med, p90 $p90, min $lo, max $hi (target < 100)"
