@@ -19,46 +19,26 @@
 # no disk reads) for uploads. Throughput is curl's speed_download/speed_upload.
 set -euo pipefail
 
-CMDLINE="bash benches/bulk.sh${*:+ $*}"
-ROUNDS=3 SIZE_MB=1024 NGINX=1 PIN=1 INSTALL=1 BUILD=1 KEEP=0
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
-while (($#)); do
-    case "$1" in
-        --rounds) ROUNDS="${2:?}"; shift 2 ;;
-        --size-mb) SIZE_MB="${2:?}"; shift 2 ;;
-        --no-nginx) NGINX=0; shift ;;
-        --no-pin) PIN=0; shift ;;
-        --no-install) INSTALL=0; shift ;;
-        --no-build) BUILD=0; shift ;;
-        --keep) KEEP=1; shift ;;
-        -h|--help) usage 0 ;;
-        *) echo "unknown option: $1" >&2; usage 2 ;;
-    esac
-done
-for n in "$ROUNDS" "$SIZE_MB"; do
-    [[ "$n" =~ ^[0-9]+$ && "$n" -gt 0 ]] || { echo "not a positive integer: $n" >&2; exit 2; }
-done
-
-# shellcheck source=benches/lib.sh
+# shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-tools=(taskset curl ss)
+ROUNDS=3 SIZE_MB=1024 NGINX=1 PIN=1
+parse_options "--rounds=ROUNDS --size-mb=SIZE_MB --no-nginx=NGINX:0 --no-pin=PIN:0" "$@"
+need_positive "$ROUNDS" "$SIZE_MB"
+
+tools=(taskset curl)
 ((NGINX)) && tools+=(nginx)
 need_tools "${tools[@]}"
 build_release bulk_backend
 BACKEND="$TARGET_DIR/release/examples/bulk_backend"
-NGINX_BIN="$(command -v nginx || echo /usr/sbin/nginx)"
 SIZE=$((SIZE_MB * 1024 * 1024))
 # Command prefixes, not functions: a backgrounded function runs in a subshell, and
 # its $! would be that subshell rather than the server the cleanup must stop.
 ON_CLIENT=() ON_SERVER=()
 if ((PIN)); then ON_CLIENT=(taskset -c "$CLIENT_CPUS") ON_SERVER=(taskset -c "$SERVER_CPUS"); fi
 
-pick_port; BACKEND_PORT=$REPLY
-"${ON_SERVER[@]}" "$BACKEND" "$BACKEND_PORT" >"$T/backend.log" 2>&1 &
-BACKEND_PID=$!; ALL_PIDS+=("$BACKEND_PID")
-wait_port "$BACKEND_PORT" "$BACKEND_PID" || die "backend did not start"
+start_backends 1 "${ON_SERVER[@]}" "$BACKEND"
 
-declare -A PORT=([direct]=$BACKEND_PORT)
+declare -A PORT=([direct]=${BACKEND_PORTS[0]})
 pick_port; PORT[weir]=$REPLY
 cat >"$T/weir.toml" <<TOML
 [server]
@@ -69,52 +49,16 @@ threads = 1
 level = "warn"
 access = "off"
 
-[[upstream]]
-name = "bulk"
-servers = ["127.0.0.1:$BACKEND_PORT"]
-response_timeout = "5m"
-
-[[route]]
-path = "/"
-upstream = "bulk"
+$(weir_upstream 'response_timeout = "5m"')
 TOML
-"${ON_SERVER[@]}" "$WEIR" run -c "$T/weir.toml" >"$T/weir.log" 2>&1 &
-WEIR_PID=$!; ALL_PIDS+=("$WEIR_PID")
-wait_port "${PORT[weir]}" "$WEIR_PID" || { tail "$T/weir.log" >&2; die "weir did not start"; }
+serve weir "${PORT[weir]}" "${ON_SERVER[@]}" "$WEIR" run -c "$T/weir.toml"
 targets=(direct weir)
 if ((NGINX)); then
     pick_port; PORT[nginx]=$REPLY
-    mkdir -p "$T/nginx/logs" "$T/nginx/tmp"
-    {
-        [[ $EUID -eq 0 ]] && echo "user root;"
-        echo "worker_processes 1; daemon off; pid $T/nginx/nginx.pid;"
-        echo "error_log $T/nginx/logs/error.log warn;"
-        echo "events { worker_connections 1024; }"
-        echo "http {"
-        echo "    access_log off;"
-        echo "    client_max_body_size 0;"
-        echo "    client_body_temp_path $T/nginx/tmp/body;"
-        echo "    proxy_temp_path $T/nginx/tmp/proxy;"
-        echo "    fastcgi_temp_path $T/nginx/tmp/fastcgi;"
-        echo "    uwsgi_temp_path $T/nginx/tmp/uwsgi;"
-        echo "    scgi_temp_path $T/nginx/tmp/scgi;"
-        echo "    upstream bulk { server 127.0.0.1:$BACKEND_PORT; keepalive 8; }"
-        echo "    server {"
-        echo "        listen 127.0.0.1:${PORT[nginx]};"
-        echo "        location / {"
-        echo "            proxy_pass http://bulk;"
-        echo "            proxy_http_version 1.1;"
-        echo "            proxy_set_header Connection \"\";"
-        echo "            proxy_buffering off;           # stream, as weir does (no temp files)"
-        echo "            proxy_request_buffering off;"
-        echo "            proxy_read_timeout 300s;"
-        echo "        }"
-        echo "    }"
-        echo "}"
-    } >"$T/nginx.conf"
-    "${ON_SERVER[@]}" "$NGINX_BIN" -p "$T/nginx" -c "$T/nginx.conf" -e "$T/nginx/logs/error.log" >"$T/nginx.log" 2>&1 &
-    pid=$!; ALL_PIDS+=("$pid")
-    wait_port "${PORT[nginx]}" "$pid" || die "nginx did not start"
+    # proxy_buffering off: stream, as weir does (no temp files)
+    nginx_conf 1 1024 8 "${PORT[nginx]}" "client_max_body_size 0;" "proxy_buffering off;" \
+        "proxy_request_buffering off;" "proxy_read_timeout 300s;"
+    serve nginx "${PORT[nginx]}" "${ON_SERVER[@]}" "${NGINX_CMD[@]}"
     targets+=(nginx)
 fi
 
@@ -139,7 +83,7 @@ transfer() {
 }
 
 echo "## weir bulk transfer"
-header "$CMDLINE"
+header
 pin_note="curl on cpu$CLIENT_CPUS; backend and proxy (1 thread/worker) on cpu$SERVER_CPUS"
 ((PIN)) || pin_note="not pinned"
 echo "$SIZE_MB MiB per transfer, $ROUNDS rounds interleaved ($pin_note)"

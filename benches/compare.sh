@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Compare weir with nginx and HAProxy on this machine, fairly (see benches/README.md and
-# /work/shared/BENCHMARKING.md for the why).
+# Compare weir with nginx and HAProxy on this machine, fairly: interleaved rounds, pinned,
+# compared by proxy CPU over backend CPU in the same run (benches/README.md has the method).
 #
 #   bash benches/compare.sh [--rounds 5] [--duration 5] [--warmup 1] [--conns 64[,256,1000]]
 #                           [--threads 1[,2]] [--quick] [--proxies weir,nginx,haproxy]
@@ -19,146 +19,42 @@
 #
 # It installs wrk/nginx/haproxy with apt-get when missing, builds weir and
 # examples/bench_backend in release, starts three one-thread backends and the proxies on
-# 127.0.0.1 (free high ports), runs them interleaved round by round with taskset pinning,
-# reads utime+stime from /proc/PID/stat around every run, and prints markdown tables.
-# Everything it starts is stopped on exit.
+# 127.0.0.1 (free ports below the ephemeral range), runs them interleaved round by round
+# with taskset pinning, reads utime+stime from /proc/PID/stat around every run, and
+# prints markdown tables. Everything it starts is stopped on exit (benches/lib.sh).
+
+# shellcheck disable=SC2016 # awk programs and expressions in single quotes, on purpose
 set -euo pipefail
 
-CMDLINE="bash benches/compare.sh${*:+ $*}"
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ROUNDS="" DURATION="" WARMUP=1 CONNS_LIST=64 THREADS_LIST=1 QUICK=0
-PROXIES="weir,nginx,haproxy" INSTALL=1 BUILD=1 KEEP=0
-
-die() { echo "compare.sh: $*" >&2; exit 1; }
-usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
-
-while (($#)); do
-    case "$1" in
-        --rounds) ROUNDS="${2:?}"; shift 2 ;;
-        --duration) DURATION="${2:?}"; shift 2 ;;
-        --warmup) WARMUP="${2:?}"; shift 2 ;;
-        --conns) CONNS_LIST="${2:?}"; shift 2 ;;
-        --threads) THREADS_LIST="${2:?}"; shift 2 ;;
-        --proxies) PROXIES="${2:?}"; shift 2 ;;
-        --quick) QUICK=1; shift ;;
-        --no-install) INSTALL=0; shift ;;
-        --no-build) BUILD=0; shift ;;
-        --keep) KEEP=1; shift ;;
-        -h|--help) usage 0 ;;
-        *) echo "unknown option: $1" >&2; usage 2 ;;
-    esac
-done
+PROXIES="weir,nginx,haproxy"
+parse_options "--rounds=ROUNDS --duration=DURATION --warmup=WARMUP --conns=CONNS_LIST \
+    --threads=THREADS_LIST --proxies=PROXIES --quick=QUICK:1" "$@"
 if ((QUICK)); then ROUNDS="${ROUNDS:-3}"; DURATION="${DURATION:-3}"; fi
 ROUNDS="${ROUNDS:-5}"; DURATION="${DURATION:-5}"
 IFS=, read -ra CONNS_ARR <<<"$CONNS_LIST"
 IFS=, read -ra THREADS_ARR <<<"$THREADS_LIST"
 IFS=, read -ra PROXY_ARR <<<"$PROXIES"
-for n in "$ROUNDS" "$DURATION" "$WARMUP" "${CONNS_ARR[@]}"; do
-    [[ "$n" =~ ^[0-9]+$ && "$n" -gt 0 ]] || die "not a positive integer: $n"
-done
+need_positive "$ROUNDS" "$DURATION" "$WARMUP" "${CONNS_ARR[@]}"
 for t in "${THREADS_ARR[@]}"; do [[ "$t" == 1 || "$t" == 2 ]] || die "--threads takes 1 and/or 2"; done
 for p in "${PROXY_ARR[@]}"; do [[ "$p" =~ ^(weir|nginx|haproxy)$ ]] || die "unknown proxy: $p"; done
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-WEIR="$TARGET_DIR/release/weir"
+need_tools wrk nginx haproxy taskset curl
+build_release bench_backend
 BACKEND="$TARGET_DIR/release/examples/bench_backend"
-
-# ---------------------------------------------------------------- tools and build
-missing=()
-for tool in wrk nginx haproxy taskset curl ss; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-done
-if ((${#missing[@]})); then
-    ((INSTALL)) || die "missing tools: ${missing[*]} (run without --no-install)"
-    pkgs=()
-    for tool in "${missing[@]}"; do
-        case "$tool" in taskset) pkgs+=(util-linux) ;; ss) pkgs+=(iproute2) ;; *) pkgs+=("$tool") ;; esac
-    done
-    SUDO=""; [[ $EUID -eq 0 ]] || SUDO="sudo"
-    echo "installing: ${pkgs[*]}" >&2
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${pkgs[@]}" >&2
-fi
-# Debian starts the packaged services; they listen on :80 but are otherwise harmless.
-NGINX_BIN="$(command -v nginx || echo /usr/sbin/nginx)"
 HAPROXY_BIN="$(command -v haproxy || echo /usr/sbin/haproxy)"
 
-if ((BUILD)); then
-    echo "building weir and bench_backend (release)..." >&2
-    cargo build --release --quiet --bin weir --example bench_backend >&2
-fi
-[[ -x "$WEIR" && -x "$BACKEND" ]] || die "missing $WEIR or $BACKEND (build them, or drop --no-build)"
-
-# ---------------------------------------------------------------- process bookkeeping
-T="$(mktemp -d /tmp/weir-bench.XXXXXX)"
-declare -a ALL_PIDS=()
-cleanup() {
-    local p
-    for p in "${ALL_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for _ in 1 2 3 4 5 6 7 8 9 10; do
-        local alive=0
-        for p in "${ALL_PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-        ((alive)) || break
-        sleep 0.2
-    done
-    for p in "${ALL_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    if ((KEEP)); then echo "kept: $T" >&2; else rm -rf "$T"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || ulimit -n 65536 2>/dev/null || true
-
-USED_PORTS=" "
-pick_port() { # sets REPLY to a free 127.0.0.1 port
-    local p
-    for _ in $(seq 200); do
-        p=$((20000 + RANDOM % 40000))
-        [[ "$USED_PORTS" == *" $p "* ]] && continue
-        if [[ -z "$(ss -Htan "( sport = :$p )" 2>/dev/null)" ]]; then
-            USED_PORTS+="$p "; REPLY=$p; return 0
-        fi
-    done
-    die "no free port found"
-}
-wait_port() { # wait_port PORT PID: until something accepts on 127.0.0.1:PORT
-    for _ in $(seq 200); do
-        kill -0 "$2" 2>/dev/null || return 1
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    return 1
-}
-CLK_TCK="$(getconf CLK_TCK)"
-cpu_ticks() { # cpu_ticks PID...: "total user" ticks, utime+stime and utime (whole thread group per PID)
-    local total=0 user=0 p s
-    local -a f
-    for p in "$@"; do
-        s="$(cat "/proc/$p/stat" 2>/dev/null)" || continue
-        s="${s##*) }"            # the command name may contain spaces and parens
-        read -ra f <<<"$s"       # f[0] is field 3 (state): utime is field 14, stime 15
-        total=$((total + f[11] + f[12]))
-        user=$((user + f[11]))
-    done
-    echo "$total $user"
-}
-
 # ---------------------------------------------------------------- pinning
-NPROC="$(nproc)"
-if ((NPROC >= 2)); then
-    WRK_CPUS=1 BACKEND_CPUS=0
-else
-    WRK_CPUS=0 BACKEND_CPUS=0
-    echo "warning: one CPU only; nothing can be pinned apart, figures are not comparable" >&2
-fi
 proxy_cpus() { # proxy_cpus THREADS
     if (($1 == 1 || NPROC < 2)); then echo 0; else echo 0,1; fi
 }
 pinning_note() {
     if (($1 == 1)); then
-        echo "wrk alone on cpu$WRK_CPUS; the three backends and the one-thread proxy on cpu$BACKEND_CPUS"
+        echo "wrk alone on cpu$CLIENT_CPUS; the three backends and the one-thread proxy on cpu$SERVER_CPUS"
     else
-        echo "wrk on cpu$WRK_CPUS; backends on cpu$BACKEND_CPUS; the two-thread proxy may use cpu0+cpu1" \
+        echo "wrk on cpu$CLIENT_CPUS; backends on cpu$SERVER_CPUS; the two-thread proxy may use cpu0+cpu1" \
             "(a 2-core machine has no third core: the proxy shares cpu1 with wrk and cpu0 with the" \
             "backends, so compare proxies by the CPU ratio and by their 1->2 scaling, not absolute req/s)"
     fi
@@ -174,85 +70,32 @@ done = function(summary, latency, requests)
 end
 LUA
 
-declare -a BACKEND_PORTS=() BACKEND_PIDS=()
-for i in 1 2 3; do
-    pick_port; port=$REPLY
-    taskset -c "$BACKEND_CPUS" "$BACKEND" "$port" >"$T/backend$i.log" 2>&1 &
-    pid=$!; ALL_PIDS+=("$pid"); BACKEND_PORTS+=("$port"); BACKEND_PIDS+=("$pid")
-done
-for i in 0 1 2; do
-    wait_port "${BACKEND_PORTS[$i]}" "${BACKEND_PIDS[$i]}" ||
-        die "backend on ${BACKEND_PORTS[$i]} did not start: $(cat "$T/backend$((i + 1)).log")"
-done
+start_backends 3 taskset -c "$SERVER_CPUS" "$BACKEND"
 
 # ---------------------------------------------------------------- proxies
 declare -A PORT=() PIDS=()
 
 write_configs() { # write_configs THREADS CONNS
-    local threads=$1 conns=$2 b
+    local threads=$1 conns=$2
     local wc=$((conns * 4 + 1024))
     pick_port; PORT[weir]=$REPLY
     pick_port; PORT[nginx]=$REPLY
     pick_port; PORT[haproxy]=$REPLY
 
-    {
-        echo "[server]"
-        echo "listen = [\"127.0.0.1:${PORT[weir]}\"]"
-        echo "threads = $threads"
-        echo "max_connections = $wc"
-        echo
-        echo "[log]"
-        echo "level = \"warn\""
-        echo "access = \"off\""
-        echo
-        echo "[[upstream]]"
-        echo "name = \"bench\""
-        echo "balance = \"round_robin\""
-        echo "servers = [\"127.0.0.1:${BACKEND_PORTS[0]}\", \"127.0.0.1:${BACKEND_PORTS[1]}\", \"127.0.0.1:${BACKEND_PORTS[2]}\"]"
-        echo "keepalive = $conns               # idle pooled connections per server, >= client concurrency"
-        echo
-        echo "[[route]]"
-        echo "path = \"/\""
-        echo "upstream = \"bench\""
-    } >"$T/weir.toml"
+    cat >"$T/weir.toml" <<TOML
+[server]
+listen = ["127.0.0.1:${PORT[weir]}"]
+threads = $threads
+max_connections = $wc
 
-    mkdir -p "$T/nginx/logs" "$T/nginx/tmp"
-    {
-        [[ $EUID -eq 0 ]] && echo "user root;"
-        echo "worker_processes $threads;"
-        echo "worker_rlimit_nofile $((wc * 2));"
-        echo "daemon off;"
-        echo "pid $T/nginx/nginx.pid;"
-        echo "error_log $T/nginx/logs/error.log warn;"
-        echo "events { worker_connections $wc; }"
-        echo "http {"
-        echo "    access_log off;"
-        echo "    keepalive_requests 1000000000;   # no client reconnect churn (default 1000)"
-        echo "    client_body_temp_path $T/nginx/tmp/body;"
-        echo "    proxy_temp_path $T/nginx/tmp/proxy;"
-        echo "    fastcgi_temp_path $T/nginx/tmp/fastcgi;"
-        echo "    uwsgi_temp_path $T/nginx/tmp/uwsgi;"
-        echo "    scgi_temp_path $T/nginx/tmp/scgi;"
-        echo "    upstream bench {"
-        for b in "${BACKEND_PORTS[@]}"; do echo "        server 127.0.0.1:$b;"; done
-        echo "        keepalive $conns;                # idle upstream connections per worker, >= concurrency"
-        echo "        keepalive_requests 1000000000;"
-        echo "    }"
-        echo "    server {"
-        echo "        listen 127.0.0.1:${PORT[nginx]} backlog=4096;"
-        echo "        location / {"
-        echo "            proxy_pass http://bench;"
-        echo "            proxy_http_version 1.1;"
-        echo "            proxy_set_header Connection \"\";"
-        echo "            proxy_set_header Host \$http_host;"
-        echo "            proxy_set_header X-Real-IP \$remote_addr;"
-        echo "            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;"
-        echo "            proxy_set_header X-Forwarded-Proto \$scheme;"
-        echo "            proxy_set_header X-Forwarded-Host \$http_host;"
-        echo "        }"
-        echo "    }"
-        echo "}"
-    } >"$T/nginx.conf"
+[log]
+level = "warn"
+access = "off"
+
+$(weir_upstream 'balance = "round_robin"' "keepalive = $conns   # idle pooled connections per server, >= client concurrency")
+TOML
+    # keepalive: idle upstream connections per worker, >= client concurrency
+    nginx_conf "$threads" "$wc" "$conns" "${PORT[nginx]}"
 
     {
         echo "global"
@@ -280,29 +123,15 @@ write_configs() { # write_configs THREADS CONNS
 }
 
 start_proxy() { # start_proxy NAME THREADS
-    local name=$1 cpus pid code body_len
+    local name=$1 cpus code body_len
     cpus="$(proxy_cpus "$2")"
     case "$name" in
-        weir) taskset -c "$cpus" "$WEIR" run -c "$T/weir.toml" >"$T/weir.log" 2>&1 & ;;
-        nginx) taskset -c "$cpus" "$NGINX_BIN" -p "$T/nginx" -c "$T/nginx.conf" -e "$T/nginx/logs/error.log" \
-            >"$T/nginx.log" 2>&1 & ;;
-        haproxy) taskset -c "$cpus" "$HAPROXY_BIN" -db -f "$T/haproxy.cfg" >"$T/haproxy.log" 2>&1 & ;;
+        weir) serve weir "${PORT[weir]}" taskset -c "$cpus" "$WEIR" run -c "$T/weir.toml" ;;
+        nginx) serve nginx "${PORT[nginx]}" taskset -c "$cpus" "${NGINX_CMD[@]}" ;;
+        haproxy) serve haproxy "${PORT[haproxy]}" taskset -c "$cpus" "$HAPROXY_BIN" -db -f "$T/haproxy.cfg" ;;
     esac
-    pid=$!; ALL_PIDS+=("$pid")
-    if ! wait_port "${PORT[$name]}" "$pid"; then
-        cat "$T/$name.log" "$T/nginx/logs/error.log" 2>/dev/null | tail -20 >&2
-        die "$name did not start"
-    fi
-    PIDS[$name]="$pid"
-    if [[ $name == nginx ]]; then # master + workers
-        local workers=""
-        for _ in $(seq 100); do
-            workers="$(pgrep -P "$pid" | tr '\n' ' ')"
-            (($(wc -w <<<"$workers") >= $2)) && break
-            sleep 0.05
-        done
-        PIDS[$name]="$pid $workers"
-    fi
+    PIDS[$name]="$REPLY"
+    [[ $name == nginx ]] && PIDS[$name]="$(nginx_pids "$REPLY" "$2")" # master + workers
     # sanity: 200 and the backend's 94-byte body through the proxy
     code="$(curl -s -o "$T/sanity.body" -w '%{http_code}' "http://127.0.0.1:${PORT[$name]}/" || true)"
     body_len="$(wc -c <"$T/sanity.body" 2>/dev/null || echo 0)"
@@ -312,19 +141,8 @@ start_proxy() { # start_proxy NAME THREADS
 }
 
 stop_proxies() {
-    local name p
-    for name in "${!PIDS[@]}"; do
-        for p in ${PIDS[$name]}; do kill -TERM "$p" 2>/dev/null || true; done
-    done
-    for name in "${!PIDS[@]}"; do
-        for _ in $(seq 50); do
-            local alive=0
-            for p in ${PIDS[$name]}; do kill -0 "$p" 2>/dev/null && alive=1; done
-            ((alive)) || break
-            sleep 0.1
-        done
-        for p in ${PIDS[$name]}; do kill -KILL "$p" 2>/dev/null || true; done
-    done
+    # shellcheck disable=SC2048,SC2086 # PIDS holds space-separated lists
+    stop_pids ${PIDS[*]}
     PIDS=()
 }
 
@@ -339,11 +157,11 @@ run_target() {
     shift 5
     local -a ppids=("$@")
     local out="$T/runs/$variant.r$round.$name.txt"
-    taskset -c "$WRK_CPUS" wrk -t1 -c"$conns" -d"${WARMUP}s" "http://127.0.0.1:$port/" >/dev/null 2>&1 || true
+    taskset -c "$CLIENT_CPUS" wrk -t1 -c"$conns" -d"${WARMUP}s" "http://127.0.0.1:$port/" >/dev/null 2>&1 || true
     local b0 p0 b1 p1 pu0 pu1
     read -r b0 _ <<<"$(cpu_ticks "${BACKEND_PIDS[@]}")"
     read -r p0 pu0 <<<"$(cpu_ticks "${ppids[@]}")"
-    taskset -c "$WRK_CPUS" wrk -t1 -c"$conns" -d"${DURATION}s" --latency -s "$T/report.lua" \
+    taskset -c "$CLIENT_CPUS" wrk -t1 -c"$conns" -d"${DURATION}s" --latency -s "$T/report.lua" \
         "http://127.0.0.1:$port/" >"$out" 2>&1 || true
     read -r b1 _ <<<"$(cpu_ticks "${BACKEND_PIDS[@]}")"
     read -r p1 pu1 <<<"$(cpu_ticks "${ppids[@]}")"
@@ -366,13 +184,6 @@ run_target() {
         "$es" "$((ec + er + ew + et))" >&2
 }
 
-# stats: numbers on stdin -> "median min max"
-stats() {
-    sort -g | awk '{ a[NR] = $1 } END {
-        if (NR == 0) { print "nan nan nan"; exit }
-        m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
-        print m, a[1], a[NR] }'
-}
 # col VARIANT NAME EXPR: one awk expression per matching row ($4 rps, $5 p50, $6 p99,
 # $7 requests, $8 proxy ticks, $9 backend ticks, $10 non-2xx, $11 socket errors,
 # $12 proxy user-space ticks)
@@ -439,14 +250,11 @@ ver_wrk="$(wrk --version 2>&1 | head -1 | awk '{ print $2 }')" || true
 ver_nginx="$("$NGINX_BIN" -v 2>&1 | sed 's/.*nginx\///')" || true
 ver_haproxy="$("$HAPROXY_BIN" -v 2>&1 | head -1 | awk '{ print $3 }')" || true
 ver_weir="$("$WEIR" --version 2>&1 | head -1)" || true
-rev="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
-dirty="$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null | head -1)"
-[[ -n "$dirty" ]] && rev+="+dirty"
+ver_rustc="$(cd "$ROOT" && rustc --version 2>/dev/null)" || ver_rustc="rustc ?"
 echo "## weir comparison"
-echo "command: $CMDLINE"
-echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC') | nproc: $NPROC | kernel: $(uname -r) | loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "versions: $ver_weir (git $rev) | nginx $ver_nginx | HAProxy $ver_haproxy | wrk $ver_wrk | $(rustc --version 2>/dev/null || echo 'rustc ?')"
-echo "backends: 3 x examples/bench_backend (hyper, current-thread tokio, 94-byte body) on cpu$BACKEND_CPUS"
+header
+echo "versions: $ver_weir | nginx $ver_nginx | HAProxy $ver_haproxy | wrk $ver_wrk | $ver_rustc"
+echo "backends: 3 x examples/bench_backend (hyper, current-thread tokio, 94-byte body) on cpu$SERVER_CPUS"
 
 declare -a VARIANTS=()
 for threads in "${THREADS_ARR[@]}"; do

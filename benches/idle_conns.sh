@@ -25,46 +25,25 @@
 # are set to an hour so nothing is closed during the measurement.
 set -euo pipefail
 
-CMDLINE="bash benches/idle_conns.sh${*:+ $*}"
-CONNS=10000 NGINX=1 SOAK=0 SAMPLE=10 LOAD_CONNS=64 INSTALL=1 BUILD=1 KEEP=0
-usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
-while (($#)); do
-    case "$1" in
-        --conns) CONNS="${2:?}"; shift 2 ;;
-        --no-nginx) NGINX=0; shift ;;
-        --soak) SOAK="${2:?}"; shift 2 ;;
-        --sample) SAMPLE="${2:?}"; shift 2 ;;
-        --load-conns) LOAD_CONNS="${2:?}"; shift 2 ;;
-        --no-install) INSTALL=0; shift ;;
-        --no-build) BUILD=0; shift ;;
-        --keep) KEEP=1; shift ;;
-        -h|--help) usage 0 ;;
-        *) echo "unknown option: $1" >&2; usage 2 ;;
-    esac
-done
-for n in "$CONNS" "$SAMPLE" "$LOAD_CONNS"; do
-    [[ "$n" =~ ^[0-9]+$ && "$n" -gt 0 ]] || { echo "not a positive integer: $n" >&2; exit 2; }
-done
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+CONNS=10000 NGINX=1 SOAK=0 SAMPLE=10 LOAD_CONNS=64
+parse_options "--conns=CONNS --no-nginx=NGINX:0 --soak=SOAK --sample=SAMPLE \
+    --load-conns=LOAD_CONNS" "$@"
+need_positive "$CONNS" "$SAMPLE" "$LOAD_CONNS"
 [[ "$SOAK" =~ ^[0-9]+$ ]] || { echo "--soak takes seconds" >&2; exit 2; }
 
-# shellcheck source=benches/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-tools=(taskset curl ss)
+tools=(taskset curl)
 ((SOAK)) && tools+=(wrk)
 ((NGINX && !SOAK)) && tools+=(nginx)
 need_tools "${tools[@]}"
 build_release bench_backend idle_clients
 BACKEND="$TARGET_DIR/release/examples/bench_backend"
 CLIENT="$TARGET_DIR/release/examples/idle_clients"
-NGINX_BIN="$(command -v nginx || echo /usr/sbin/nginx)"
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 LIMIT="$(ulimit -n)"
 ((SOAK || CONNS + 100 <= LIMIT)) || die "ulimit -n is $LIMIT; $CONNS connections need more (raise the hard limit)"
 
-pick_port; BACKEND_PORT=$REPLY
-taskset -c "$SERVER_CPUS" "$BACKEND" "$BACKEND_PORT" >"$T/backend.log" 2>&1 &
-BACKEND_PID=$!; ALL_PIDS+=("$BACKEND_PID")
-wait_port "$BACKEND_PORT" "$BACKEND_PID" || die "backend did not start"
+start_backends 1 taskset -c "$SERVER_CPUS" "$BACKEND"
 
 declare -A PORT=() PIDS=()
 pick_port; PORT[weir]=$REPLY
@@ -81,90 +60,34 @@ idle_timeout = "1h"
 level = "warn"
 access = "off"
 
-[[upstream]]
-name = "bench"
-servers = ["127.0.0.1:$BACKEND_PORT"]
-keepalive = 64
-
-[[route]]
-path = "/"
-upstream = "bench"
+$(weir_upstream 'keepalive = 64')
 TOML
-mkdir -p "$T/nginx/logs" "$T/nginx/tmp"
-{
-    [[ $EUID -eq 0 ]] && echo "user root;"
-    echo "worker_processes 1;"
-    echo "worker_rlimit_nofile $((MAXC * 2));"
-    echo "daemon off;"
-    echo "pid $T/nginx/nginx.pid;"
-    echo "error_log $T/nginx/logs/error.log warn;"
-    echo "events { worker_connections $MAXC; }"
-    echo "http {"
-    echo "    access_log off;"
-    echo "    keepalive_timeout 3600s;"
-    echo "    keepalive_requests 1000000000;"
-    echo "    client_body_temp_path $T/nginx/tmp/body;"
-    echo "    proxy_temp_path $T/nginx/tmp/proxy;"
-    echo "    fastcgi_temp_path $T/nginx/tmp/fastcgi;"
-    echo "    uwsgi_temp_path $T/nginx/tmp/uwsgi;"
-    echo "    scgi_temp_path $T/nginx/tmp/scgi;"
-    echo "    upstream bench { server 127.0.0.1:$BACKEND_PORT; keepalive 64; }"
-    echo "    server {"
-    echo "        listen 127.0.0.1:${PORT[nginx]} backlog=4096;"
-    echo "        location / {"
-    echo "            proxy_pass http://bench;"
-    echo "            proxy_http_version 1.1;"
-    echo "            proxy_set_header Connection \"\";"
-    echo "            proxy_set_header Host \$http_host;"
-    echo "            proxy_set_header X-Real-IP \$remote_addr;"
-    echo "            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;"
-    echo "        }"
-    echo "    }"
-    echo "}"
-} >"$T/nginx.conf"
+nginx_conf 1 "$MAXC" 64 "${PORT[nginx]}" "keepalive_timeout 3600s;"
 
 start_proxy() { # start_proxy NAME
-    local name=$1 pid workers=""
+    local name=$1 i
     case "$name" in
-        weir) taskset -c "$SERVER_CPUS" "$WEIR" run -c "$T/weir.toml" >"$T/weir.log" 2>&1 & ;;
-        nginx) taskset -c "$SERVER_CPUS" "$NGINX_BIN" -p "$T/nginx" -c "$T/nginx.conf" \
-            -e "$T/nginx/logs/error.log" >"$T/nginx.log" 2>&1 & ;;
+        weir) serve weir "${PORT[weir]}" taskset -c "$SERVER_CPUS" "$WEIR" run -c "$T/weir.toml" ;;
+        nginx) serve nginx "${PORT[nginx]}" taskset -c "$SERVER_CPUS" "${NGINX_CMD[@]}" ;;
     esac
-    pid=$!; ALL_PIDS+=("$pid")
-    wait_port "${PORT[$name]}" "$pid" || { tail -20 "$T/$name.log" >&2; die "$name did not start"; }
-    if [[ $name == nginx ]]; then
-        for _ in $(seq 100); do
-            workers="$(pgrep -P "$pid" | tr '\n' ' ')"
-            [[ -n "$workers" ]] && break
-            sleep 0.05
-        done
-    fi
-    PIDS[$name]="$pid $workers"
+    PIDS[$name]="$REPLY"
+    [[ $name == nginx ]] && PIDS[$name]="$(nginx_pids "$REPLY" 1)" # master + worker
     # Warm: the first proxied request allocates the upstream connection and buffers.
-    local i
     for i in 1 2 3; do
         [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${PORT[$name]}/")" == 200 ]] ||
             die "$name: sanity request $i failed"
     done
 }
 stop_proxy() { # stop_proxy NAME
-    local p
-    for p in ${PIDS[$1]}; do kill -TERM "$p" 2>/dev/null || true; done
-    for _ in $(seq 50); do
-        local alive=0
-        for p in ${PIDS[$1]}; do kill -0 "$p" 2>/dev/null && alive=1; done
-        ((alive)) || break
-        sleep 0.1
-    done
-    for p in ${PIDS[$1]}; do kill -KILL "$p" 2>/dev/null || true; done
+    # shellcheck disable=SC2086 # a space-separated list
+    stop_pids ${PIDS[$1]}
 }
 
 echo "## weir memory"
-header "$CMDLINE"
+header
 
 if ((SOAK)); then
     start_proxy weir
-    # shellcheck disable=SC2086
     echo "soak: wrk -t1 -c$LOAD_CONNS -d${SOAK}s on cpu$CLIENT_CPUS against weir (1 thread) on cpu$SERVER_CPUS; RSS every ${SAMPLE}s"
     taskset -c "$CLIENT_CPUS" wrk -t1 -c"$LOAD_CONNS" -d"${SOAK}s" "http://127.0.0.1:${PORT[weir]}/" >"$T/wrk.txt" 2>&1 &
     WRK_PID=$!; ALL_PIDS+=("$WRK_PID")
@@ -176,7 +99,7 @@ if ((SOAK)); then
     while kill -0 "$WRK_PID" 2>/dev/null && ((SECONDS - start < SOAK + 30)); do
         sleep "$SAMPLE"
         kill -0 "$WRK_PID" 2>/dev/null || break
-        rss="$(rss_kb ${PIDS[weir]})"
+        rss="$(rss_kb "${PIDS[weir]}")"
         echo "$((SECONDS - start)) $rss" >>"$T/samples"
         echo "| $((SECONDS - start)) | $rss |"
     done

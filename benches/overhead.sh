@@ -3,121 +3,97 @@
 # off (A) vs on (B), interleaved round by round (the order turning each round) on this machine. M (admin and metrics on,
 # access log off) separates the cost of the metrics from that of the access log.
 #
-#   bash benches/overhead.sh [--rounds 5] [--duration 5] [--conns 64] [--log-dir DIR] [--no-build]
+#   bash benches/overhead.sh [--rounds 5] [--duration 5] [--conns 64] [--log-dir DIR]
+#                            [--no-install] [--no-build] [--keep]
 #
-#   --log-dir DIR   where B writes its access log (default: a temp dir); e.g.
+#   --log-dir DIR   where B writes its access log (default: the temp dir); e.g.
 #                   /dev/shm to leave the disk's writeback out of the comparison
 #
-# Pinned as /work/shared/BENCHMARKING.md says: wrk alone on cpu1; the backend and
-# both one-thread proxies on cpu0. In B, /metrics and /status.json are also scraped
+# Pinned as in benches/README.md: wrk alone on cpu1; the backend and the
+# one-thread proxies on cpu0. In B, /metrics and /status.json are also scraped
 # once a second, as Prometheus and an open status page would. Prints the median
 # requests/s of each, min–max, the median of the per-round ratios M/A and B/A
 # (the target is B/A >= 0.97), and the same ratios computed from CPU time:
 # requests/s swing by tens of percent between runs here, but proxy CPU per
 # request over backend CPU per request in the same run holds within a few
-# percent (see /work/shared/BENCHMARKING.md), and with proxy and backend
+# percent (a slow host slows proxy and backend alike), and with proxy and backend
 # sharing cpu0, requests/s go as 1 / (proxy + backend CPU per request).
 set -euo pipefail
 
-ROUNDS=5 DURATION=5 CONNS=64 BUILD=1 LOG_DIR=""
-while (($#)); do
-    case "$1" in
-        --rounds) ROUNDS="${2:?}"; shift 2 ;;
-        --duration) DURATION="${2:?}"; shift 2 ;;
-        --conns) CONNS="${2:?}"; shift 2 ;;
-        --log-dir) LOG_DIR="${2:?}"; shift 2 ;;
-        --no-build) BUILD=0; shift ;;
-        *) echo "usage: $0 [--rounds N] [--duration S] [--conns N] [--log-dir DIR] [--no-build]" >&2; exit 2 ;;
-    esac
-done
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+ROUNDS=5 DURATION=5 CONNS=64 LOG_DIR=""
+parse_options "--rounds=ROUNDS --duration=DURATION --conns=CONNS --log-dir=LOG_DIR" "$@"
+need_positive "$ROUNDS" "$DURATION" "$CONNS"
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-for tool in wrk taskset curl; do
-    command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk util-linux curl; break; }
-done
-if ((BUILD)); then
-    cargo build --release --quiet --bin weir --example bench_backend
-fi
+need_tools wrk taskset curl
+build_release bench_backend
+LOG_DIR="${LOG_DIR:-$T}"
 
-TMP="$(mktemp -d)"
-LOG_DIR="${LOG_DIR:-$TMP}"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"; rm -f "${ACCESS_LOG:-}"; }
-trap cleanup EXIT
+start_backends 1 taskset -c "$SERVER_CPUS" "$TARGET_DIR/release/examples/bench_backend"
+BACKEND_PID=${BACKEND_PIDS[0]}
+declare -A PORT=() ADMIN_PORT=() PID=()
+for name in a m b; do pick_port; PORT[$name]=$REPLY; done
+for name in m b; do pick_port; ADMIN_PORT[$name]=$REPLY; done
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-BACKEND_PORT=$(free_port) A_PORT=$(free_port) B_PORT=$(free_port) ADMIN_PORT=$(free_port)
-M_PORT=$(free_port) M_ADMIN_PORT=$(free_port)
-
-taskset -c 0 "$TARGET_DIR/release/examples/bench_backend" "$BACKEND_PORT" >"$TMP/backend.log" 2>&1 &
-PIDS+=($!)
-
-write_config() { # name port access extra
-    cat >"$TMP/$1.toml" <<TOML
+write_config() { # name access extra
+    cat >"$T/$1.toml" <<TOML
 [server]
-listen = ["127.0.0.1:$2"]
+listen = ["127.0.0.1:${PORT[$1]}"]
 threads = 1
 [log]
 level = "warn"
-access = $3
-$4
-[[upstream]]
-name = "bench"
-servers = ["127.0.0.1:$BACKEND_PORT"]
-keepalive = 256
-[[route]]
-path = "/"
-upstream = "bench"
+access = $2
+$3
+$(weir_upstream 'keepalive = 256')
 TOML
 }
-write_config a "$A_PORT" '"off"' ''
+write_config a '"off"' ''
 ACCESS_LOG="$(mktemp "$LOG_DIR/weir-overhead-access.XXXXXX")"
-write_config b "$B_PORT" "\"$ACCESS_LOG\"" "[admin]
-listen = \"127.0.0.1:$ADMIN_PORT\""
-write_config m "$M_PORT" '"off"' "[admin]
-listen = \"127.0.0.1:$M_ADMIN_PORT\""
+TEMP_FILES+=("$ACCESS_LOG")
+write_config b "\"$ACCESS_LOG\"" "[admin]
+listen = \"127.0.0.1:${ADMIN_PORT[b]}\""
+write_config m '"off"' "[admin]
+listen = \"127.0.0.1:${ADMIN_PORT[m]}\""
 
-BACKEND_PID=${PIDS[0]}
-declare -A PID
 for name in a m b; do
-    taskset -c 0 "$TARGET_DIR/release/weir" run -c "$TMP/$name.toml" >"$TMP/$name.log" 2>&1 &
-    PIDS+=($!)
-    PID[$name]=$!
+    serve "weir-$name" "${PORT[$name]}" taskset -c "$SERVER_CPUS" "$WEIR" run -c "$T/$name.toml"
+    PID[$name]=$REPLY
 done
-for port in "$A_PORT" "$M_PORT" "$B_PORT" "$ADMIN_PORT" "$M_ADMIN_PORT"; do
-    for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+for name in m b; do
+    wait_port "${ADMIN_PORT[$name]}" "${PID[$name]}" || die "weir-$name's admin listener did not start"
 done
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime of PID, all threads
-run() { # name port -> "requests/s proxy-CPU/backend-CPU"
-    local p0 b0 p1 b1 rps
-    taskset -c 1 wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$2/" >/dev/null
-    p0=$(cpu_ticks "${PID[$1]}") b0=$(cpu_ticks "$BACKEND_PID")
-    rps=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" "http://127.0.0.1:$2/" | awk '/^Requests\/sec/ {print $2}')
-    p1=$(cpu_ticks "${PID[$1]}") b1=$(cpu_ticks "$BACKEND_PID")
+run() { # name -> "requests/s proxy-CPU/backend-CPU"
+    local p0 b0 p1 b1 rps url="http://127.0.0.1:${PORT[$1]}/"
+    taskset -c "$CLIENT_CPUS" wrk -t1 -c"$CONNS" -d1s "$url" >/dev/null
+    read -r p0 _ <<<"$(cpu_ticks "${PID[$1]}")"
+    read -r b0 _ <<<"$(cpu_ticks "$BACKEND_PID")"
+    rps=$(taskset -c "$CLIENT_CPUS" wrk -t1 -c"$CONNS" -d"${DURATION}s" "$url" | awk '/^Requests\/sec/ {print $2}')
+    read -r p1 _ <<<"$(cpu_ticks "${PID[$1]}")"
+    read -r b1 _ <<<"$(cpu_ticks "$BACKEND_PID")"
     echo "$rps $(awk -v p=$((p1 - p0)) -v b=$((b1 - b0)) 'BEGIN {printf "%.4f", p / b}')"
 }
 scrape() { # admin port: scrapes the admin endpoints once a second until killed
     # On cpu1 beside wrk, which has CPU to spare: the proxy's share of the scrape
     # lands on cpu0 where it belongs, curl's own start-up does not.
     while :; do
-        taskset -c 1 curl -s -o /dev/null "http://127.0.0.1:$1/metrics" -o /dev/null "http://127.0.0.1:$1/status.json"
+        taskset -c "$CLIENT_CPUS" curl -s -o /dev/null "http://127.0.0.1:$1/metrics" -o /dev/null "http://127.0.0.1:$1/status.json"
         sleep 1
     done
 }
 measure() { # variant -> sets RPS and CPU; b and m run while their admin listener is scraped
     local scraper=""
-    case "$1" in
-        m) scrape "$M_ADMIN_PORT" & scraper=$! ;;
-        b) scrape "$ADMIN_PORT" & scraper=$! ;;
-    esac
-    read -r RPS CPU <<<"$(run "$1" "${PORT[$1]}")"
+    if [[ -n "${ADMIN_PORT[$1]:-}" ]]; then
+        scrape "${ADMIN_PORT[$1]}" &
+        scraper=$!; ALL_PIDS+=("$scraper")
+    fi
+    read -r RPS CPU <<<"$(run "$1")"
     if [[ -n "$scraper" ]]; then kill "$scraper" 2>/dev/null || true; wait "$scraper" 2>/dev/null || true; fi
 }
-declare -A PORT=([a]="$A_PORT" [m]="$M_PORT" [b]="$B_PORT")
 
+echo "## weir observability overhead"
+header
 A=() M=() B=() RM=() RB=() CA=() CM=() CB=() QM=() QB=()
 for r in $(seq "$ROUNDS"); do
     # The order turns each round (a m b, m b a, b a m, ...) so drift in the
@@ -137,17 +113,14 @@ for r in $(seq "$ROUNDS"); do
         "proxy/backend CPU A $ca, M $cm, B $cb"
 done
 
-stats() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {printf "%.0f %.0f %.0f", v[int((NR+1)/2)], v[1], v[NR]}'; }
-ratios() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {printf "%.3f (%.3f-%.3f)", v[int((NR+1)/2)], v[1], v[NR]}'; }
-read -r AM AMIN AMAX <<<"$(stats "${A[@]}")"
-read -r MM MMIN MMAX <<<"$(stats "${M[@]}")"
-read -r BM BMIN BMAX <<<"$(stats "${B[@]}")"
+ratios() { printf '%s\n' "$@" | stats_fmt '%.3f (%.3f-%.3f)'; }
+rps() { printf '%s\n' "$@" | stats_fmt '%.0f | %.0f–%.0f'; }
 echo
 echo "| weir (1 thread, wrk -t1 -c$CONNS, ${ROUNDS}x${DURATION}s) | median req/s | min–max |"
 echo "|---|---|---|"
-echo "| A: admin off, access log off | $AM | $AMIN–$AMAX |"
-echo "| M: admin on (scraped 1/s), access log off | $MM | $MMIN–$MMAX |"
-echo "| B: admin on (scraped 1/s), access log to a file | $BM | $BMIN–$BMAX |"
+echo "| A: admin off, access log off | $(rps "${A[@]}") |"
+echo "| M: admin on (scraped 1/s), access log off | $(rps "${M[@]}") |"
+echo "| B: admin on (scraped 1/s), access log to a file | $(rps "${B[@]}") |"
 echo
 echo "| ratio to A, median of rounds (min-max) | requests/s | equal-CPU requests/s, from proxy/backend CPU |"
 echo "|---|---|---|"

@@ -3,28 +3,22 @@
 # counted by callgrind: repeatable on a noisy shared machine, where requests/s
 # (benches/overhead.sh) swings by tens of percent between runs.
 #
-#   bash benches/overhead_cg.sh [--seconds 10] [--conns 16]
+#   bash benches/overhead_cg.sh [--seconds 10] [--conns 16] [--no-install] [--no-build] [--keep]
 #
 # Runs weir (one thread) under valgrind twice against one bench backend:
 # A = admin off, access log off; B = admin on, access log to a file. Prints
 # instructions per request for each and B/A.
 set -euo pipefail
 
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 SECONDS_PER_RUN=10 CONNS=16
-while (($#)); do
-    case "$1" in
-        --seconds) SECONDS_PER_RUN="${2:?}"; shift 2 ;;
-        --conns) CONNS="${2:?}"; shift 2 ;;
-        *) echo "usage: $0 [--seconds N] [--conns N]" >&2; exit 2 ;;
-    esac
-done
-source "$(dirname "$0")/lib.sh"
+parse_options "--seconds=SECONDS_PER_RUN --conns=CONNS" "$@"
+need_positive "$SECONDS_PER_RUN" "$CONNS"
 need_tools wrk valgrind
 build_release bench_backend
 
-pick_port; BACKEND_PORT=$REPLY
-"$TARGET_DIR/release/examples/bench_backend" "$BACKEND_PORT" & ALL_PIDS+=($!)
-wait_port "$BACKEND_PORT" $! || die "the backend did not start"
+start_backends 1 "$TARGET_DIR/release/examples/bench_backend"
 
 # Sets INSTR and REQS for one variant: NAME, extra TOML.
 measure() {
@@ -37,18 +31,11 @@ measure() {
 listen = ["127.0.0.1:$port"]
 threads = 1
 $extra
-[[upstream]]
-name = "app"
-servers = ["127.0.0.1:$BACKEND_PORT"]
-keepalive = 64
-[[route]]
-upstream = "app"
+$(weir_upstream 'keepalive = 64')
 TOML
-    valgrind --tool=callgrind --callgrind-out-file="$T/$name.cg" \
-        "$WEIR" run -c "$T/$name.toml" 2>"$T/$name.log" &
-    pid=$!
-    ALL_PIDS+=("$pid")
-    wait_port "$port" "$pid" || die "weir did not start under valgrind (see $T/$name.log)"
+    serve "$name" "$port" valgrind --tool=callgrind --callgrind-out-file="$T/$name.cg" \
+        "$WEIR" run -c "$T/$name.toml"
+    pid=$REPLY
     wrk -t1 -c"$CONNS" -d"${SECONDS_PER_RUN}s" "http://127.0.0.1:$port/" >"$T/$name.wrk"
     kill -INT "$pid"
     wait "$pid" 2>/dev/null || true
@@ -56,6 +43,8 @@ TOML
     REQS=$(awk '/requests in/ {print $1}' "$T/$name.wrk")
 }
 
+echo "## weir observability overhead in instructions (callgrind)"
+header
 measure A "[log]
 level = \"warn\"
 access = \"off\""

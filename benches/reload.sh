@@ -21,39 +21,21 @@
 # routes and servers exist only to be parsed, validated and built on every reload.
 # Each reload swaps between two variants of the config that differ in weights and
 # timeouts, so nothing can be skipped as unchanged.
+
+# shellcheck disable=SC2016 # awk expressions in single quotes, on purpose
 set -euo pipefail
 
-CMDLINE="bash benches/reload.sh${*:+ $*}"
-ROUNDS=3 DURATION=10 INTERVAL=1 CONNS=64 ROUTES=10000 SERVERS=1000 UPSTREAMS=10
-INSTALL=1 BUILD=1 KEEP=0
-usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
-while (($#)); do
-    case "$1" in
-        --rounds) ROUNDS="${2:?}"; shift 2 ;;
-        --duration) DURATION="${2:?}"; shift 2 ;;
-        --interval) INTERVAL="${2:?}"; shift 2 ;;
-        --conns) CONNS="${2:?}"; shift 2 ;;
-        --routes) ROUTES="${2:?}"; shift 2 ;;
-        --servers) SERVERS="${2:?}"; shift 2 ;;
-        --upstreams) UPSTREAMS="${2:?}"; shift 2 ;;
-        --no-install) INSTALL=0; shift ;;
-        --no-build) BUILD=0; shift ;;
-        --keep) KEEP=1; shift ;;
-        -h|--help) usage 0 ;;
-        *) echo "unknown option: $1" >&2; usage 2 ;;
-    esac
-done
-for n in "$ROUNDS" "$DURATION" "$INTERVAL" "$CONNS" "$ROUTES" "$SERVERS" "$UPSTREAMS"; do
-    [[ "$n" =~ ^[0-9]+$ && "$n" -gt 0 ]] || { echo "not a positive integer: $n" >&2; exit 2; }
-done
-
-# shellcheck source=benches/lib.sh
+# shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-need_tools wrk taskset curl ss
+ROUNDS=3 DURATION=10 INTERVAL=1 CONNS=64 ROUTES=10000 SERVERS=1000 UPSTREAMS=10
+parse_options "--rounds=ROUNDS --duration=DURATION --interval=INTERVAL --conns=CONNS \
+    --routes=ROUTES --servers=SERVERS --upstreams=UPSTREAMS" "$@"
+need_positive "$ROUNDS" "$DURATION" "$INTERVAL" "$CONNS" "$ROUTES" "$SERVERS" "$UPSTREAMS"
+
+need_tools wrk taskset curl
 build_release bench_backend gen_config
 BACKEND="$TARGET_DIR/release/examples/bench_backend"
 GEN="$TARGET_DIR/release/examples/gen_config"
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 cat >"$T/report.lua" <<'LUA'
 done = function(summary, latency, requests)
@@ -65,15 +47,7 @@ done = function(summary, latency, requests)
 end
 LUA
 
-declare -a BACKEND_PORTS=() BACKEND_PIDS=()
-for i in 1 2 3; do
-    pick_port; port=$REPLY
-    taskset -c "$SERVER_CPUS" "$BACKEND" "$port" >"$T/backend$i.log" 2>&1 &
-    pid=$!; ALL_PIDS+=("$pid"); BACKEND_PORTS+=("$port"); BACKEND_PIDS+=("$pid")
-done
-for i in 0 1 2; do
-    wait_port "${BACKEND_PORTS[$i]}" "${BACKEND_PIDS[$i]}" || die "backend did not start"
-done
+start_backends 3 taskset -c "$SERVER_CPUS" "$BACKEND"
 
 pick_port; WEIR_PORT=$REPLY
 hot="127.0.0.1:${BACKEND_PORTS[0]},127.0.0.1:${BACKEND_PORTS[1]},127.0.0.1:${BACKEND_PORTS[2]}"
@@ -85,9 +59,8 @@ cp "$T/variant0.toml" "$T/weir.toml"
 echo "config: $(grep -c '^\[\[route\]\]' "$T/weir.toml") routes, $(grep -c 'addr = ' "$T/weir.toml") server entries," \
     "$(grep -c '^\[\[upstream\]\]' "$T/weir.toml") upstreams, $(wc -c <"$T/weir.toml") bytes" >&2
 
-taskset -c "$SERVER_CPUS" "$WEIR" run -c "$T/weir.toml" >"$T/weir.log" 2>&1 &
-WEIR_PID=$!; ALL_PIDS+=("$WEIR_PID")
-wait_port "$WEIR_PORT" "$WEIR_PID" || { tail -20 "$T/weir.log" >&2; die "weir did not start"; }
+serve weir "$WEIR_PORT" taskset -c "$SERVER_CPUS" "$WEIR" run -c "$T/weir.toml"
+WEIR_PID=$REPLY
 code="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$WEIR_PORT/" || true)"
 [[ "$code" == 200 ]] || die "sanity request through weir got $code"
 
@@ -110,7 +83,7 @@ run_wrk() { # run_wrk MODE ROUND
     if [[ $1 == reload ]]; then
         hups=$(((DURATION - 1) / INTERVAL))
         reloader "$hups" &
-        rpid=$!
+        rpid=$!; ALL_PIDS+=("$rpid")
     fi
     taskset -c "$CLIENT_CPUS" wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$T/report.lua" \
         "http://127.0.0.1:$WEIR_PORT/" >"$out" 2>&1 || true
@@ -130,7 +103,7 @@ run_wrk() { # run_wrk MODE ROUND
 }
 
 echo "## weir reload under load"
-header "$CMDLINE"
+header
 echo "config: $ROUTES routes, $SERVERS servers (one upstream holds all, weights 1..256), $UPSTREAMS upstreams + hot;" \
     "wrk -t1 -c$CONNS -d${DURATION}s on cpu$CLIENT_CPUS; weir (1 thread) and 3 backends on cpu$SERVER_CPUS"
 taskset -c "$CLIENT_CPUS" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$WEIR_PORT/" >/dev/null 2>&1 || true
@@ -158,5 +131,6 @@ durations="$(grep 'configuration reloaded' "$T/weir.log" | sed -n 's/.*duration_
 n="$(grep -c . <<<"$durations" || true)"
 failed="$(grep -c 'reload failed' "$T/weir.log" || true)"
 read -r med lo hi <<<"$(stats <<<"$durations")"
-p90="$(sort -g <<<"$durations" | awk '{ a[NR] = $1 } END { if (NR) print a[int((NR - 1) * 0.9) + 1]; else print "nan" }')"
+# nearest rank: the smallest value with at least 90% of them at or below it
+p90="$(sort -g <<<"$durations" | awk '{ a[NR] = $1 } END { i = int(NR * 0.9); if (i < NR * 0.9) i++; print (NR ? a[i] : "nan") }')"
 echo "reload duration_ms over $n reloads ($failed failed): median $med, p90 $p90, min $lo, max $hi (target < 100)"
