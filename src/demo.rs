@@ -19,7 +19,7 @@ use crate::daemon::Daemon;
 use crate::runtime::Workers;
 
 /// The demo's configuration: `config/weir.toml`'s shape.
-pub const DEMO_CONFIG: &str = include_str!("../config/weir.toml");
+pub(crate) const DEMO_CONFIG: &str = include_str!("../config/weir.toml");
 
 /// Where the demo's config is said to come from (reloads read it).
 const DEMO_CONFIG_PATH: &str = "config/weir.toml";
@@ -64,7 +64,7 @@ pub async fn start(mut config: Config, workers: Workers) -> Result<Demo, String>
 }
 
 /// Starts one demo app on `addr`: it answers every request with its own port.
-pub async fn spawn_app(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+pub(crate) async fn spawn_app(addr: SocketAddr) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     tokio::spawn(async move {
@@ -97,7 +97,7 @@ pub async fn spawn_app(addr: SocketAddr) -> std::io::Result<SocketAddr> {
 
 /// What to print once the demo runs: the proxy in front of `apps`, and the
 /// status page when there is an `admin` listener.
-pub fn banner(proxy: SocketAddr, apps: &[SocketAddr], admin: Option<SocketAddr>) -> String {
+pub(crate) fn banner(proxy: SocketAddr, apps: &[SocketAddr], admin: Option<SocketAddr>) -> String {
     let apps: Vec<String> = apps.iter().map(SocketAddr::to_string).collect();
     let status = admin.map_or(String::new(), |admin| {
         format!("status: http://{admin}/status\n")

@@ -16,21 +16,21 @@ use toml::Spanned;
 #[derive(Debug, thiserror::Error)]
 pub struct ConfigError {
     /// The file the config came from, as given by the caller.
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// 1-based line of the offending text; 0 when there is no position (I/O errors).
     pub line: usize,
     /// 1-based column (in characters) of the offending text; 0 when there is no position.
-    pub column: usize,
+    pub(crate) column: usize,
     /// Dotted path of the offending key, such as `upstream[0].servers[1]`; may be empty.
     pub key: String,
     /// What is wrong, in words meant for the person editing the file.
     pub message: String,
     /// The underlying I/O error when the file could not be read.
     #[source]
-    pub io: Option<std::io::Error>,
+    pub(crate) io: Option<std::io::Error>,
     /// The other mistakes in the same file, in the order validation found
     /// them (section by section, then in file order); empty when this is the only one.
-    pub more: Vec<ConfigError>,
+    pub(crate) more: Vec<ConfigError>,
 }
 
 impl ConfigError {
@@ -55,7 +55,10 @@ impl ConfigError {
     }
 
     /// An error about the file a config value names (a PEM file), pointed at that value.
-    pub fn at_location(location: &super::model::Location, message: impl Into<String>) -> Self {
+    pub(crate) fn at_location(
+        location: &super::model::Location,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             file: location.file.clone(),
             line: location.line,

@@ -21,7 +21,7 @@ pub struct Config {
     /// `[[upstream]]` pools, in file order; names are unique.
     pub upstreams: Vec<UpstreamConfig>,
     /// `[[route]]`s, in file order; each names an existing upstream.
-    pub routes: Vec<RouteConfig>,
+    pub(crate) routes: Vec<RouteConfig>,
 }
 
 /// `[server]` settings.
@@ -32,21 +32,21 @@ pub struct ServerSettings {
     /// Worker threads; 0 means one per CPU core.
     pub threads: usize,
     /// Open client connections beyond which accepting waits.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// How long a graceful shutdown waits for in-flight requests.
-    pub shutdown_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
     /// Peers whose `X-Forwarded-*` headers are trusted and appended to.
-    pub trusted_proxies: Vec<IpNet>,
+    pub(crate) trusted_proxies: Vec<IpNet>,
     /// Time a client has to send a complete request head.
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
     /// How long an idle keep-alive client connection is kept open.
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// Largest request head accepted, in bytes; beyond it 431.
-    pub max_header_size: usize,
+    pub(crate) max_header_size: usize,
     /// Largest request body accepted, in bytes; beyond it 413. `None` = no limit.
-    pub max_body_size: Option<u64>,
+    pub(crate) max_body_size: Option<u64>,
     /// An upgraded connection (WebSocket) with no bytes either way for this long is closed.
-    pub tunnel_idle_timeout: Duration,
+    pub(crate) tunnel_idle_timeout: Duration,
 }
 
 /// One listening socket.
@@ -55,42 +55,42 @@ pub struct ListenerConfig {
     /// The address to bind.
     pub addr: SocketAddr,
     /// Terminate TLS with these certificates; `None` for cleartext.
-    pub tls: Option<TlsSettings>,
+    pub(crate) tls: Option<TlsSettings>,
     /// Answer every request with a 301 to `https://` instead of proxying it (cleartext only).
-    pub redirect_https: bool,
+    pub(crate) redirect_https: bool,
 }
 
 /// The certificates of a TLS listener; the first is the default for unknown or absent SNI.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TlsSettings {
+pub(crate) struct TlsSettings {
     /// Never empty.
-    pub certs: Vec<CertFiles>,
+    pub(crate) certs: Vec<CertFiles>,
 }
 
 /// One certificate chain and its private key, as PEM files.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct CertFiles {
+pub(crate) struct CertFiles {
     /// The certificate chain, leaf first (relative paths resolved against the config file's folder).
-    pub cert: PathBuf,
+    pub(crate) cert: PathBuf,
     /// The private key (PKCS#8, PKCS#1 or SEC1).
-    pub key: PathBuf,
+    pub(crate) key: PathBuf,
     /// Where `cert` is written in the config file, for errors found when loading it.
-    pub cert_at: Location,
+    pub(crate) cert_at: Location,
     /// Where `key` is written in the config file.
-    pub key_at: Location,
+    pub(crate) key_at: Location,
 }
 
 /// A place in the config file, kept for errors found after validation (unreadable PEM files).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct Location {
+pub(crate) struct Location {
     /// The config file.
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// 1-based line.
-    pub line: usize,
+    pub(crate) line: usize,
     /// 1-based column.
-    pub column: usize,
+    pub(crate) column: usize,
     /// Dotted key path, such as `server.listen[1].tls[0].cert`.
-    pub key: String,
+    pub(crate) key: String,
 }
 
 /// `[admin]` settings.
@@ -99,25 +99,25 @@ pub struct AdminSettings {
     /// Where the admin endpoints are served.
     pub listen: SocketAddr,
     /// Bearer token required on admin requests other than `/healthz`, when set.
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
 }
 
 /// `[log]` settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogSettings {
     /// Default level when `RUST_LOG` is not set.
-    pub level: LogLevel,
+    pub(crate) level: LogLevel,
     /// Diagnostic log line format.
-    pub format: LogFormat,
+    pub(crate) format: LogFormat,
     /// Where access log lines go.
     pub access: AccessLog,
     /// Access log line format.
-    pub access_format: AccessFormat,
+    pub(crate) access_format: AccessFormat,
 }
 
 /// A tracing level name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogLevel {
+pub(crate) enum LogLevel {
     /// `error`
     Error,
     /// `warn`
@@ -132,7 +132,7 @@ pub enum LogLevel {
 
 /// Diagnostic log format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Human-readable text.
     Text,
     /// One JSON object per line.
@@ -182,7 +182,7 @@ pub enum UpstreamProtocol {
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
     /// Unique name routes refer to.
-    pub name: String,
+    pub(crate) name: String,
     /// How a server is chosen.
     pub balance: Balance,
     /// `http1` (default) or `h2c`.
@@ -190,27 +190,27 @@ pub struct UpstreamConfig {
     /// Never empty; addresses unique within the pool.
     pub servers: Vec<ServerConfig>,
     /// Time allowed to establish a TCP connection to a server.
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// Time allowed until the response head arrives; then 504.
-    pub response_timeout: Duration,
+    pub(crate) response_timeout: Duration,
     /// Idle pooled connections kept per server, per worker thread.
-    pub keepalive: usize,
+    pub(crate) keepalive: usize,
     /// Failures within `fail_timeout` that take a server out (0 disables).
-    pub max_fails: u32,
+    pub(crate) max_fails: u32,
     /// Window for counting failures and how long a failed server stays out.
-    pub fail_timeout: Duration,
+    pub(crate) fail_timeout: Duration,
     /// Extra attempts on other servers, in the safe cases.
-    pub retries: u32,
+    pub(crate) retries: u32,
     /// Bound on the time spent retrying, from the first attempt.
-    pub retry_timeout: Option<Duration>,
+    pub(crate) retry_timeout: Option<Duration>,
     /// Bound on a whole exchange, from request to the end of the response body.
-    pub request_timeout: Option<Duration>,
+    pub(crate) request_timeout: Option<Duration>,
     /// Upstream statuses that count as failures for passive health (and retries).
-    pub fail_on_status: Vec<u16>,
+    pub(crate) fail_on_status: Vec<u16>,
     /// Window over which a server returning to service ramps up to its full weight.
-    pub slow_start: Option<Duration>,
+    pub(crate) slow_start: Option<Duration>,
     /// Active health checks, when configured.
-    pub health_check: Option<HealthCheckConfig>,
+    pub(crate) health_check: Option<HealthCheckConfig>,
 }
 
 /// One server of a pool.
@@ -219,41 +219,41 @@ pub struct ServerConfig {
     /// Where the server listens.
     pub addr: SocketAddr,
     /// Relative share of traffic, 1..=256.
-    pub weight: u32,
+    pub(crate) weight: u32,
     /// Gets traffic only when no primary server can take it.
-    pub backup: bool,
+    pub(crate) backup: bool,
 }
 
 /// `[upstream.health_check]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthCheckConfig {
+pub(crate) struct HealthCheckConfig {
     /// Path probed with GET; starts with `/`.
-    pub path: String,
+    pub(crate) path: String,
     /// Time between probes.
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// Time a probe may take.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Consecutive successes that bring a server up.
-    pub rise: u32,
+    pub(crate) rise: u32,
     /// Consecutive failures that take a server down.
-    pub fall: u32,
+    pub(crate) fall: u32,
     /// Statuses that count as healthy; empty means any 2xx or 3xx.
-    pub status: Vec<u16>,
+    pub(crate) status: Vec<u16>,
     /// `Host` header sent with probes; the server's address when absent.
-    pub host: Option<String>,
+    pub(crate) host: Option<String>,
 }
 
 /// One `[[route]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteConfig {
+pub(crate) struct RouteConfig {
     /// The host it matches; `None` matches any host.
-    pub host: Option<HostPattern>,
+    pub(crate) host: Option<HostPattern>,
     /// Path prefix; starts with `/`.
-    pub path: String,
+    pub(crate) path: String,
     /// Name of the upstream it sends to (known to exist).
-    pub upstream: String,
+    pub(crate) upstream: String,
     /// Overrides the upstream's `request_timeout` for this route.
-    pub request_timeout: Option<Duration>,
+    pub(crate) request_timeout: Option<Duration>,
 }
 
 /// A route's host, normalised to lower case without a trailing dot.

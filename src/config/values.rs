@@ -36,9 +36,9 @@ const ADDR_HINT: &str = "expected IP:port such as 127.0.0.1:3000";
 /// What every check needs to build an error, and the errors found so far.
 pub(super) struct Cx<'a> {
     /// The whole document, to turn spans into lines and columns.
-    pub source: &'a str,
+    pub(crate) source: &'a str,
     /// Names the file in errors.
-    pub file: &'a Path,
+    pub(crate) file: &'a Path,
     /// Every mistake found so far: validation goes on past one, so a single
     /// `weir check` lists them all.
     errors: Vec<ConfigError>,
@@ -46,7 +46,7 @@ pub(super) struct Cx<'a> {
 
 impl<'a> Cx<'a> {
     /// A context for validating `source`, read from `file`.
-    pub fn new(source: &'a str, file: &'a Path) -> Self {
+    pub(crate) fn new(source: &'a str, file: &'a Path) -> Self {
         Self {
             source,
             file,
@@ -55,23 +55,23 @@ impl<'a> Cx<'a> {
     }
 
     /// Notes a mistake and lets validation go on.
-    pub fn record(&mut self, error: ConfigError) {
+    pub(crate) fn record(&mut self, error: ConfigError) {
         self.errors.push(error);
     }
 
     /// The checked value, or `None` once its error is recorded.
-    pub fn check<T>(&mut self, checked: Result<T, ConfigError>) -> Option<T> {
+    pub(crate) fn check<T>(&mut self, checked: Result<T, ConfigError>) -> Option<T> {
         checked.map_err(|e| self.record(e)).ok()
     }
 
     /// The checked value, or a stand-in once its error is recorded. The
     /// stand-in never leaves validation: a recorded error fails it.
-    pub fn keep<T: Default>(&mut self, checked: Result<T, ConfigError>) -> T {
+    pub(crate) fn keep<T: Default>(&mut self, checked: Result<T, ConfigError>) -> T {
         self.check(checked).unwrap_or_default()
     }
 
     /// `value` when nothing was recorded, else every recorded error as one.
-    pub fn finish<T>(self, value: T) -> Result<T, ConfigError> {
+    pub(crate) fn finish<T>(self, value: T) -> Result<T, ConfigError> {
         let mut errors = self.errors.into_iter();
         match errors.next() {
             None => Ok(value),
@@ -80,13 +80,13 @@ impl<'a> Cx<'a> {
     }
 
     /// `first`, then every recorded error, as one.
-    pub fn fail(self, first: ConfigError) -> ConfigError {
+    pub(crate) fn fail(self, first: ConfigError) -> ConfigError {
         ConfigError::many(first, self.errors)
     }
 
     /// A file named in the config: a relative path is relative to the config
     /// file's directory, not to wherever weir was started.
-    pub fn config_relative(&self, path: &str) -> PathBuf {
+    pub(crate) fn config_relative(&self, path: &str) -> PathBuf {
         self.file
             .parent()
             .unwrap_or_else(|| Path::new(""))
@@ -95,7 +95,7 @@ impl<'a> Cx<'a> {
     /// An error at `span` of the document, for `key` (`route[3].path`). Checks
     /// take keys as `Display` so that a valid file, the common case, formats
     /// none: callers pass `&format_args!(…)` where a key is built.
-    pub fn err(
+    pub(crate) fn err(
         &self,
         span: Range<usize>,
         key: &(impl Display + ?Sized),
@@ -105,7 +105,7 @@ impl<'a> Cx<'a> {
     }
 
     /// An `ip:port` address.
-    pub fn addr(
+    pub(crate) fn addr(
         &self,
         value: &Spanned<String>,
         key: &(impl Display + ?Sized),
@@ -119,7 +119,7 @@ impl<'a> Cx<'a> {
 
     /// A duration string, `default` when absent; zero is rejected because every
     /// duration in the file is a timeout or an interval.
-    pub fn duration(
+    pub(crate) fn duration(
         &self,
         value: Option<&Spanned<String>>,
         default: Duration,
@@ -145,7 +145,7 @@ impl<'a> Cx<'a> {
     }
 
     /// An optional duration: absent means no bound; zero is rejected.
-    pub fn optional_duration(
+    pub(crate) fn optional_duration(
         &self,
         value: Option<&Spanned<String>>,
         key: &(impl Display + ?Sized),
@@ -157,7 +157,7 @@ impl<'a> Cx<'a> {
 
     /// A byte size: a positive integer or a string such as `"512KiB"`, `"10MB"`, `"1g"`
     /// (k/m/g are binary multiples, as nginx reads them).
-    pub fn size(
+    pub(crate) fn size(
         &self,
         value: Option<&Spanned<super::raw::RawSize>>,
         key: &(impl Display + ?Sized),
@@ -180,7 +180,7 @@ impl<'a> Cx<'a> {
     }
 
     /// An integer in `min..=max`, `default` when absent.
-    pub fn int<T: TryFrom<i64>>(
+    pub(crate) fn int<T: TryFrom<i64>>(
         &self,
         value: Option<&Spanned<i64>>,
         default: T,
