@@ -40,12 +40,14 @@ pub struct Deadlines {
 /// Returns the upstream's response head and the bookkeeping its body must carry.
 ///
 /// The request is taken from the caller's `Option` rather than passed by
-/// value, so that this future does not hold a second copy of it.
+/// value, so that this future does not hold a second copy of it. `key` is the
+/// hashed request key for `balance = "hash"`.
 pub async fn forward(
     upstream: &Upstream,
     req: &mut Option<Request<RequestBody>>,
     record: &mut Option<Box<AccessRecord>>,
     deadlines: Deadlines,
+    key: Option<u64>,
 ) -> Result<(Response<Incoming>, Exchange), ProxyError> {
     let cfg = &upstream.config;
     // Only a bodiless idempotent request can be sent again after it went out.
@@ -64,7 +66,7 @@ pub async fn forward(
             warn!(upstream = %cfg.name, "retry_timeout reached; no more retries");
             break;
         }
-        let Some(index) = upstream.pick(&tried) else {
+        let Some(index) = upstream.pick(&tried, key) else {
             break;
         };
         if !tried.is_empty() {

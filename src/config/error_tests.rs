@@ -609,3 +609,80 @@ fn a_serde_error_stops_at_the_first() {
         "{e}"
     );
 }
+
+#[test]
+fn hash_key_needs_balance_hash_and_a_known_form() {
+    let up = |extra: &str| format!("{UP}\n{extra}");
+    // [[upstream]] is line 5; UP takes lines 6-7, the extra lines 8 on.
+    fails(
+        &doc(LISTEN, &up("hash_key = \"ip\""), ROUTE),
+        8,
+        "upstream[0].hash_key",
+        "needs balance = \"hash\"",
+    );
+    fails(
+        &doc(
+            LISTEN,
+            &up("balance = \"hash\"\nhash_key = \"body\""),
+            ROUTE,
+        ),
+        9,
+        "upstream[0].hash_key",
+        "expected ip, uri, path, header:NAME or cookie:NAME",
+    );
+    fails(
+        &doc(
+            LISTEN,
+            &up("balance = \"hash\"\nhash_key = \"header:bad header\""),
+            ROUTE,
+        ),
+        9,
+        "upstream[0].hash_key",
+        "invalid hash_key",
+    );
+    fails(
+        &doc(
+            LISTEN,
+            &up("balance = \"hash\"\nhash_key = \"cookie:\""),
+            ROUTE,
+        ),
+        9,
+        "upstream[0].hash_key",
+        "invalid hash_key",
+    );
+}
+
+#[test]
+fn hash_keys_parse_and_default_to_the_client_address() {
+    use super::{Balance, HashKey};
+    let parsed = |extra: &str| {
+        let src = doc(LISTEN, &format!("{UP}\n{extra}"), ROUTE);
+        let cfg = parse(&src, Path::new("weir.toml")).expect("valid");
+        let up = &cfg.upstreams[0];
+        (up.balance, up.hash_key.clone())
+    };
+    assert_eq!(parsed(""), (Balance::RoundRobin, None));
+    assert_eq!(
+        parsed("balance = \"random_two\""),
+        (Balance::RandomTwo, None)
+    );
+    assert_eq!(
+        parsed("balance = \"hash\""),
+        (Balance::Hash, Some(HashKey::Ip))
+    );
+    assert_eq!(
+        parsed("balance = \"hash\"\nhash_key = \"header:X-User\""),
+        (
+            Balance::Hash,
+            Some(HashKey::Header(http::HeaderName::from_static("x-user")))
+        )
+    );
+    assert_eq!(
+        parsed("balance = \"hash\"\nhash_key = \"cookie:sid\""),
+        (Balance::Hash, Some(HashKey::Cookie("sid".into())))
+    );
+    assert_eq!(
+        parsed("balance = \"hash\"\nhash_key = \"path\""),
+        (Balance::Hash, Some(HashKey::Path))
+    );
+}

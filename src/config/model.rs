@@ -167,6 +167,25 @@ pub enum Balance {
     RoundRobin,
     /// Fewest in-flight requests relative to weight.
     LeastConn,
+    /// Consistent hashing of a request key ([`HashKey`]).
+    Hash,
+    /// The less loaded of two servers drawn at random.
+    RandomTwo,
+}
+
+/// What `balance = "hash"` hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// The client address as weir resolved it (the one in `X-Real-IP`).
+    Ip,
+    /// Path and query.
+    Uri,
+    /// The path alone.
+    Path,
+    /// A request header's value.
+    Header(http::HeaderName),
+    /// A cookie's value.
+    Cookie(String),
 }
 
 /// How weir speaks to an upstream's servers.
@@ -185,6 +204,8 @@ pub struct UpstreamConfig {
     pub(crate) name: String,
     /// How a server is chosen.
     pub balance: Balance,
+    /// With `balance = "hash"`, what is hashed (default the client address).
+    pub hash_key: Option<HashKey>,
     /// `http1` (default) or `h2c`.
     pub protocol: UpstreamProtocol,
     /// Never empty; addresses unique within the pool.

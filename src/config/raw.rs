@@ -169,6 +169,8 @@ pub(crate) enum RawBalance {
     #[default]
     RoundRobin,
     LeastConn,
+    Hash,
+    RandomTwo,
 }
 
 /// `upstream.protocol`: how weir talks to the servers.
@@ -187,6 +189,7 @@ pub(crate) struct RawUpstream {
     pub name: Spanned<String>,
     #[serde(default)]
     pub balance: RawBalance,
+    pub hash_key: Option<Spanned<String>>,
     #[serde(default)]
     pub protocol: RawProtocol,
     pub servers: Spanned<Vec<Spanned<AddrOr<RawServerEntry>>>>,

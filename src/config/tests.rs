@@ -81,6 +81,7 @@ fn readme_example_parses_with_defaults() {
             access_format: AccessFormat::Combined,
         },
         upstreams: vec![UpstreamConfig {
+            hash_key: None,
             name: "express_servers".into(),
             balance: Balance::RoundRobin,
             protocol: UpstreamProtocol::Http1,

@@ -372,12 +372,16 @@ fn upstream(cx: &mut Cx<'_>, raw: &RawUpstream, key: &str) -> UpstreamConfig {
         ));
     }
     let k = |field: &str| format!("{key}.{field}");
+    let balance = match raw.balance {
+        RawBalance::RoundRobin => Balance::RoundRobin,
+        RawBalance::LeastConn => Balance::LeastConn,
+        RawBalance::Hash => Balance::Hash,
+        RawBalance::RandomTwo => Balance::RandomTwo,
+    };
     UpstreamConfig {
         name: raw.name.get_ref().clone(),
-        balance: match raw.balance {
-            RawBalance::RoundRobin => Balance::RoundRobin,
-            RawBalance::LeastConn => Balance::LeastConn,
-        },
+        balance,
+        hash_key: hash_key(cx, raw, balance, &k("hash_key")),
         protocol: match raw.protocol {
             RawProtocol::Http1 => UpstreamProtocol::Http1,
             RawProtocol::H2c => UpstreamProtocol::H2c,
@@ -412,6 +416,47 @@ fn upstream(cx: &mut Cx<'_>, raw: &RawUpstream, key: &str) -> UpstreamConfig {
             .as_ref()
             .map(|hc| health_check(cx, hc.get_ref(), &k("health_check"))),
     }
+}
+
+/// `hash_key`: only with `balance = "hash"`, where it defaults to the client address.
+fn hash_key(cx: &mut Cx<'_>, raw: &RawUpstream, balance: Balance, key: &str) -> Option<HashKey> {
+    let Some(value) = &raw.hash_key else {
+        return (balance == Balance::Hash).then_some(HashKey::Ip);
+    };
+    if balance != Balance::Hash {
+        cx.record(cx.err(value.span(), key, "needs balance = \"hash\""));
+        return None;
+    }
+    let text = value.get_ref().as_str();
+    let parsed = match text.split_once(':') {
+        None => match text {
+            "ip" => Some(HashKey::Ip),
+            "uri" => Some(HashKey::Uri),
+            "path" => Some(HashKey::Path),
+            _ => None,
+        },
+        Some(("header", name)) => http::HeaderName::from_bytes(name.as_bytes())
+            .ok()
+            .map(HashKey::Header),
+        Some(("cookie", name)) => {
+            let token = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+            token.then(|| HashKey::Cookie(name.to_string()))
+        }
+        Some(_) => None,
+    };
+    if parsed.is_none() {
+        cx.record(cx.err(
+            value.span(),
+            key,
+            format!(
+                "invalid hash_key \"{text}\": expected ip, uri, path, header:NAME or cookie:NAME"
+            ),
+        ));
+    }
+    parsed
 }
 
 fn server_entry(

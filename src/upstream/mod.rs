@@ -12,7 +12,7 @@ pub(crate) use sender::{for_h2, handshake_h2};
 pub(crate) use state::InFlightGuard;
 pub use state::ServerState;
 
-use crate::balance::{Candidate, Selector};
+use crate::balance::{stable_hash, Candidate, Selector};
 use crate::config::{ServerConfig, UpstreamConfig};
 use crate::stats::UpstreamStats;
 
@@ -42,6 +42,8 @@ pub struct Server {
     pub(crate) pool: Arc<Pool>,
     /// The upstream's `slow_start` window.
     slow_start: Option<std::time::Duration>,
+    /// Identity for consistent hashing: a stable hash of the address.
+    id: u64,
 }
 
 impl Candidate for Server {
@@ -58,6 +60,9 @@ impl Candidate for Server {
     }
     fn in_flight(&self) -> u64 {
         self.state.in_flight()
+    }
+    fn id(&self) -> u64 {
+        self.id
     }
 }
 
@@ -83,6 +88,9 @@ impl Candidate for Untried<'_> {
     }
     fn in_flight(&self) -> u64 {
         self.server.in_flight()
+    }
+    fn id(&self) -> u64 {
+        self.server.id
     }
 }
 
@@ -116,6 +124,7 @@ impl Upstream {
                     state,
                     pool,
                     slow_start: config.slow_start,
+                    id: stable_hash(server.addr.to_string().as_bytes()),
                 }
             })
             .collect();
@@ -158,10 +167,11 @@ impl Upstream {
         }
     }
 
-    /// Picks a usable server that is not in `tried` (indices of earlier attempts).
-    pub(crate) fn pick(&self, tried: &[usize]) -> Option<usize> {
+    /// Picks a usable server that is not in `tried` (indices of earlier
+    /// attempts); `key` is the hashed request key for `balance = "hash"`.
+    pub(crate) fn pick(&self, tried: &[usize], key: Option<u64>) -> Option<usize> {
         if tried.is_empty() {
-            if let Some(index) = self.selector.select(&self.servers) {
+            if let Some(index) = self.selector.select_keyed(&self.servers, key) {
                 return Some(index);
             }
             // Without slow_start nothing can have declined the pick.
@@ -180,8 +190,8 @@ impl Upstream {
         };
         // Ramping servers may all decline a pick; then any usable one will do.
         self.selector
-            .select(&view(true))
-            .or_else(|| self.selector.select(&view(false)))
+            .select_keyed(&view(true), key)
+            .or_else(|| self.selector.select_keyed(&view(false), key))
     }
 }
 
@@ -201,6 +211,7 @@ mod tests {
 
     fn upstream(slow_start: Option<Duration>) -> Upstream {
         let config = UpstreamConfig {
+            hash_key: None,
             name: "app".into(),
             balance: Balance::RoundRobin,
             servers: ["127.0.0.1:3000", "127.0.0.1:3001"]
@@ -233,8 +244,8 @@ mod tests {
         let same = Upstream::new(old.config.clone(), Some(&old));
         assert!(Arc::ptr_eq(&old.selector, &same.selector));
         // Rotation goes on where it was.
-        let next = same.pick(&[]);
-        assert_ne!(old.pick(&[]), next);
+        let next = same.pick(&[], None);
+        assert_ne!(old.pick(&[], None), next);
 
         let mut reweighted = old.config.clone();
         reweighted.servers[1].weight = 2;
@@ -248,7 +259,7 @@ mod tests {
     }
 
     fn share_of_first(up: &Upstream, picks: usize) -> f64 {
-        let first = (0..picks).filter(|_| up.pick(&[]) == Some(0)).count();
+        let first = (0..picks).filter(|_| up.pick(&[], None) == Some(0)).count();
         first as f64 / picks as f64
     }
 
@@ -274,7 +285,7 @@ mod tests {
         up.servers[1].state.set_draining(true);
         up.servers[0].state.set_active_up(false);
         up.servers[0].state.set_active_up(true);
-        assert!((0..100).all(|_| up.pick(&[]) == Some(0)));
+        assert!((0..100).all(|_| up.pick(&[], None) == Some(0)));
     }
 
     #[test]
