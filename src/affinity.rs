@@ -1,18 +1,68 @@
-//! Request affinity: what ties a request to a server. Today the key that
-//! `balance = "hash"` hashes, taken from the request as it goes upstream.
+//! Request affinity: what ties a request to a server — the key that
+//! `balance = "hash"` hashes, and the `sticky` cookie naming the server that
+//! answered the client before.
+//!
+//! A sticky cookie's value is a hash of the upstream's name and the server's
+//! address, in hex: it does not show the address, and every weir instance with
+//! the same upstream reads it the same way.
 
-use http::header::{self, HeaderMap};
+use std::fmt::Write as _;
+
+use http::header::{self, HeaderMap, HeaderValue};
 use http::Request;
 
 use crate::balance::stable_hash;
-use crate::config::HashKey;
+use crate::config::{HashKey, StickyConfig, UpstreamConfig};
+
+/// What in a request points at a server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Affinity {
+    /// The hashed key, for `balance = "hash"`.
+    pub(crate) hash: Option<u64>,
+    /// The server the `sticky` cookie names, as its [`sticky_id`].
+    pub(crate) sticky: Option<u64>,
+}
+
+/// What `req` carries that ties it to a server of `upstream`.
+pub(crate) fn of<B>(upstream: &UpstreamConfig, req: &Request<B>) -> Affinity {
+    Affinity {
+        hash: upstream.hash_key.as_ref().and_then(|k| request_key(k, req)),
+        sticky: upstream.sticky.as_ref().and_then(|s| {
+            let value = cookie(req.headers(), &s.cookie)?;
+            let hex = std::str::from_utf8(value).ok()?;
+            (hex.len() == 16).then(|| u64::from_str_radix(hex, 16).ok())?
+        }),
+    }
+}
+
+/// The identity a sticky cookie gives the server at `addr` of `upstream`.
+pub(crate) fn sticky_id(upstream: &str, addr: std::net::SocketAddr) -> u64 {
+    stable_hash(format!("{upstream}/{addr}").as_bytes())
+}
+
+/// The `Set-Cookie` value that ties a client to the server with `id`.
+pub(crate) fn set_cookie(sticky: &StickyConfig, id: u64) -> HeaderValue {
+    let mut value = format!("{}={id:016x}; Path=/", sticky.cookie);
+    if let Some(age) = sticky.max_age {
+        let _ = write!(value, "; Max-Age={}", age.as_secs());
+    }
+    if sticky.secure {
+        value.push_str("; Secure");
+    }
+    if sticky.http_only {
+        value.push_str("; HttpOnly");
+    }
+    let _ = write!(value, "; SameSite={}", sticky.same_site);
+    // Made of a validated token, hex digits and fixed words.
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("invalid=1"))
+}
 
 /// The hashed key of `req` for `balance = "hash"` with `key`; `None` when the
 /// request does not carry it (such requests are balanced round robin).
 ///
 /// Read from the request as weir forwards it: the client address is the one
 /// weir resolved and wrote in `X-Real-IP` (trusted proxies applied).
-pub(crate) fn request_key<B>(key: &HashKey, req: &Request<B>) -> Option<u64> {
+fn request_key<B>(key: &HashKey, req: &Request<B>) -> Option<u64> {
     let bytes = match key {
         HashKey::Ip => req.headers().get("x-real-ip")?.as_bytes(),
         HashKey::Uri => req.uri().path_and_query()?.as_str().as_bytes(),
@@ -80,6 +130,42 @@ mod tests {
         assert_eq!(
             request_key(&HashKey::Cookie("sid".into()), &r),
             Some(stable_hash(b"z"))
+        );
+    }
+}
+
+#[cfg(test)]
+mod cookie_tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_cookie_names_the_server_by_hash_with_its_attributes() {
+        let mut sticky = StickyConfig {
+            cookie: "sid".into(),
+            max_age: Some(Duration::from_secs(3600)),
+            secure: true,
+            http_only: true,
+            same_site: "Strict",
+        };
+        let id = sticky_id("app", "127.0.0.1:3000".parse().expect("addr"));
+        assert_eq!(
+            set_cookie(&sticky, id),
+            format!("sid={id:016x}; Path=/; Max-Age=3600; Secure; HttpOnly; SameSite=Strict")
+                .as_str()
+        );
+        sticky.max_age = None;
+        sticky.secure = false;
+        sticky.http_only = false;
+        assert_eq!(
+            set_cookie(&sticky, 1),
+            "sid=0000000000000001; Path=/; SameSite=Strict"
+        );
+        // Another upstream with the same server: another identity.
+        assert_ne!(
+            id,
+            sticky_id("api", "127.0.0.1:3000".parse().expect("addr"))
         );
     }
 }

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::access::AccessRecord;
+use crate::affinity::Affinity;
 use crate::body::{BodyTooLarge, RequestBody};
 use crate::error::ProxyError;
 use crate::exchange::Exchange;
@@ -40,14 +41,14 @@ pub struct Deadlines {
 /// Returns the upstream's response head and the bookkeeping its body must carry.
 ///
 /// The request is taken from the caller's `Option` rather than passed by
-/// value, so that this future does not hold a second copy of it. `key` is the
-/// hashed request key for `balance = "hash"`.
+/// value, so that this future does not hold a second copy of it. `affinity`
+/// is what in the request points at a server (`hash`, `sticky`).
 pub async fn forward(
     upstream: &Upstream,
     req: &mut Option<Request<RequestBody>>,
     record: &mut Option<Box<AccessRecord>>,
     deadlines: Deadlines,
-    key: Option<u64>,
+    affinity: Affinity,
 ) -> Result<(Response<Incoming>, Exchange), ProxyError> {
     let cfg = &upstream.config;
     // Only a bodiless idempotent request can be sent again after it went out.
@@ -66,7 +67,7 @@ pub async fn forward(
             warn!(upstream = %cfg.name, "retry_timeout reached; no more retries");
             break;
         }
-        let Some(index) = upstream.pick(&tried, key) else {
+        let Some(index) = upstream.pick(&tried, affinity) else {
             break;
         };
         if !tried.is_empty() {
@@ -103,7 +104,13 @@ pub async fn forward(
         let (wait, by_request_timeout) = attempt_timeout(cfg.response_timeout, deadlines.request);
         let sent = tokio::time::timeout(wait, conn.sender.try_send_request(request)).await;
         let error = match sent {
-            Ok(Ok(resp)) => {
+            Ok(Ok(mut resp)) => {
+                if let Some((id, cookie)) = &server.sticky {
+                    if affinity.sticky != Some(*id) {
+                        resp.headers_mut()
+                            .append(http::header::SET_COOKIE, cookie.clone());
+                    }
+                }
                 if cfg.fail_on_status.contains(&resp.status().as_u16()) {
                     upstream.mark_failed(index);
                 } else {

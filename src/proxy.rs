@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use crate::access::AccessRecord;
-use crate::affinity;
+use crate::affinity::{self, Affinity};
 use crate::body::RequestBody;
 use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
@@ -49,14 +49,14 @@ pub async fn handle(
         mut record,
         mut metrics,
         deadlines,
-        key,
+        affinity,
         head,
         upgrade,
     } = match prepare(&snapshot, &conn, req) {
         Ok(forwarding) => forwarding,
         Err(resp) => return resp,
     };
-    match forward(upstream, &mut req, &mut record, deadlines, key).await {
+    match forward(upstream, &mut req, &mut record, deadlines, affinity).await {
         Ok((resp, mut exchange)) => {
             exchange.deadline = deadlines.request;
             client_response(resp, exchange, metrics, upgrade, &conn, &snapshot)
@@ -77,8 +77,8 @@ struct Forwarding<'a> {
     record: Option<Box<AccessRecord>>,
     metrics: Recording,
     deadlines: Deadlines,
-    /// The hashed request key, for `balance = "hash"`.
-    key: Option<u64>,
+    /// What ties the request to a server (`hash`, `sticky`).
+    affinity: Affinity,
     head: RequestHead,
     upgrade: Option<UpgradeRequest>,
 }
@@ -141,11 +141,7 @@ fn prepare<'a>(
     }
 
     let (req, head, upgrade) = upstream_request(parts, body, host, upstream, conn, snapshot);
-    let key = upstream
-        .config
-        .hash_key
-        .as_ref()
-        .and_then(|k| affinity::request_key(k, &req));
+    let affinity = affinity::of(&upstream.config, &req);
     let req = req.map(|body| {
         let counted = metrics.meter(&body);
         RequestBody::client(body, max_body, counted)
@@ -156,7 +152,7 @@ fn prepare<'a>(
         record,
         metrics,
         deadlines,
-        key,
+        affinity,
         head,
         upgrade,
     })

@@ -686,3 +686,38 @@ fn hash_keys_parse_and_default_to_the_client_address() {
         (Balance::Hash, Some(HashKey::Path))
     );
 }
+
+#[test]
+fn sticky_needs_a_token_cookie_name_and_secure_for_same_site_none() {
+    let up = |extra: &str| doc(LISTEN, &format!("{UP}\n{extra}"), ROUTE);
+    fails(
+        &up("sticky = { cookie = \"a b\" }"),
+        8,
+        "upstream[0].sticky.cookie",
+        "invalid cookie name",
+    );
+    fails(
+        &up("sticky = { same_site = \"none\" }"),
+        8,
+        "upstream[0].sticky.same_site",
+        "needs secure = true",
+    );
+    fails(
+        &up("sticky = { max_age = \"soon\" }"),
+        8,
+        "upstream[0].sticky.max_age",
+        "invalid duration",
+    );
+    let cfg = parse(&up("sticky = {}"), Path::new("weir.toml")).expect("valid");
+    let sticky = cfg.upstreams[0].sticky.clone().expect("sticky");
+    assert_eq!(
+        (
+            sticky.cookie.as_str(),
+            sticky.max_age,
+            sticky.secure,
+            sticky.http_only,
+            sticky.same_site
+        ),
+        ("weir_server", None, false, true, "Lax")
+    );
+}

@@ -173,6 +173,21 @@ pub enum Balance {
     RandomTwo,
 }
 
+/// `sticky`: the cookie that ties a client to the server that first answered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StickyConfig {
+    /// The cookie's name.
+    pub cookie: String,
+    /// `Max-Age`; `None` makes it a session cookie.
+    pub max_age: Option<Duration>,
+    /// `Secure`: sent over HTTPS only.
+    pub secure: bool,
+    /// `HttpOnly`: hidden from the page's scripts.
+    pub http_only: bool,
+    /// `SameSite`: `Lax`, `Strict` or `None`.
+    pub same_site: &'static str,
+}
+
 /// What `balance = "hash"` hashes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HashKey {
@@ -206,6 +221,8 @@ pub struct UpstreamConfig {
     pub balance: Balance,
     /// With `balance = "hash"`, what is hashed (default the client address).
     pub hash_key: Option<HashKey>,
+    /// Session affinity by cookie, on any `balance`.
+    pub sticky: Option<StickyConfig>,
     /// `http1` (default) or `h2c`.
     pub protocol: UpstreamProtocol,
     /// Never empty; addresses unique within the pool.

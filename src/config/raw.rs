@@ -205,6 +205,30 @@ pub(crate) struct RawUpstream {
     pub fail_on_status: Vec<Spanned<i64>>,
     pub slow_start: Option<Spanned<String>>,
     pub health_check: Option<Spanned<RawHealthCheck>>,
+    pub sticky: Option<Spanned<RawSticky>>,
+}
+
+/// `upstream.sticky`: session affinity by cookie.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSticky {
+    pub cookie: Option<Spanned<String>>,
+    pub max_age: Option<Spanned<String>>,
+    #[serde(default)]
+    pub secure: bool,
+    pub http_only: Option<bool>,
+    #[serde(default)]
+    pub same_site: RawSameSite,
+}
+
+/// `sticky.same_site`.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawSameSite {
+    #[default]
+    Lax,
+    Strict,
+    None,
 }
 
 /// The table form of a server: `{ addr = "...", weight = 1, backup = false }`.

@@ -82,6 +82,7 @@ fn readme_example_parses_with_defaults() {
         },
         upstreams: vec![UpstreamConfig {
             hash_key: None,
+            sticky: None,
             name: "express_servers".into(),
             balance: Balance::RoundRobin,
             protocol: UpstreamProtocol::Http1,

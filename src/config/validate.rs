@@ -382,6 +382,10 @@ fn upstream(cx: &mut Cx<'_>, raw: &RawUpstream, key: &str) -> UpstreamConfig {
         name: raw.name.get_ref().clone(),
         balance,
         hash_key: hash_key(cx, raw, balance, &k("hash_key")),
+        sticky: raw
+            .sticky
+            .as_ref()
+            .and_then(|s| sticky(cx, s, &k("sticky"))),
         protocol: match raw.protocol {
             RawProtocol::Http1 => UpstreamProtocol::Http1,
             RawProtocol::H2c => UpstreamProtocol::H2c,
@@ -457,6 +461,51 @@ fn hash_key(cx: &mut Cx<'_>, raw: &RawUpstream, balance: Balance, key: &str) -> 
         ));
     }
     parsed
+}
+
+fn sticky(cx: &mut Cx<'_>, raw: &Spanned<RawSticky>, key: &str) -> Option<StickyConfig> {
+    let table = raw.get_ref();
+    let cookie = table
+        .cookie
+        .as_ref()
+        .map_or("weir_server", |c| c.get_ref().as_str());
+    // A cookie name is an RFC 9110 token.
+    let token = !cookie.is_empty()
+        && cookie
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+    if !token {
+        let span = table.cookie.as_ref().map_or(raw.span(), |c| c.span());
+        cx.record(cx.err(
+            span,
+            &format_args!("{key}.cookie"),
+            format!("invalid cookie name \"{cookie}\""),
+        ));
+        return None;
+    }
+    let same_site = match table.same_site {
+        RawSameSite::Lax => "Lax",
+        RawSameSite::Strict => "Strict",
+        RawSameSite::None => "None",
+    };
+    if same_site == "None" && !table.secure {
+        // Browsers refuse `SameSite=None` without `Secure`.
+        cx.record(cx.err(
+            raw.span(),
+            &format_args!("{key}.same_site"),
+            "same_site = \"none\" needs secure = true",
+        ));
+        return None;
+    }
+    let max_age =
+        cx.check(cx.optional_duration(table.max_age.as_ref(), &format_args!("{key}.max_age")))?;
+    Some(StickyConfig {
+        cookie: cookie.to_string(),
+        max_age,
+        secure: table.secure,
+        http_only: table.http_only.unwrap_or(true),
+        same_site,
+    })
 }
 
 fn server_entry(
