@@ -8,12 +8,14 @@
 //! - `tls`: certificates and the rustls server configuration.
 //! - `deadlines`: `header_read_timeout` and `idle_timeout`, kept on the socket.
 //! - `parking`: idle HTTP/1.1 connections without hyper's buffers.
+//! - `refusal`: weir's own answer to a request head hyper cannot read.
 
 mod accept;
 mod connection;
 mod deadlines;
 pub(crate) mod mode;
 mod parking;
+mod refusal;
 pub mod tls;
 
 use std::sync::Arc;
