@@ -95,16 +95,7 @@ fn prepare<'a>(
 ) -> Result<Forwarding<'a>, Response<ResponseBody>> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
-    // Boxed: the record travels with the response body, which hyper moves
-    // around; a pointer is cheaper to move than the record.
-    let record = snapshot.access.as_ref().map(|log| {
-        Box::new(AccessRecord::new(
-            log.clone(),
-            started,
-            conn.peer.ip(),
-            &parts,
-        ))
-    });
+    let record = access_record(snapshot, conn, &parts, started);
 
     let host = request_host(&parts);
     let host_str = host.as_ref().and_then(|h| h.to_str().ok());
@@ -296,31 +287,79 @@ fn error_response_for(
     err: ProxyError,
     conn: &ConnInfo,
     head: &RequestHead,
-    mut record: Option<Box<AccessRecord>>,
-    mut metrics: Recording,
+    record: Option<Box<AccessRecord>>,
+    metrics: Recording,
 ) -> Response<ResponseBody> {
     let status = err.status();
     warn!(status = status.as_u16(), client = %conn.peer, method = %head.method,
         path = head.uri.path(), reason = %err, "request failed");
+    plain_response(status, own_answer(record, metrics, status))
+}
+
+/// What ends with an answer weir wrote itself: its access record and its
+/// metrics, both with its status.
+fn own_answer(
+    mut record: Option<Box<AccessRecord>>,
+    mut metrics: Recording,
+    status: StatusCode,
+) -> Exchange {
     if let Some(record) = record.as_mut() {
         record.status = status;
     }
     metrics.status = status.as_u16();
-    let exchange = Exchange {
+    Exchange {
         record,
         metrics: Some(metrics),
         ..Exchange::default()
-    };
-    plain_response(status, exchange)
+    }
+}
+
+/// The access record of a request that arrived at `started`, when access logging is on.
+fn access_record(
+    snapshot: &Snapshot,
+    conn: &ConnInfo,
+    parts: &http::request::Parts,
+    started: Instant,
+) -> Option<Box<AccessRecord>> {
+    // Boxed: the record travels with the response body, which hyper moves
+    // around; a pointer is cheaper to move than the record.
+    snapshot.access.as_ref().map(|log| {
+        Box::new(AccessRecord::new(
+            log.clone(),
+            started,
+            conn.peer.ip(),
+            parts,
+        ))
+    })
+}
+
+/// What ends with an answer weir gives to a request it does not route (the
+/// redirect listener's): the access log line, and the count under the
+/// unrouted pseudo-upstream `""`.
+pub(crate) fn unrouted_exchange(
+    snapshot: &Snapshot,
+    conn: &ConnInfo,
+    parts: &http::request::Parts,
+    status: StatusCode,
+) -> Exchange {
+    let started = Instant::now();
+    let record = access_record(snapshot, conn, parts, started);
+    let metrics = Recording::new(snapshot.stats.unrouted.clone(), started);
+    own_answer(record, metrics, status)
+}
+
+/// The body of every answer weir writes itself: `502 Bad Gateway` and a newline.
+pub(crate) fn plain_text(status: StatusCode) -> String {
+    format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    )
 }
 
 /// A short plain-text response weir writes itself.
 pub fn plain_response(status: StatusCode, exchange: Exchange) -> Response<ResponseBody> {
-    let text = format!(
-        "{} {}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
+    let text = plain_text(status);
     let mut resp = Response::new(ResponseBody::full(text, exchange));
     *resp.status_mut() = status;
     resp.headers_mut().insert(

@@ -481,6 +481,15 @@ fn bad_sizes_statuses_and_optional_timeouts() {
         "server.max_header_size",
         "at least 8192",
     );
+    for bad in ["0", "1001"] {
+        let listen = format!("listen = [\"127.0.0.1:8080\"]\nmax_headers = {bad}");
+        fails(
+            &doc(&listen, UP, ROUTE),
+            3,
+            "server.max_headers",
+            "between 1 and 1000",
+        );
+    }
     let up = "name = \"app\"\nservers = [\"127.0.0.1:3000\"]\nfail_on_status = [502, 700]";
     fails(
         &doc(LISTEN, up, ROUTE),

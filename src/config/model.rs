@@ -24,6 +24,9 @@ pub struct Config {
     pub(crate) routes: Vec<RouteConfig>,
 }
 
+/// `max_headers` by default: hyper's own limit, for which it keeps room on the stack.
+pub(crate) const DEFAULT_MAX_HEADERS: usize = 100;
+
 /// `[server]` settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerSettings {
@@ -43,6 +46,8 @@ pub struct ServerSettings {
     pub(crate) idle_timeout: Duration,
     /// Largest request head accepted, in bytes; beyond it 431.
     pub(crate) max_header_size: usize,
+    /// Most header lines in an HTTP/1.1 request head; beyond them 431.
+    pub(crate) max_headers: usize,
     /// Largest request body accepted, in bytes; beyond it 413. `None` = no limit.
     pub(crate) max_body_size: Option<u64>,
     /// An upgraded connection (WebSocket) with no bytes either way for this long is closed.

@@ -38,6 +38,7 @@ pub(crate) struct RawServer {
     pub header_read_timeout: Option<Spanned<String>>,
     pub idle_timeout: Option<Spanned<String>>,
     pub max_header_size: Option<Spanned<RawSize>>,
+    pub max_headers: Option<Spanned<i64>>,
     pub max_body_size: Option<Spanned<RawSize>>,
     pub tunnel_idle_timeout: Option<Spanned<String>>,
 }

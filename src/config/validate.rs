@@ -18,6 +18,9 @@ use super::values::{cidr, host_pattern, invalid_addr, path, Cx};
 
 /// hyper cannot read a request head with a buffer smaller than this.
 const MIN_HEADER_BUFFER: u64 = 8192;
+/// The most `max_headers` may be: hyper allocates room for this many
+/// headers for every request head it reads.
+const MAX_MAX_HEADERS: i64 = 1000;
 
 /// Validates `raw`, parsed from `source`; `file` only names the file in errors.
 ///
@@ -80,6 +83,12 @@ fn server(cx: &mut Cx<'_>, raw: RawServer) -> ServerSettings {
             "server.idle_timeout",
         )),
         max_header_size: cx.keep(max_header_size(cx, raw.max_header_size.as_ref())),
+        max_headers: cx.keep(cx.int(
+            raw.max_headers.as_ref(),
+            DEFAULT_MAX_HEADERS,
+            (1, Some(MAX_MAX_HEADERS)),
+            "server.max_headers",
+        )),
         max_body_size: cx.keep(cx.size(raw.max_body_size.as_ref(), "server.max_body_size")),
         tunnel_idle_timeout: cx.keep(cx.duration(
             raw.tunnel_idle_timeout.as_ref(),

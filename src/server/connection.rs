@@ -14,6 +14,7 @@ use futures_util::future::Either;
 use http::{Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use hyper::server::conn::http1::UpgradeableConnection;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
@@ -26,6 +27,7 @@ use tracing::{debug, info};
 use super::deadlines::{Activity, Busy, TimedIo};
 use super::mode::{self, Mode};
 use super::parking::ClientIo;
+use super::refusal::{self, Unreadable};
 use super::ServeContext;
 use crate::body::BoxError;
 use crate::exchange::ResponseBody;
@@ -148,7 +150,7 @@ where
             activity.mark_multiplexed();
         }
         let inner = if redirect {
-            Either::Left(future::ready(mode::redirect(&req)))
+            Either::Left(future::ready(mode::redirect(req, &snapshot.load(), &info)))
         } else {
             Either::Right(proxy::handle(snapshot.load_full(), info.clone(), req))
         };
@@ -171,10 +173,12 @@ where
     let result = if h2 {
         serve_h2(io, service, &ctx).await
     } else {
-        serve_h1(io, service, &ctx).await
+        serve_h1(io, service, &ctx, peer).await
     };
     if let Err(e) = result {
         if e.is_parse() || e.is_parse_too_large() {
+            // One hyper did not answer (an HTTP/2 preface on an HTTP/1.1
+            // connection), or whose answer could not be held back.
             info!(client = %peer, error = %e, "malformed request");
         } else if e.is_timeout() {
             info!(client = %peer, error = %e, "client timed out");
@@ -233,12 +237,14 @@ async fn serve_h1<I, S>(
     mut io: ClientIo<I>,
     mut service: S,
     ctx: &ServeContext,
+    peer: SocketAddr,
 ) -> hyper::Result<()>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Handler,
 {
     let activity = io.activity().clone();
+    io.hold_back_own_answers();
     // At most one round per time the client wakes a parked connection.
     loop {
         // Boxed, so that a parked connection's task is small.
@@ -247,13 +253,13 @@ where
                 .serve_connection(TokioIo::new(io), service)
                 .with_upgrades(),
         );
-        tokio::select! {
+        let ended = tokio::select! {
             biased;
-            result = &mut conn => return result,
+            result = &mut conn => Some(result),
             _ = ctx.shutdown.raised() => {
                 // Finish the request in progress with `Connection: close`; close if idle.
                 Pin::new(&mut *conn).graceful_shutdown();
-                return conn.await;
+                Some(conn.as_mut().await)
             }
             // The socket's timer asks by waking this task, which polls it.
             () = future::poll_fn(|_| match activity.take_park_request() {
@@ -262,8 +268,14 @@ where
             }) => {
                 // Idle: hyper stops at once, and `ClientIo` keeps the socket open.
                 Pin::new(&mut *conn).graceful_shutdown();
-                (&mut conn).await?;
+                conn.as_mut().await.err().map(Err)
             }
+        };
+        if let Some(result) = ended {
+            return match result {
+                Err(error) => refuse(*conn, error, ctx, peer).await,
+                Ok(()) => Ok(()),
+            };
         }
         let Some(parts) = conn.into_parts() else {
             return Ok(());
@@ -297,6 +309,36 @@ where
         }
         activity.resumed();
     }
+}
+
+/// A connection hyper ended with `error`: when hyper answered a head it
+/// could not read, that answer was held back, and weir sends its own.
+async fn refuse<I, S>(
+    conn: UpgradeableConnection<TokioIo<ClientIo<I>>, S>,
+    error: hyper::Error,
+    ctx: &ServeContext,
+    peer: SocketAddr,
+) -> hyper::Result<()>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Handler,
+{
+    let Some(parts) = conn.into_parts() else {
+        return Err(error);
+    };
+    let mut io = parts.io.into_inner();
+    let Some(status) = io.take_held_answer() else {
+        return Err(error);
+    };
+    let what = Unreadable {
+        status,
+        error: &error,
+        head: &parts.read_buf,
+        peer,
+    };
+    // Boxed: rare, and it would make every connection's task larger.
+    Box::pin(refusal::answer(io, what, &ctx.snapshot.load())).await;
+    Ok(())
 }
 
 pin_project! {

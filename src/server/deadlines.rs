@@ -57,6 +57,10 @@ pub struct Activity {
     multiplexed: AtomicBool,
     /// Parking an idle HTTP/1.1 connection: `SERVING`, `PARK_WANTED`, `PARKING`.
     park: AtomicU8,
+    /// HTTP/1.1: every response hyper was given has been flushed to the
+    /// socket and no request is in progress, so anything hyper writes now
+    /// is its own answer to a head it could not read (see `super::parking`).
+    answered: AtomicBool,
 }
 
 /// Counts one request in progress on a connection until dropped.
@@ -74,6 +78,7 @@ impl Activity {
             reader: AtomicWaker::new(),
             multiplexed: AtomicBool::new(false),
             park: AtomicU8::new(SERVING),
+            answered: AtomicBool::new(true),
         })
     }
 
@@ -81,7 +86,22 @@ impl Activity {
     pub fn begin(self: &Arc<Self>) -> Busy {
         self.busy.fetch_add(1, Ordering::Relaxed);
         self.head_since_ms.store(NONE, Ordering::Relaxed);
+        self.answered.store(false, Ordering::Relaxed);
         Busy(self.clone())
+    }
+
+    /// The socket was flushed. hyper flushes it once its own buffer is
+    /// empty, so with no request in progress every response is on its way.
+    pub fn on_flush(&self) {
+        if self.busy.load(Ordering::Relaxed) == 0 {
+            self.answered.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether every response hyper was given is on its way and no request
+    /// has begun since.
+    pub fn all_answered(&self) -> bool {
+        self.answered.load(Ordering::Relaxed)
     }
 
     /// The connection speaks HTTP/2.

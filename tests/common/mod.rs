@@ -7,14 +7,18 @@
 //! - [`clients`]: HTTP clients, bodies and a steady load.
 //! - [`config`]: TOML texts for the proxy.
 //! - [`process`]: the real `weir` binary as a child process.
+//! - [`metrics`]: `/metrics` parsed, and samples looked up by labels.
 //! - [`raw`]: a raw-socket client that may misbehave, and a backend that
 //!   records the bytes it receives.
+//! - [`logs`]: the proxy's access log lines and diagnostic log lines.
 #![allow(dead_code)]
 
 mod backends;
 mod clients;
 mod config;
 mod process;
+mod logs;
+mod metrics;
 mod proxy;
 mod raw;
 
@@ -31,6 +35,8 @@ pub use self::{
     },
     config::{config_with, one_upstream, server, with_admin, with_server_keys},
     process::{write_config, Running, WEIR},
+    logs::{capture_logs, log_lines, Logs},
+    metrics::{metric_value, scrape},
     proxy::{free_port, spawn_proxy, spawn_proxy_at, spawn_proxy_on, wait_until, Proxy},
     raw::{raw_exchange, spawn_recording_backend, RawClient, RawResponse, RecordingBackend},
 };
