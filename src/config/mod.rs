@@ -17,6 +17,8 @@ mod error_tests;
 #[cfg(test)]
 mod key_coverage;
 #[cfg(test)]
+mod syntax_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::Path;

@@ -410,7 +410,7 @@ fn upstream(cx: &mut Cx<'_>, raw: &RawUpstream, key: &str) -> UpstreamConfig {
         health_check: raw
             .health_check
             .as_ref()
-            .map(|hc| health_check(cx, hc.get_ref(), &k("health_check"))),
+            .map(|hc| health_check(cx, &hc.get_ref().0, &k("health_check"))),
     }
 }
 
