@@ -17,6 +17,8 @@ mod credential_tests;
 #[cfg(test)]
 mod error_tests;
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod key_coverage;
 #[cfg(test)]
 mod syntax_tests;

@@ -8,6 +8,7 @@
 //! - [`config`]: TOML texts for the proxy.
 //! - [`raw`]: a raw-socket client that may misbehave, and a backend that
 //!   records the bytes it receives.
+//! - [`framing`]: checks that an upstream received only requests weir framed.
 //! - [`process`]: the real `weir` binary as a child process, and a stand-in
 //!   for systemd's notification socket.
 #![allow(dead_code)]
@@ -15,6 +16,7 @@
 mod backends;
 mod clients;
 mod config;
+mod framing;
 mod process;
 mod proxy;
 mod raw;
@@ -31,6 +33,7 @@ pub use self::{
         TestClient,
     },
     config::{config_with, one_upstream, server, with_admin, with_server_keys},
+    framing::weir_framed_requests,
     process::{rewrite_config, write_config, NotifySocket, Running, WEIR},
     proxy::{free_port, spawn_proxy, spawn_proxy_at, spawn_proxy_on, wait_until, Proxy},
     raw::{raw_exchange, spawn_recording_backend, RawClient, RawResponse, RecordingBackend},
