@@ -10,7 +10,7 @@ use sd_notify::NotifyState;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
-use crate::config::{self, Config, ConfigError, ListenerConfig};
+use crate::config::{self, AccessLog, Config, ConfigError, ListenerConfig};
 use crate::health::HealthChecks;
 use crate::runtime::Workers;
 use crate::server::mode::{self, Mode};
@@ -53,8 +53,13 @@ pub(crate) enum ReloadError {
     #[error("{0}")]
     Config(#[from] ConfigError),
     /// The new snapshot could not be built (the access log could not be opened).
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done, naming the file.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The thread building the new snapshot panicked or was cancelled.
     #[error("building the new configuration failed: {0}")]
     Aborted(String),
@@ -181,7 +186,7 @@ impl Daemon {
     /// Serves until a shutdown arrives on `controls` (or every sender is gone),
     /// reloading on each `Control::Reload`.
     pub async fn run(mut self, mut controls: mpsc::Receiver<Control>) {
-        notify(&[NotifyState::Ready]);
+        notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
         while let Some(control) = controls.recv().await {
             match control {
                 Control::Reload => {
@@ -193,8 +198,8 @@ impl Daemon {
                             .collect::<Vec<_>>(),
                     );
                     let started = std::time::Instant::now();
-                    match self.reload().await {
-                        Ok(()) => {
+                    let status = match self.reload().await {
+                        Ok(problems) => {
                             // Microseconds as fractional milliseconds: benches/reload.sh reads this.
                             let duration_ms = started.elapsed().as_micros() as f64 / 1000.0;
                             info!(config = %self.path.display(), duration_ms, "configuration reloaded");
@@ -202,14 +207,30 @@ impl Daemon {
                                 r.ok += 1;
                                 r.last_success_unix = unix_now();
                             });
+                            match problems.as_slice() {
+                                [] => "serving; configuration reloaded".to_owned(),
+                                some => format!(
+                                    "serving; configuration reloaded, but {}",
+                                    some.join("; ")
+                                ),
+                            }
                         }
                         Err(error) => {
                             error!(config = %self.path.display(), %error,
                                 "reload failed; the previous configuration stays in force");
                             self.reloads.send_modify(|r| r.failed += 1);
+                            format!(
+                                "reload failed, the previous configuration stays in force: {error}"
+                            )
                         }
-                    }
-                    notify(&[NotifyState::Ready]);
+                    };
+                    // systemd has no word for a failed reload: READY=1 ends the
+                    // reload either way (weir serves on), and STATUS= says how
+                    // it went, in `systemctl status`.
+                    notify(&[
+                        NotifyState::Ready,
+                        NotifyState::Status(&status_line(&status)),
+                    ]);
                 }
                 Control::Shutdown => break,
                 Control::ReopenLogs => {
@@ -224,8 +245,10 @@ impl Daemon {
     }
 
     /// Reads and validates the file, then swaps in a new snapshot and follows
-    /// its listeners. An invalid file changes nothing.
-    pub(crate) async fn reload(&mut self) -> Result<(), ReloadError> {
+    /// its listeners. An invalid file changes nothing. Once the new snapshot is
+    /// in, a new listener that cannot be started is logged and returned, and
+    /// the rest of the reload stands.
+    pub(crate) async fn reload(&mut self) -> Result<Vec<String>, ReloadError> {
         // Reading, validating and building take tens of milliseconds for a config
         // of thousands of routes and servers (benches/reload.rs): on a blocking
         // thread, so the runtime's workers keep serving requests meanwhile.
@@ -235,7 +258,13 @@ impl Daemon {
             let config = config::load(&path)?;
             warn_restart_needed(&current.config, &config);
             let wanted = config.server.listen.clone();
-            Ok((wanted, Snapshot::build(config, Some(&current))?))
+            let what = match &config.log.access {
+                AccessLog::File(path) => format!("cannot open the access log {}", path.display()),
+                _ => "cannot open the access log".to_owned(),
+            };
+            let next = Snapshot::build(config, Some(&current))
+                .map_err(|source| ReloadError::Io { what, source })?;
+            Ok((wanted, next))
         };
         let (wanted, next) = match tokio::task::spawn_blocking(build).await {
             Ok(built) => built?,
@@ -260,6 +289,7 @@ impl Daemon {
                 listener.stop().await;
             }
         }
+        let mut problems = Vec::new();
         for config in wanted {
             let addr = config.addr;
             if let Some(running) = self.listeners.get(&addr) {
@@ -272,20 +302,26 @@ impl Daemon {
                 Ok(mode) => mode,
                 Err(error) => {
                     error!(listen = %addr, %error, "cannot load TLS certificates for new listener");
+                    problems.push(format!("not listening on {addr}: {error}"));
                     continue;
                 }
             };
             if let Err(error) = self.bind(addr, mode).await {
                 error!(listen = %addr, %error, "cannot listen on new address");
+                problems.push(format!("cannot listen on {addr}: {error}"));
             }
         }
-        Ok(())
+        Ok(problems)
     }
 
     async fn shutdown(mut self, mut controls: mpsc::Receiver<Control>) {
-        notify(&[NotifyState::Stopping]);
-        self.health.stop();
         let settings = self.snapshot.load().config.server.clone();
+        let status = format!(
+            "shutting down: waiting up to {} for open connections",
+            humantime::format_duration(settings.shutdown_timeout)
+        );
+        notify(&[NotifyState::Stopping, NotifyState::Status(&status)]);
+        self.health.stop();
         info!(timeout = ?settings.shutdown_timeout, "shutting down: waiting for open connections");
         self.shutdown.raise();
         for (_, listener) in self.listeners {
@@ -354,6 +390,25 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The longest `STATUS=` text sent: systemd reads one datagram of a few KiB.
+const STATUS_MAX: usize = 1024;
+
+/// `text` as the single line `STATUS=` must be: each error of a config
+/// error is a line of its own, so lines are joined with "; ", and a long
+/// list is cut short.
+fn status_line(text: &str) -> String {
+    let mut line = text.lines().collect::<Vec<_>>().join("; ");
+    if line.len() > STATUS_MAX {
+        let mut end = STATUS_MAX;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+        line.push('…');
+    }
+    line
+}
+
 /// Tells systemd about a state change; does nothing when not under systemd.
 fn notify(states: &[NotifyState<'_>]) {
     if let Err(error) = sd_notify::notify(states) {
@@ -383,5 +438,16 @@ mod tests {
             start_only_changes(&old, &new),
             ["server.max_header_size", "server.max_headers"]
         );
+    }
+
+    #[test]
+    fn a_status_is_one_line_of_bounded_length() {
+        assert_eq!(
+            status_line("a.toml:1:1: x: bad\na.toml:2:1: y: bad"),
+            "a.toml:1:1: x: bad; a.toml:2:1: y: bad"
+        );
+        let long = status_line(&"é".repeat(STATUS_MAX));
+        assert!(long.len() <= STATUS_MAX + '…'.len_utf8(), "{}", long.len());
+        assert!(long.ends_with('…'));
     }
 }

@@ -45,27 +45,19 @@ fn usage_errors_exit_2_and_a_bad_config_exits_1() {
 async fn sighup_reloads_and_sigterm_exits_cleanly() {
     let a = spawn_backend("a").await;
     let b = spawn_backend("b").await;
-    let mut file = write_config(&one_upstream("round_robin", &[server(a.addr)], ""));
+    let file = write_config(&one_upstream("round_robin", &[server(a.addr)], ""));
     // Stand in for systemd: weir reports its state on NOTIFY_SOCKET.
-    let dir = tempfile::tempdir().expect("temp dir");
-    let socket_path = dir.path().join("notify.sock");
-    let notify = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("bind notify socket");
-    notify
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let weir = Running::start_with(file.path(), &[("NOTIFY_SOCKET", socket_path.as_os_str())]);
-    let next_notification = || {
-        let mut buf = [0u8; 512];
-        let n = notify.recv(&mut buf).expect("a notification within 10 s");
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    };
-    assert_eq!(next_notification(), "READY=1\n");
+    let notify = NotifySocket::bind();
+    let weir = Running::start_with(file.path(), &[notify.env()]);
+    let next_notification = || notify.next();
+    assert_eq!(next_notification(), "READY=1\nSTATUS=serving\n");
     let url = format!("http://{}/", weir.addr);
     assert_eq!(get(&url).await.1, "a");
 
-    let next = one_upstream("round_robin", &[server(b.addr)], "");
-    file.as_file_mut().set_len(0).expect("truncate");
-    std::fs::write(file.path(), next).expect("rewrite config");
+    rewrite_config(
+        file.path(),
+        &one_upstream("round_robin", &[server(b.addr)], ""),
+    );
     weir.signal("HUP");
     weir.wait_for_line("configuration reloaded");
     let reloading = next_notification();
@@ -73,12 +65,18 @@ async fn sighup_reloads_and_sigterm_exits_cleanly() {
         reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
         "{reloading:?}"
     );
-    assert_eq!(next_notification(), "READY=1\n");
+    assert_eq!(
+        next_notification(),
+        "READY=1\nSTATUS=serving; configuration reloaded\n"
+    );
     assert_eq!(get(&url).await.1, "b");
 
     weir.signal("TERM");
     assert_eq!(weir.wait_exit(), Some(0));
-    assert_eq!(next_notification(), "STOPPING=1\n");
+    assert_eq!(
+        next_notification(),
+        "STOPPING=1\nSTATUS=shutting down: waiting up to 30s for open connections\n"
+    );
 }
 
 #[tokio::test]

@@ -116,9 +116,15 @@ impl ConfigError {
     /// Converts a toml syntax or serde error, deriving the key path from its span.
     pub(crate) fn from_toml(file: &Path, source: &str, error: &toml::de::Error) -> Self {
         let span = error.span().unwrap_or(0..0);
-        let (tree, _) = DeTable::parse_recoverable(source);
-        let key = key_path_at(&tree, span.start);
-        Self::at(file, source, span, key, error.message().trim_end())
+        let message = error.message().trim_end();
+        let duplicate = (message == "duplicate key")
+            .then(|| duplicate_key_path(source, span.clone()))
+            .flatten();
+        let key = duplicate.unwrap_or_else(|| {
+            let (tree, _) = DeTable::parse_recoverable(source);
+            key_path_at(source, &tree, span.start)
+        });
+        Self::at(file, source, span, key, message)
     }
 }
 
@@ -147,20 +153,57 @@ pub(crate) fn line_column(source: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// Stands in for a duplicated key so the span-preserving parse keeps it.
+const DUPLICATE_MARK: &str = "weir-duplicate-key-mark";
+
+/// The dotted path of the duplicated key written at `span`.
+///
+/// toml points at the second definition, which the span-preserving parse
+/// drops, so nothing there covers the span and the nearest key before it
+/// would be named instead. Renamed to a name of its own, the key is kept,
+/// and the path found for it is the duplicate's, with its real name put back.
+fn duplicate_key_path(source: &str, span: Range<usize>) -> Option<String> {
+    let written = source.get(span.clone())?;
+    // The key as written may be quoted: a one-key document decodes it.
+    let document = format!("{written} = 0");
+    let (decoded, errors) = DeTable::parse_recoverable(&document);
+    let name = match (decoded.get_ref().iter().next(), errors.is_empty()) {
+        (Some((name, _)), true) => name.get_ref().to_string(),
+        _ => return None,
+    };
+    let marked = format!(
+        "{}{DUPLICATE_MARK}{}",
+        source.get(..span.start)?,
+        source.get(span.end..)?
+    );
+    let (tree, _) = DeTable::parse_recoverable(&marked);
+    let path = key_path_at(&marked, &tree, span.start);
+    let parent = path.strip_suffix(DUPLICATE_MARK)?;
+    Some(format!("{parent}{name}"))
+}
+
 /// The dotted path of the deepest key whose key or value covers `offset`.
 ///
 /// toml's serde errors carry a span but not the key path in a form we can
 /// read, so the path is recovered from a second, span-preserving parse.
 ///
 /// When nothing covers it (a syntax error cuts a value short), the last key
-/// that starts before `offset` is the best guess.
-fn key_path_at(table: &Spanned<DeTable<'_>>, offset: usize) -> String {
+/// that starts before `offset` is the best guess, unless a table header
+/// lies between them: a broken header the parse could not keep is no key's.
+fn key_path_at(source: &str, table: &Spanned<DeTable<'_>>, offset: usize) -> String {
     let mut path = String::new();
     walk_table(table.get_ref(), offset, &mut path);
     if path.is_empty() {
         let mut best = (0, String::new());
         last_key_before(table.get_ref(), offset, "", &mut best);
-        path = best.1;
+        let between = source.get(best.0..offset).unwrap_or_default();
+        let header_between = between
+            .lines()
+            .skip(1)
+            .any(|line| line.trim_start().starts_with('['));
+        if !header_between {
+            path = best.1;
+        }
     }
     path
 }
@@ -300,7 +343,7 @@ mod tests {
     fn key_path_is_found_from_offset() {
         let src = "[server]\nlisten = [\"a\", { addr = \"b\", tls = 1 }]\n[[upstream]]\nname = \"x\"\n[[upstream]]\nname = \"y\"\nbogus = 1\n";
         let (tree, _) = DeTable::parse_recoverable(src);
-        let at = |needle: &str| key_path_at(&tree, src.find(needle).unwrap_or(0));
+        let at = |needle: &str| key_path_at(src, &tree, src.find(needle).unwrap_or(0));
         assert_eq!(at("tls"), "server.listen[1].tls");
         assert_eq!(at("\"a\""), "server.listen[0]");
         assert_eq!(at("bogus"), "upstream[1].bogus");

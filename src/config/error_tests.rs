@@ -13,7 +13,8 @@ pub(super) fn fails(src: &str, line: usize, key: &str, msg: &str) {
     assert!(e.more.is_empty(), "more than one error:\n{e}");
 }
 
-/// Asserts the first error of `src` is at `line` on `key` with a message containing `msg`.
+/// Asserts the first error of `src` is at `line` on `key` (none when empty)
+/// with a message containing `msg`.
 #[track_caller]
 fn fails_first(src: &str, line: usize, key: &str, msg: &str) -> super::ConfigError {
     let e = match parse(src, Path::new("weir.toml")) {
@@ -27,7 +28,10 @@ fn fails_first(src: &str, line: usize, key: &str, msg: &str) -> super::ConfigErr
         e.message
     );
     assert!(e.column >= 1, "{e}");
-    let prefix = format!("weir.toml:{line}:{}: {key}: ", e.column);
+    let prefix = match key {
+        "" => format!("weir.toml:{line}:{}: ", e.column),
+        key => format!("weir.toml:{line}:{}: {key}: ", e.column),
+    };
     assert!(e.to_string().starts_with(&prefix), "{e}");
     e
 }

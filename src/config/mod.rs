@@ -13,21 +13,42 @@ mod validate;
 mod values;
 
 #[cfg(test)]
+mod credential_tests;
+#[cfg(test)]
 mod error_tests;
+#[cfg(test)]
+mod fuzz_tests;
 #[cfg(test)]
 mod key_coverage;
 #[cfg(test)]
+mod syntax_tests;
+#[cfg(test)]
 mod tests;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use error::ConfigError;
 pub use model::*;
 
 /// Parses and validates a config document. `file` is only used in error messages.
+///
+/// Certificate paths that start with `${CREDENTIALS_DIRECTORY}/` are read from
+/// the folder that variable names (set by systemd for `LoadCredential=`).
 pub fn parse(source: &str, file: &Path) -> Result<Config, ConfigError> {
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from);
+    parse_with(source, file, credentials.as_deref())
+}
+
+/// [`parse`] with systemd's credentials folder given rather than read from the environment.
+pub(crate) fn parse_with(
+    source: &str,
+    file: &Path,
+    credentials: Option<&Path>,
+) -> Result<Config, ConfigError> {
     let raw = raw::from_str(source).map_err(|e| ConfigError::from_toml(file, source, &e))?;
-    validate::validate(raw, source, file)
+    validate::validate(raw, source, file, credentials)
 }
 
 /// Reads `path` and calls [`parse`]; an unreadable file is a [`ConfigError`] without a position.

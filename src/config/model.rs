@@ -75,7 +75,8 @@ pub(crate) struct TlsSettings {
 /// One certificate chain and its private key, as PEM files.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct CertFiles {
-    /// The certificate chain, leaf first (relative paths resolved against the config file's folder).
+    /// The certificate chain, leaf first (relative paths resolved against the
+    /// config file's folder, `${CREDENTIALS_DIRECTORY}/…` against systemd's).
     pub(crate) cert: PathBuf,
     /// The private key (PKCS#8, PKCS#1 or SEC1).
     pub(crate) key: PathBuf,

@@ -15,9 +15,11 @@ use toml::Spanned;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
+    #[serde(default, deserialize_with = "some_table")]
     pub server: Option<RawServer>,
+    #[serde(default, deserialize_with = "some_table")]
     pub admin: Option<RawAdmin>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "table")]
     pub log: RawLog,
     #[serde(default)]
     pub upstream: Vec<Spanned<RawUpstream>>,
@@ -205,7 +207,7 @@ pub(crate) struct RawUpstream {
     #[serde(default)]
     pub fail_on_status: Vec<Spanned<i64>>,
     pub slow_start: Option<Spanned<String>>,
-    pub health_check: Option<Spanned<RawHealthCheck>>,
+    pub health_check: Option<Spanned<Table<RawHealthCheck>>>,
     pub sticky: Option<Spanned<RawSticky>>,
 }
 
@@ -336,6 +338,44 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
 
         deserializer.deserialize_any(OneOrManyVisitor(PhantomData))
     }
+}
+
+/// A value that must be a table.
+///
+/// serde's derive also reads a struct from an array, filling its fields in
+/// order, so `[[server]]` would be taken for `[server]` and its first table
+/// for `listen`, and `health_check = ["/healthz"]` accepted as a path.
+#[derive(Debug)]
+pub(crate) struct Table<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Table<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TableVisitor<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for TableVisitor<T> {
+            type Value = Table<T>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Table)
+            }
+        }
+
+        deserializer.deserialize_any(TableVisitor(PhantomData))
+    }
+}
+
+fn table<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<T, D::Error> {
+    Table::deserialize(deserializer).map(|table| table.0)
+}
+
+fn some_table<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    table(deserializer).map(Some)
 }
 
 /// Deserializes a document into raw structs; syntax and type errors come back as toml's error.

@@ -29,8 +29,15 @@ const MAX_MAX_HEADERS: i64 = 1000;
 /// routes): the first is the one weir reported when it stopped at one. A check
 /// that depends on another (duplicate listeners on valid addresses, a
 /// backup-only pool of valid servers) runs only on values that passed.
-pub(crate) fn validate(raw: RawConfig, source: &str, file: &Path) -> Result<Config, ConfigError> {
-    let mut cx = Cx::new(source, file);
+///
+/// `credentials` is systemd's credentials folder (`$CREDENTIALS_DIRECTORY`), if any.
+pub(crate) fn validate(
+    raw: RawConfig,
+    source: &str,
+    file: &Path,
+    credentials: Option<&Path>,
+) -> Result<Config, ConfigError> {
+    let mut cx = Cx::new(source, file, credentials);
     let server = raw.server.map(|raw| server(&mut cx, raw));
     let listen = server.as_ref().map_or(&[][..], |s| s.listen.as_slice());
     let admin = raw.admin.and_then(|raw| admin(&mut cx, raw, listen));
@@ -212,13 +219,15 @@ fn tls_settings(
     Some(TlsSettings { certs })
 }
 
-/// One `{ cert, key }` pair; paths are resolved against the config file's folder.
+/// One `{ cert, key }` pair; paths are resolved against the config file's
+/// folder, or systemd's credentials folder when they start with it.
 fn cert_files(cx: &mut Cx<'_>, raw: &RawCert, key: &str) -> Option<CertFiles> {
     let file = |cx: &Cx<'_>, value: &Spanned<String>, field: &str| {
         let key = format!("{key}.{field}");
         if value.get_ref().trim().is_empty() {
             return Err(cx.err(value.span(), &key, "must be a file path"));
         }
+        let path = cx.credential_path(value, &key)?;
         let (line, column) = super::error::line_column(cx.source, value.span().start);
         let location = Location {
             file: cx.file.to_path_buf(),
@@ -226,7 +235,7 @@ fn cert_files(cx: &mut Cx<'_>, raw: &RawCert, key: &str) -> Option<CertFiles> {
             column,
             key,
         };
-        Ok((cx.config_relative(value.get_ref()), location))
+        Ok((path, location))
     };
     let cert = cx.check(file(cx, &raw.cert, "cert"));
     let key = cx.check(file(cx, &raw.key, "key"));
@@ -427,7 +436,7 @@ fn upstream(cx: &mut Cx<'_>, raw: &RawUpstream, key: &str) -> UpstreamConfig {
         health_check: raw
             .health_check
             .as_ref()
-            .map(|hc| health_check(cx, hc.get_ref(), &k("health_check"))),
+            .map(|hc| health_check(cx, &hc.get_ref().0, &k("health_check"))),
     }
 }
 

@@ -31,6 +31,9 @@ fn parse_size(text: &str) -> Option<u64> {
     n.checked_mul(multiplier)
 }
 
+/// How a certificate path names a file in systemd's credentials folder.
+const CREDENTIALS_PREFIXES: [&str; 2] = ["${CREDENTIALS_DIRECTORY}/", "$CREDENTIALS_DIRECTORY/"];
+
 const ADDR_HINT: &str = "expected IP:port such as 127.0.0.1:3000";
 
 /// What every check needs to build an error, and the errors found so far.
@@ -39,17 +42,22 @@ pub(super) struct Cx<'a> {
     pub(crate) source: &'a str,
     /// Names the file in errors.
     pub(crate) file: &'a Path,
+    /// systemd's folder of this unit's credentials (`$CREDENTIALS_DIRECTORY`),
+    /// where certificate paths written as `${CREDENTIALS_DIRECTORY}/name` point.
+    credentials: Option<&'a Path>,
     /// Every mistake found so far: validation goes on past one, so a single
     /// `weir check` lists them all.
     errors: Vec<ConfigError>,
 }
 
 impl<'a> Cx<'a> {
-    /// A context for validating `source`, read from `file`.
-    pub(crate) fn new(source: &'a str, file: &'a Path) -> Self {
+    /// A context for validating `source`, read from `file`, with systemd's
+    /// credentials folder when weir has one.
+    pub(crate) fn new(source: &'a str, file: &'a Path, credentials: Option<&'a Path>) -> Self {
         Self {
             source,
             file,
+            credentials,
             errors: Vec::new(),
         }
     }
@@ -91,6 +99,50 @@ impl<'a> Cx<'a> {
             .parent()
             .unwrap_or_else(|| Path::new(""))
             .join(path)
+    }
+
+    /// A certificate or key file: `${CREDENTIALS_DIRECTORY}/name` (or
+    /// `$CREDENTIALS_DIRECTORY/name`) is credential `name` that systemd copied
+    /// for the unit (`LoadCredential=`), so a key only root may read still
+    /// reaches a `DynamicUser=` service; any other path is [`Self::config_relative`].
+    pub(crate) fn credential_path(
+        &self,
+        value: &Spanned<String>,
+        key: &str,
+    ) -> Result<PathBuf, ConfigError> {
+        let text = value.get_ref();
+        let name = CREDENTIALS_PREFIXES
+            .iter()
+            .find_map(|prefix| text.strip_prefix(prefix));
+        let Some(name) = name else {
+            if CREDENTIALS_PREFIXES
+                .iter()
+                .any(|prefix| text.contains(prefix.trim_end_matches('/')))
+            {
+                return Err(self.err(
+                    value.span(),
+                    key,
+                    "$CREDENTIALS_DIRECTORY must start the path: \"${CREDENTIALS_DIRECTORY}/site.key\"",
+                ));
+            }
+            return Ok(self.config_relative(text));
+        };
+        let Some(folder) = self.credentials else {
+            return Err(self.err(
+                value.span(),
+                key,
+                "$CREDENTIALS_DIRECTORY is not set: systemd sets it for a unit with \
+                 LoadCredential=; elsewhere set it to the folder holding the files",
+            ));
+        };
+        if name.is_empty() {
+            return Err(self.err(
+                value.span(),
+                key,
+                "must name a credential after $CREDENTIALS_DIRECTORY/",
+            ));
+        }
+        Ok(folder.join(name))
     }
     /// An error at `span` of the document, for `key` (`route[3].path`). Checks
     /// take keys as `Display` so that a valid file, the common case, formats

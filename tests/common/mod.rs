@@ -6,19 +6,22 @@
 //! - [`proxy`]: the daemon under test, its reload and shutdown controls.
 //! - [`clients`]: HTTP clients, bodies and a steady load.
 //! - [`config`]: TOML texts for the proxy.
-//! - [`process`]: the real `weir` binary as a child process.
 //! - [`metrics`]: `/metrics` parsed, and samples looked up by labels.
 //! - [`raw`]: a raw-socket client that may misbehave, and a backend that
 //!   records the bytes it receives.
 //! - [`logs`]: the proxy's access log lines and diagnostic log lines.
+//! - [`framing`]: checks that an upstream received only requests weir framed.
+//! - [`process`]: the real `weir` binary as a child process, and a stand-in
+//!   for systemd's notification socket.
 #![allow(dead_code)]
 
 mod backends;
 mod clients;
 mod config;
-mod process;
+mod framing;
 mod logs;
 mod metrics;
+mod process;
 mod proxy;
 mod raw;
 
@@ -34,9 +37,10 @@ pub use self::{
         TestClient,
     },
     config::{config_with, one_upstream, server, with_admin, with_server_keys},
-    process::{write_config, Running, WEIR},
+    framing::weir_framed_requests,
     logs::{capture_logs, log_lines, Logs},
     metrics::{metric_value, scrape},
+    process::{rewrite_config, write_config, NotifySocket, Running, WEIR},
     proxy::{free_port, spawn_proxy, spawn_proxy_at, spawn_proxy_on, wait_until, Proxy},
     raw::{raw_exchange, spawn_recording_backend, RawClient, RawResponse, RecordingBackend},
 };

@@ -1,38 +1,46 @@
-//! The real `weir` binary run as a child process, and the lines it logs.
+//! The real `weir` binary as a child process: the lines it logs, the signals
+//! it is sent, and what it tells a stand-in for systemd.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// The binary under test.
+/// The `weir` binary cargo built for these tests.
 pub const WEIR: &str = env!("CARGO_BIN_EXE_weir");
 
-/// A temporary config file holding `toml`.
+/// `toml` in a temporary file.
 pub fn write_config(toml: &str) -> tempfile::NamedTempFile {
     let mut file = tempfile::NamedTempFile::new().expect("temp file");
     file.write_all(toml.as_bytes()).expect("write");
     file
 }
 
+/// Replaces the contents of the config file at `path`.
+pub fn rewrite_config(path: &Path, toml: &str) {
+    std::fs::write(path, toml).expect("rewrite config");
+}
+
 /// A running `weir run` process and the lines it logs.
 pub struct Running {
-    /// The process.
-    pub child: Child,
+    child: Child,
     lines: mpsc::Receiver<String>,
-    /// The proxy listener's bound address, read from its log.
+    /// The address of the first listener it logged.
     pub addr: SocketAddr,
 }
 
 impl Running {
     /// Starts `weir run -c config` and waits until it listens.
-    pub fn start(config: &std::path::Path) -> Self {
+    pub fn start(config: &Path) -> Self {
         Self::start_with(config, &[])
     }
 
-    /// Like [`Running::start`], with extra environment variables.
-    pub fn start_with(config: &std::path::Path, env: &[(&str, &std::ffi::OsStr)]) -> Self {
+    /// Like [`Running::start`], with `env` added to its environment.
+    pub fn start_with(config: &Path, env: &[(&str, &OsStr)]) -> Self {
         let mut child = Command::new(WEIR)
             .args(["run", "-c"])
             .arg(config)
@@ -80,7 +88,7 @@ impl Running {
         }
     }
 
-    /// Sends signal `name` (e.g. `HUP`) with `kill`.
+    /// Sends the real signal `name` (`HUP`, `TERM`, …).
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .args([format!("-{name}"), self.child.id().to_string()])
@@ -100,7 +108,7 @@ impl Running {
             .expect("VmHWM")
     }
 
-    /// Waits (10 s at most) for the process to exit and returns its code.
+    /// Waits up to 10 s for the process to exit; its exit code.
     pub fn wait_exit(mut self) -> Option<i32> {
         for _ in 0..1000 {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -117,5 +125,47 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Stands in for systemd: a datagram socket for `NOTIFY_SOCKET` that reads
+/// what weir reports.
+pub struct NotifySocket {
+    socket: UnixDatagram,
+    /// The socket's path, for `NOTIFY_SOCKET`.
+    pub path: PathBuf,
+    /// Holds the socket file.
+    _dir: tempfile::TempDir,
+}
+
+impl NotifySocket {
+    /// Binds a fresh socket in a temporary folder.
+    pub fn bind() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("notify.sock");
+        let socket = UnixDatagram::bind(&path).expect("bind notify socket");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        Self {
+            socket,
+            path,
+            _dir: dir,
+        }
+    }
+
+    /// `NOTIFY_SOCKET` for [`Running::start_with`].
+    pub fn env(&self) -> (&'static str, &OsStr) {
+        ("NOTIFY_SOCKET", self.path.as_os_str())
+    }
+
+    /// The next notification, as sent; panics after 10 s without one.
+    pub fn next(&self) -> String {
+        let mut buf = [0u8; 8192];
+        let n = self
+            .socket
+            .recv(&mut buf)
+            .expect("a notification within 10 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
     }
 }

@@ -162,6 +162,8 @@ pub struct RecordingBackend {
     pub addr: SocketAddr,
     /// All bytes received, over all connections.
     pub received: Arc<Mutex<Vec<u8>>>,
+    /// The bytes of each connection apart, in the order they were accepted.
+    connections: Arc<Mutex<Vec<Log>>>,
     task: JoinHandle<()>,
 }
 
@@ -169,6 +171,15 @@ impl RecordingBackend {
     /// The bytes received so far, as text.
     pub fn received(&self) -> String {
         String::from_utf8_lossy(&self.received.lock().expect("lock")).into_owned()
+    }
+
+    /// The bytes received on each connection so far, in the order they were accepted.
+    pub fn connections(&self) -> Vec<Vec<u8>> {
+        let connections = self.connections.lock().expect("lock");
+        connections
+            .iter()
+            .map(|c| c.lock().expect("lock").clone())
+            .collect()
     }
 }
 
@@ -185,13 +196,17 @@ pub async fn spawn_recording_backend() -> RecordingBackend {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let received = Arc::new(Mutex::new(Vec::new()));
-    let log = received.clone();
+    let connections = Arc::new(Mutex::new(Vec::new()));
+    let (log, each) = (received.clone(), connections.clone());
     let task = tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
         while let Ok((stream, _)) = listener.accept().await {
+            let own = Arc::new(Mutex::new(Vec::new()));
+            each.lock().expect("lock").push(own.clone());
             let io = Recorded {
                 inner: stream,
                 log: log.clone(),
+                own,
             };
             conns.spawn(async move {
                 let service =
@@ -213,14 +228,19 @@ pub async fn spawn_recording_backend() -> RecordingBackend {
     RecordingBackend {
         addr,
         received,
+        connections,
         task,
     }
 }
 
-/// A socket that appends what it reads to a shared log.
+/// Bytes received, shared between the socket that reads them and the test.
+type Log = Arc<Mutex<Vec<u8>>>;
+
+/// A socket that appends what it reads to a shared log and its own.
 struct Recorded {
     inner: TcpStream,
-    log: Arc<Mutex<Vec<u8>>>,
+    log: Log,
+    own: Log,
 }
 
 impl AsyncRead for Recorded {
@@ -233,10 +253,9 @@ impl AsyncRead for Recorded {
         let before = buf.filled().len();
         let poll = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
         if poll.is_ready() {
-            this.log
-                .lock()
-                .expect("lock")
-                .extend_from_slice(&buf.filled()[before..]);
+            let read = &buf.filled()[before..];
+            this.log.lock().expect("lock").extend_from_slice(read);
+            this.own.lock().expect("lock").extend_from_slice(read);
         }
         poll
     }
