@@ -186,16 +186,16 @@ impl prometheus_client::collector::Collector for Scrape {
         self.per_server(
             &mut d,
             "weir_upstream_server_up",
-            "1 when health checks let the server take requests, else 0",
+            "1 when health checks, passive and active, let the server take requests, else 0",
             gauge,
-            |s| u64::from(!s.state.is_down()),
+            |s| u64::from(s.health().healthy()),
         )?;
         self.per_server(
             &mut d,
             "weir_upstream_server_draining",
             "1 while an operator drains the server, else 0",
             gauge,
-            |s| u64::from(s.state.is_draining()),
+            |s| u64::from(s.health().draining),
         )?;
         self.per_server(
             &mut d,

@@ -10,7 +10,7 @@ pub(crate) use pool::{Pool, PooledConn};
 pub(crate) use sender::te_trailers;
 pub(crate) use sender::{for_h2, handshake_h2};
 pub(crate) use state::InFlightGuard;
-pub use state::ServerState;
+pub use state::{Health, ServerState};
 
 use crate::balance::{Candidate, Selector};
 use crate::config::{ServerConfig, UpstreamConfig};
@@ -44,17 +44,21 @@ pub struct Server {
     slow_start: Option<std::time::Duration>,
 }
 
+impl Server {
+    /// The server's health now: what every view shows and the balancer uses.
+    pub fn health(&self) -> Health {
+        self.state.health(self.slow_start)
+    }
+}
+
 impl Candidate for Server {
     fn weight(&self) -> u32 {
         self.config.weight
     }
     fn usable(&self) -> bool {
         // A server ramping up under slow_start is offered a growing share of picks.
-        self.state.is_usable()
-            && self
-                .slow_start
-                .and_then(|window| self.state.ramp(window))
-                .is_none_or(|share| fastrand::f64() < share)
+        let health = self.health();
+        health.usable() && health.ramp.is_none_or(|share| fastrand::f64() < share)
     }
     fn in_flight(&self) -> u64 {
         self.state.in_flight()
@@ -78,7 +82,7 @@ impl Candidate for Untried<'_> {
             && if self.ramp {
                 self.server.usable()
             } else {
-                self.server.state.is_usable()
+                self.server.health().usable()
             }
     }
     fn in_flight(&self) -> u64 {

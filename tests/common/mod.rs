@@ -6,6 +6,7 @@
 //! - [`proxy`]: the daemon under test, its reload and shutdown controls.
 //! - [`clients`]: HTTP clients, bodies and a steady load.
 //! - [`config`]: TOML texts for the proxy.
+//! - [`metrics`]: `/metrics` parsed, and samples looked up by labels.
 //! - [`raw`]: a raw-socket client that may misbehave, and a backend that
 //!   records the bytes it receives.
 #![allow(dead_code)]
@@ -13,6 +14,7 @@
 mod backends;
 mod clients;
 mod config;
+mod metrics;
 mod proxy;
 mod raw;
 
@@ -28,6 +30,7 @@ pub use self::{
         TestClient,
     },
     config::{config_with, one_upstream, server, with_admin, with_server_keys},
+    metrics::{metric_value, scrape},
     proxy::{free_port, spawn_proxy, spawn_proxy_at, spawn_proxy_on, wait_until, Proxy},
     raw::{raw_exchange, spawn_recording_backend, RawClient, RawResponse, RecordingBackend},
 };
