@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::access::AccessRecord;
-use crate::body::{BodyTooLarge, RequestBody};
+use crate::body::{BodyProgress, BodyTooLarge, RequestBody};
 use crate::error::ProxyError;
 use crate::exchange::Exchange;
 use crate::upstream::{InFlightGuard, Upstream};
@@ -38,6 +38,9 @@ pub struct Deadlines {
 
 /// Sends the request in `req` to a server of `upstream`, retrying where safe.
 /// Returns the upstream's response head and the bookkeeping its body must carry.
+/// `body` is the progress of the request's body, if it has one: a body cut
+/// off by `body_read_timeout` fails the attempt, and that is the client's
+/// doing, not the server's.
 ///
 /// The request is taken from the caller's `Option` rather than passed by
 /// value, so that this future does not hold a second copy of it.
@@ -46,6 +49,7 @@ pub async fn forward(
     req: &mut Option<Request<RequestBody>>,
     record: &mut Option<Box<AccessRecord>>,
     deadlines: Deadlines,
+    body: Option<&BodyProgress>,
 ) -> Result<(Response<Incoming>, Exchange), ProxyError> {
     let cfg = &upstream.config;
     // Only a bodiless idempotent request can be sent again after it went out.
@@ -129,6 +133,14 @@ pub async fn forward(
                     continue;
                 }
                 let error = error.into_error();
+                // Checked first: over HTTP/2 the stall shows only as a reset stream.
+                if body.is_some_and(BodyProgress::stalled) {
+                    // Dropping `conn` closes it: it is not given back to the pool.
+                    return Err(ProxyError::BodyStalled {
+                        upstream: cfg.name.clone(),
+                        server: addr,
+                    });
+                }
                 if is_body_too_large(&error) {
                     return Err(ProxyError::BodyTooLarge);
                 }

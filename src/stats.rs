@@ -195,12 +195,19 @@ pub(crate) struct UpstreamStats {
     pub(crate) unassigned: CodeCounts,
     /// Attempts made after an earlier attempt failed.
     pub(crate) retries: AtomicU64,
+    /// Request bodies cut off by `body_read_timeout`.
+    pub(crate) body_stalls: AtomicU64,
 }
 
 impl UpstreamStats {
     /// Counts an attempt on another server after a failed one.
     pub(crate) fn record_retry(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request body cut off by `body_read_timeout`.
+    pub(crate) fn record_body_stall(&self) {
+        self.body_stalls.fetch_add(1, Ordering::Relaxed);
     }
 }
 

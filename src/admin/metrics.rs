@@ -119,6 +119,18 @@ impl Scrape {
         Ok(())
     }
 
+    fn client_timeouts(&self, d: &mut DescriptorEncoder<'_>) -> Result<(), FmtError> {
+        let help = "Clients cut off for sending nothing in time, by phase: body (a request body that sent nothing for body_read_timeout)";
+        let mut enc =
+            d.encode_descriptor("weir_client_timeouts", help, None, MetricType::Counter)?;
+        for u in &self.snapshot.upstreams {
+            let labels = [("upstream", u.name()), ("phase", "body")];
+            let stalls = u.stats.body_stalls.load(Ordering::Relaxed);
+            counter(&mut enc.encode_family(&labels)?, stalls)?;
+        }
+        Ok(())
+    }
+
     fn transitions(&self, d: &mut DescriptorEncoder<'_>) -> Result<(), FmtError> {
         let help =
             "Health state changes of a server, by check (passive, active) and new state (up, down)";
@@ -174,6 +186,7 @@ impl prometheus_client::collector::Collector for Scrape {
                 )?;
             }
         }
+        self.client_timeouts(&mut d)?;
         let gauge = MetricType::Gauge;
         let count = MetricType::Counter;
         self.per_server(

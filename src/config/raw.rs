@@ -39,6 +39,7 @@ pub(crate) struct RawServer {
     pub idle_timeout: Option<Spanned<String>>,
     pub max_header_size: Option<Spanned<RawSize>>,
     pub max_body_size: Option<Spanned<RawSize>>,
+    pub body_read_timeout: Option<Spanned<String>>,
     pub tunnel_idle_timeout: Option<Spanned<String>>,
 }
 

@@ -1,0 +1,143 @@
+//! Clients that stall: a request body that sends nothing for
+//! `body_read_timeout` gets 408 and its upstream request is cancelled, while a
+//! body that drips steadily is never cut off; a request head begun and not
+//! finished within `header_read_timeout` gets 408 before the connection
+//! closes, and a connection that sent nothing is just closed.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+/// What a backend saw of each request body: its length, or the read error.
+type Outcomes = Arc<Mutex<Vec<Result<usize, String>>>>;
+
+/// A backend, HTTP/1.1 or h2c, that reads each request body whole, records
+/// how that went and answers with it.
+async fn body_reading_backend(outcomes: Outcomes, h2c: bool) -> Backend {
+    let handler = move |req: Request<Incoming>| {
+        let outcomes = outcomes.clone();
+        async move {
+            let outcome = match req.into_body().collect().await {
+                Ok(body) => Ok(body.to_bytes().len()),
+                Err(e) => Err(e.to_string()),
+            };
+            outcomes.lock().expect("lock").push(outcome.clone());
+            Response::new(full(format!("{outcome:?}")))
+        }
+    };
+    if h2c {
+        spawn_h2c_backend_with(handler).await
+    } else {
+        spawn_backend_with(handler).await
+    }
+}
+
+const STALL: Duration = Duration::from_millis(300);
+
+/// Servers behind weir with `body_read_timeout = "300ms"`, an admin
+/// listener, one failure enough to take a server out, and `upstream_extra`.
+fn stall_config(servers: &[String], upstream_extra: &str) -> String {
+    let toml = one_upstream(
+        "round_robin",
+        servers,
+        &format!("max_fails = 1\n{upstream_extra}"),
+    );
+    with_admin(
+        &with_server_keys(&toml, "body_read_timeout = \"300ms\""),
+        None,
+    )
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_gets_408_and_its_upstream_request_is_cancelled() {
+    a_stalled_body_is_cut_off(false).await;
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_on_its_way_to_an_h2c_upstream_gets_408_too() {
+    // Over HTTP/2 the cut-off body shows upstream as a reset stream, not as
+    // the body's own error.
+    a_stalled_body_is_cut_off(true).await;
+}
+
+async fn a_stalled_body_is_cut_off(h2c: bool) {
+    let outcomes = Outcomes::default();
+    let a = body_reading_backend(outcomes.clone(), h2c).await;
+    let b = body_reading_backend(outcomes.clone(), h2c).await;
+    let protocol = if h2c { "protocol = \"h2c\"" } else { "" };
+    let proxy = spawn_proxy(&stall_config(&[server(a.addr), server(b.addr)], protocol)).await;
+
+    let mut client = RawClient::connect(proxy.addr).await;
+    let started = Instant::now();
+    client
+        .send(b"POST /upload HTTP/1.1\r\nHost: stall.test\r\nContent-Length: 100\r\n\r\n")
+        .await;
+    client.send(&[b'x'; 50]).await;
+    let resp = client.response().await.expect("a response");
+    let waited = started.elapsed();
+    assert_eq!(resp.status, 408, "{}", resp.text());
+    assert_eq!(resp.text(), "408 Request Timeout\n");
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert!(
+        waited >= STALL && waited < STALL + Duration::from_secs(1),
+        "408 after {waited:?}"
+    );
+    assert!(
+        client.closed().await,
+        "the connection is closed after the 408"
+    );
+
+    // The backend's read of the body failed: its request was cancelled.
+    wait_until(|| !outcomes.lock().expect("lock").is_empty()).await;
+    let seen = outcomes.lock().expect("lock").clone();
+    assert!(matches!(seen.as_slice(), [Err(_)]), "{seen:?}");
+
+    // Counted as the client's doing, not against either server.
+    let m = scrape(&proxy).await;
+    let body = [("upstream", "app"), ("phase", "body")];
+    assert_eq!(
+        metric_value(&m, "weir_client_timeouts_total", &body),
+        Some(1.0)
+    );
+    let timed_out = [("upstream", "app"), ("server", ""), ("code", "408")];
+    assert_eq!(
+        metric_value(&m, "weir_requests_total", &timed_out),
+        Some(1.0)
+    );
+    for backend in [&a, &b] {
+        let health = proxy.server_state("app", backend.addr).health(None);
+        assert!(health.usable(), "{health:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_drips_steadily_is_never_cut_off() {
+    let outcomes = Outcomes::default();
+    let a = body_reading_backend(outcomes.clone(), false).await;
+    let proxy = spawn_proxy(&stall_config(&[server(a.addr)], "")).await;
+
+    let mut client = RawClient::connect(proxy.addr).await;
+    client
+        .send(b"POST /upload HTTP/1.1\r\nHost: drip.test\r\nContent-Length: 150\r\n\r\n")
+        .await;
+    // 10 bytes every 100 ms: 1.5 s in all, five times the timeout.
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        client.send(&[b'x'; 10]).await;
+    }
+    let resp = client.response().await.expect("a response");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.text(), "Ok(150)");
+    let m = scrape(&proxy).await;
+    let body = [("upstream", "app"), ("phase", "body")];
+    assert_eq!(
+        metric_value(&m, "weir_client_timeouts_total", &body),
+        Some(0.0)
+    );
+}
