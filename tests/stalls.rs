@@ -5,6 +5,7 @@
 //! closes, and a connection that sent nothing is just closed.
 
 mod common;
+mod proto_support;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,6 +14,8 @@ use common::*;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use proto_support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// What a backend saw of each request body: its length, or the read error.
 type Outcomes = Arc<Mutex<Vec<Result<usize, String>>>>;
@@ -140,4 +143,132 @@ async fn a_body_that_drips_steadily_is_never_cut_off() {
         metric_value(&m, "weir_client_timeouts_total", &body),
         Some(0.0)
     );
+}
+
+/// One backend behind weir with `header_read_timeout = "300ms"` and an admin listener.
+fn head_config(app: &Backend) -> String {
+    let toml = one_upstream("round_robin", &[server(app.addr)], "");
+    with_admin(
+        &with_server_keys(&toml, "header_read_timeout = \"300ms\""),
+        None,
+    )
+}
+
+/// `weir_client_timeouts_total{phase="header"}`.
+async fn header_timeouts(proxy: &Proxy) -> Option<f64> {
+    let header = [("upstream", ""), ("phase", "header")];
+    metric_value(&scrape(proxy).await, "weir_client_timeouts_total", &header)
+}
+
+/// Waits (at most 5 s) until `weir_client_timeouts_total{phase="header"}`
+/// is `n`: it is counted once the connection is closed.
+async fn header_timeouts_reach(proxy: &Proxy, n: f64) {
+    for _ in 0..250 {
+        if header_timeouts(proxy).await == Some(n) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("weir_client_timeouts_total{{phase=\"header\"}} did not reach {n}");
+}
+
+/// Asserts that `resp` is weir's 408 for a request head that timed out.
+fn assert_head_timeout_answer(resp: &RawResponse) {
+    assert_eq!(resp.status, 408, "{}", resp.text());
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert_eq!(
+        resp.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(resp.text(), "408 Request Timeout\n");
+}
+
+#[tokio::test]
+async fn a_head_begun_and_not_finished_gets_408_before_the_connection_closes() {
+    let app = spawn_backend("app").await;
+    let proxy = spawn_proxy(&head_config(&app)).await;
+    let mut client = RawClient::connect(proxy.addr).await;
+    let started = Instant::now();
+    client.send(b"GET / HTTP/1.1\r\nHost: slow.test\r\n").await;
+    let resp = client.response().await.expect("a 408 before the close");
+    let waited = started.elapsed();
+    assert_head_timeout_answer(&resp);
+    assert!(
+        waited >= STALL && waited < STALL + Duration::from_secs(1),
+        "408 after {waited:?}"
+    );
+    assert!(client.closed().await);
+    drop(client);
+    assert_eq!(app.hits(), 0);
+    header_timeouts_reach(&proxy, 1.0).await;
+}
+
+#[tokio::test]
+async fn a_connection_that_sent_nothing_is_closed_without_an_answer() {
+    let app = spawn_backend("app").await;
+    let proxy = spawn_proxy(&head_config(&app)).await;
+    let mut client = RawClient::connect(proxy.addr).await;
+    let started = Instant::now();
+    assert!(client.closed().await, "closed, and not a byte sent");
+    let waited = started.elapsed();
+    assert!(
+        waited >= STALL && waited < STALL + Duration::from_secs(1),
+        "closed after {waited:?}"
+    );
+    assert_eq!(header_timeouts(&proxy).await, Some(0.0));
+}
+
+#[tokio::test]
+async fn a_pipelined_head_left_unfinished_gets_408_after_the_answer_before_it() {
+    let app = spawn_backend("app").await;
+    let proxy = spawn_proxy(&head_config(&app)).await;
+    let mut client = RawClient::connect(proxy.addr).await;
+    client
+        .send(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\nGET /next HTTP/1.1\r\nHost: a")
+        .await;
+    let first = client.response().await.expect("the first answer");
+    assert_eq!((first.status, first.text().as_str()), (200, "app"));
+    let second = client.response().await.expect("a 408 for the second");
+    assert_head_timeout_answer(&second);
+    assert!(client.closed().await);
+    drop(client);
+    assert_eq!(app.hits(), 1);
+    header_timeouts_reach(&proxy, 1.0).await;
+}
+
+#[tokio::test]
+async fn over_tls_the_408_for_an_unfinished_head_is_encrypted() {
+    let app = spawn_backend("app").await;
+    let pki = Pki::new();
+    let leaf = pki.issue("site", &["site.test"]);
+    let listen = format!(r#"{{ addr = "127.0.0.1:0", tls = {} }}"#, tls_entry(&leaf));
+    let toml = config_with(
+        &listen,
+        &[server(app.addr)],
+        "",
+        "header_read_timeout = \"300ms\"",
+    );
+    let (_proxy, addrs) = spawn_proxy_at(&toml, &["127.0.0.1:0"]).await;
+    let client = verifying_client(&pki.ca, &[b"http/1.1"]);
+    let mut tls = tls_connect(addrs[0], "site.test", client)
+        .await
+        .expect("handshake");
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: site.test\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    // The close may come as a reset once the answer is read.
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer))
+        .await
+        .expect("closed within 10 s");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{answer:?}"
+    );
+    assert!(
+        answer.ends_with("\r\n\r\n408 Request Timeout\n"),
+        "{answer:?}"
+    );
+    assert_eq!(app.hits(), 0);
 }

@@ -120,9 +120,14 @@ impl Scrape {
     }
 
     fn client_timeouts(&self, d: &mut DescriptorEncoder<'_>) -> Result<(), FmtError> {
-        let help = "Clients cut off for sending nothing in time, by phase: body (a request body that sent nothing for body_read_timeout)";
+        let help = "Clients cut off for sending nothing in time, by phase: header (part of a request head, then nothing for header_read_timeout; upstream=\"\") and body (a request body that sent nothing for body_read_timeout)";
         let mut enc =
             d.encode_descriptor("weir_client_timeouts", help, None, MetricType::Counter)?;
+        let header = self.snapshot.stats.header_timeouts.load(Ordering::Relaxed);
+        counter(
+            &mut enc.encode_family(&[("upstream", ""), ("phase", "header")])?,
+            header,
+        )?;
         for u in &self.snapshot.upstreams {
             let labels = [("upstream", u.name()), ("phase", "body")];
             let stalls = u.stats.body_stalls.load(Ordering::Relaxed);

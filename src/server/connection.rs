@@ -23,7 +23,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
-use super::deadlines::{Activity, Busy, TimedIo};
+use super::deadlines::{is_head_timeout, Activity, Busy, TimedIo};
 use super::mode::{self, Mode};
 use super::parking::ClientIo;
 use super::ServeContext;
@@ -46,12 +46,6 @@ pub(super) async fn serve(
     // Deadlines run from the accept: a TLS handshake and the first request
     // head together get `header_read_timeout`, however the protocol is detected.
     let activity = Activity::new();
-    let stream = TimedIo::new(
-        stream,
-        activity.clone(),
-        ctx.idle_timeout,
-        ctx.header_read_timeout,
-    );
     let conn = Conn {
         peer,
         ctx,
@@ -59,19 +53,15 @@ pub(super) async fn serve(
         activity,
     };
     match &*mode {
-        Mode::Plain => serve_http(stream, conn, Protocol::Auto).await,
-        Mode::RedirectHttps => serve_http(stream, conn, Protocol::Redirect).await,
+        Mode::Plain => serve_http(conn.timed(stream), conn, Protocol::Auto).await,
+        Mode::RedirectHttps => serve_http(conn.timed(stream), conn, Protocol::Redirect).await,
         // Boxed: the TLS state would otherwise make every connection's task,
         // plain ones included, as large as a TLS connection's.
         Mode::Tls(config) => Box::pin(serve_tls(stream, conn, config.clone())).await,
     }
 }
 
-async fn serve_tls(
-    stream: TimedIo<TcpStream>,
-    conn: Conn,
-    config: Arc<tokio_rustls::rustls::ServerConfig>,
-) {
+async fn serve_tls(stream: TcpStream, conn: Conn, config: Arc<tokio_rustls::rustls::ServerConfig>) {
     // A client that never finishes its handshake holds a connection slot,
     // so the handshake is bounded like a request head.
     let accept = TlsAcceptor::from(config).accept(stream);
@@ -90,7 +80,7 @@ async fn serve_tls(
         Some(b"h2") => Protocol::H2,
         _ => Protocol::Http1,
     };
-    serve_http(tls, conn, protocol).await;
+    serve_http(conn.timed(tls), conn, protocol).await;
 }
 
 /// Which HTTP a connection speaks, as far as weir knows before reading it.
@@ -114,6 +104,19 @@ struct Conn {
     permit: Arc<OwnedSemaphorePermit>,
     /// Whether a request is in progress, for the header and idle deadlines.
     activity: Arc<Activity>,
+}
+
+impl Conn {
+    /// `io` under the connection's deadlines. Above TLS, so that they see
+    /// HTTP bytes and a 408 goes out encrypted.
+    fn timed<I>(&self, io: I) -> TimedIo<I> {
+        TimedIo::new(
+            io,
+            self.activity.clone(),
+            self.ctx.idle_timeout,
+            self.ctx.header_read_timeout,
+        )
+    }
 }
 
 async fn serve_http<I>(io: I, conn: Conn, protocol: Protocol)
@@ -162,6 +165,9 @@ where
         Protocol::Http1 => false,
         Protocol::Auto | Protocol::Redirect => match io.starts_with_h2_preface().await {
             Ok(h2) => h2,
+            Err(error) if is_head_timeout(&error) => {
+                return head_timed_out(peer, &ctx);
+            }
             Err(error) => {
                 debug!(client = %peer, %error, "client connection ended before its first request");
                 return;
@@ -169,12 +175,16 @@ where
         },
     };
     let result = if h2 {
+        // Bytes before its first stream are not an HTTP/1.1 head to answer.
+        io.activity().mark_multiplexed();
         serve_h2(io, service, &ctx).await
     } else {
         serve_h1(io, service, &ctx).await
     };
     if let Err(e) = result {
-        if e.is_parse() || e.is_parse_too_large() {
+        if is_head_timeout(&e) {
+            head_timed_out(peer, &ctx);
+        } else if e.is_parse() || e.is_parse_too_large() {
             info!(client = %peer, error = %e, "malformed request");
         } else if e.is_timeout() {
             info!(client = %peer, error = %e, "client timed out");
@@ -182,6 +192,13 @@ where
             debug!(client = %peer, error = %e, "client connection ended with an error");
         }
     }
+}
+
+/// A client that began a request head and did not finish it in time was
+/// answered 408: logged and counted.
+fn head_timed_out(peer: SocketAddr, ctx: &ServeContext) {
+    info!(client = %peer, "request head not finished within header_read_timeout; answered 408");
+    ctx.snapshot.load().stats.record_header_timeout();
 }
 
 /// A connection's request handler, as hyper's connections take it.
