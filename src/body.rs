@@ -29,25 +29,38 @@ pub struct BodyTooLarge;
 #[error("request body sent nothing for {0:?} (body_read_timeout)")]
 pub struct BodyStalled(pub Duration);
 
+/// `BodyProgress::ended_ms` while the body has not ended.
+const NOT_ENDED: u64 = u64::MAX;
+
 /// How far a client's body got, shared by the body (read in the upstream
-/// connection's task) and the request's bookkeeping, which reads it after
-/// the body is gone.
+/// connection's task) and the request's bookkeeping and forwarding, which
+/// read it from the request's task, also after the body is gone.
 #[derive(Debug)]
 pub struct BodyProgress {
     /// The client sending the body.
     pub client: SocketAddr,
+    /// When the request arrived: `ended_ms` counts from here.
+    epoch: Instant,
     /// Body bytes read so far.
     bytes: AtomicU64,
+    /// weir is waiting for the client to send more: the exchange is held up
+    /// by the client, not by the server.
+    waiting: AtomicBool,
+    /// When the whole body had been read (ms since `epoch`), or `NOT_ENDED`.
+    ended_ms: AtomicU64,
     /// Set when `body_read_timeout` cut the body off.
     stalled: AtomicBool,
 }
 
 impl BodyProgress {
-    /// Nothing read yet of `client`'s body.
-    pub fn new(client: SocketAddr) -> Self {
+    /// Nothing read yet of the body of `client`'s request, which arrived at `epoch`.
+    pub fn new(client: SocketAddr, epoch: Instant) -> Self {
         Self {
             client,
+            epoch,
             bytes: AtomicU64::new(0),
+            waiting: AtomicBool::new(false),
+            ended_ms: AtomicU64::new(NOT_ENDED),
             stalled: AtomicBool::new(false),
         }
     }
@@ -57,9 +70,33 @@ impl BodyProgress {
         self.bytes.load(Ordering::Relaxed)
     }
 
+    /// Whether weir is waiting for the client to send more of the body.
+    pub fn waiting(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// When the whole body had been read, if it has.
+    pub fn ended_at(&self) -> Option<Instant> {
+        match self.ended_ms.load(Ordering::Relaxed) {
+            NOT_ENDED => None,
+            ms => Some(self.epoch + Duration::from_millis(ms)),
+        }
+    }
+
     /// Whether `body_read_timeout` cut the body off.
     pub fn stalled(&self) -> bool {
         self.stalled.load(Ordering::Relaxed)
+    }
+
+    /// Notes that a read of the body found nothing (`true`) or a frame (`false`).
+    pub(crate) fn set_waiting(&self, waiting: bool) {
+        self.waiting.store(waiting, Ordering::Relaxed);
+    }
+
+    /// Notes that the whole body has been read, now.
+    pub(crate) fn set_ended(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(NOT_ENDED - 1);
+        self.ended_ms.store(ms, Ordering::Relaxed);
     }
 }
 
@@ -167,17 +204,30 @@ impl Body for RequestBody {
         else {
             return Poll::Ready(None);
         };
-        let frame = match Pin::new(body).poll_frame(cx) {
+        let frame = match Pin::new(&mut *body).poll_frame(cx) {
             Poll::Ready(frame) => frame,
-            Poll::Pending if !stall.expired(cx) => return Poll::Pending,
             Poll::Pending => {
+                let expired = stall.expired(cx);
                 if let Some(progress) = progress {
-                    progress.stalled.store(true, Ordering::Relaxed);
+                    progress.set_waiting(!expired);
+                    if expired {
+                        progress.stalled.store(true, Ordering::Relaxed);
+                    }
                 }
-                return Poll::Ready(Some(Err(BodyStalled(stall.timeout).into())));
+                return match expired {
+                    false => Poll::Pending,
+                    true => Poll::Ready(Some(Err(BodyStalled(stall.timeout).into()))),
+                };
             }
         };
         stall.progressed();
+        if let Some(progress) = progress {
+            progress.set_waiting(false);
+            // hyper reads no further once the body says it ended.
+            if frame.is_none() || body.is_end_stream() {
+                progress.set_ended();
+            }
+        }
         if let Some(Ok(frame)) = &frame {
             let len = frame.data_ref().map_or(0, |d| d.len() as u64);
             if let Some(left) = left.as_mut() {

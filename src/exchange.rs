@@ -206,7 +206,7 @@ impl Recording {
         if body.is_end_stream() {
             return None;
         }
-        let progress = Arc::new(BodyProgress::new(client));
+        let progress = Arc::new(BodyProgress::new(client, self.started));
         self.body = Some(progress.clone());
         Some(progress)
     }

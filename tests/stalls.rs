@@ -43,13 +43,14 @@ async fn body_reading_backend(outcomes: Outcomes, h2c: bool) -> Backend {
 
 const STALL: Duration = Duration::from_millis(300);
 
-/// Servers behind weir with `body_read_timeout = "300ms"`, an admin
-/// listener, one failure enough to take a server out, and `upstream_extra`.
+/// Servers behind weir with `body_read_timeout = "300ms"` and, as with the
+/// defaults, a `response_timeout` as long; an admin listener, one failure
+/// enough to take a server out, and `upstream_extra`.
 fn stall_config(servers: &[String], upstream_extra: &str) -> String {
     let toml = one_upstream(
         "round_robin",
         servers,
-        &format!("max_fails = 1\n{upstream_extra}"),
+        &format!("max_fails = 1\nresponse_timeout = \"300ms\"\n{upstream_extra}"),
     );
     with_admin(
         &with_server_keys(&toml, "body_read_timeout = \"300ms\""),
