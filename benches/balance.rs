@@ -15,6 +15,7 @@ struct Server {
     weight: u32,
     usable: AtomicBool,
     in_flight: AtomicU64,
+    id: u64,
 }
 
 impl Candidate for Server {
@@ -27,6 +28,9 @@ impl Candidate for Server {
     fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed)
     }
+    fn id(&self) -> u64 {
+        self.id
+    }
 }
 
 fn servers(n: usize, weighted: bool) -> Vec<Server> {
@@ -35,6 +39,7 @@ fn servers(n: usize, weighted: bool) -> Vec<Server> {
             weight: if weighted { (i % 256) as u32 + 1 } else { 1 },
             usable: AtomicBool::new(true),
             in_flight: AtomicU64::new((i % 7) as u64),
+            id: weir::balance::stable_hash(format!("10.0.{}.{}:3000", i / 256, i % 256).as_bytes()),
         })
         .collect()
 }
@@ -48,14 +53,21 @@ fn select(c: &mut Criterion) {
     for (name, balance) in [
         ("round_robin", Balance::RoundRobin),
         ("least_conn", Balance::LeastConn),
+        ("hash", Balance::Hash),
+        ("random_two", Balance::RandomTwo),
     ] {
         for n in [3, 1000] {
             for weighted in [false, true] {
                 let servers = servers(n, weighted);
                 let selector = Selector::new(balance, &config(&servers));
                 let label = if weighted { "weighted" } else { "equal" };
+                // A different key each pick, as different clients would send.
+                let mut key = 0u64;
                 group.bench_function(BenchmarkId::new(format!("{name}/{label}"), n), |b| {
-                    b.iter(|| selector.select(black_box(&servers)))
+                    b.iter(|| {
+                        key = key.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                        selector.select_keyed(black_box(&servers), Some(key))
+                    })
                 });
             }
         }

@@ -311,6 +311,16 @@ impl Daemon {
 
 /// Settings read only at start: say so when a reload changes them.
 fn warn_restart_needed(old: &Config, new: &Config) {
+    for key in start_only_changes(old, new) {
+        warn!(
+            key,
+            "changed in the file, but takes effect only after a restart"
+        );
+    }
+}
+
+/// The start-only keys whose values differ between `old` and `new`.
+fn start_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let (o, n) = (&old.server, &new.server);
     let fixed = [
         ("server.threads", o.threads != n.threads),
@@ -327,18 +337,15 @@ fn warn_restart_needed(old: &Config, new: &Config) {
             "server.max_header_size",
             o.max_header_size != n.max_header_size,
         ),
+        ("server.max_headers", o.max_headers != n.max_headers),
         ("log.level", old.log.level != new.log.level),
         ("log.format", old.log.format != new.log.format),
         ("admin", old.admin != new.admin),
     ];
-    for (key, changed) in fixed {
-        if changed {
-            warn!(
-                key,
-                "changed in the file, but takes effect only after a restart"
-            );
-        }
-    }
+    fixed
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
 }
 
 fn unix_now() -> u64 {
@@ -351,5 +358,30 @@ fn unix_now() -> u64 {
 fn notify(states: &[NotifyState<'_>]) {
     if let Err(error) = sd_notify::notify(states) {
         warn!(%error, "cannot notify systemd");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(server_keys: &str) -> Config {
+        let toml = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n{server_keys}\n\
+             [[upstream]]\nname = \"a\"\nservers = [\"127.0.0.1:3000\"]\n\
+             [[route]]\nupstream = \"a\"\n"
+        );
+        crate::config::parse(&toml, std::path::Path::new("weir.toml")).expect("valid")
+    }
+
+    #[test]
+    fn header_limits_are_start_only() {
+        let old = config("");
+        assert!(start_only_changes(&old, &old).is_empty());
+        let new = config("max_header_size = \"16KiB\"\nmax_headers = 50");
+        assert_eq!(
+            start_only_changes(&old, &new),
+            ["server.max_header_size", "server.max_headers"]
+        );
     }
 }

@@ -61,7 +61,9 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    fn finish(mut self, complete: bool) {
+    /// Ends the exchange; `upstream_body` says whether the bytes sent were
+    /// the server's (and not an answer weir wrote itself).
+    fn finish(mut self, complete: bool, upstream_body: bool) {
         if complete {
             if let Some(conn) = self.conn.take() {
                 conn.release();
@@ -74,7 +76,8 @@ impl Exchange {
         }
         if let Some(metrics) = self.metrics.take() {
             let server = self.guard.as_ref().map(|g| &**g.server());
-            metrics.finish(self.bytes, server, ended);
+            let from_server = if upstream_body { self.bytes } else { 0 };
+            metrics.finish(from_server, server, ended);
         }
     }
 }
@@ -102,7 +105,8 @@ impl ResponseBody {
 
     fn finish(&mut self, complete: bool) {
         if let Some(exchange) = self.exchange.take() {
-            exchange.finish(complete);
+            let upstream_body = matches!(self.source, Source::Upstream(_));
+            exchange.finish(complete, upstream_body);
         }
     }
 }
@@ -213,6 +217,8 @@ impl Recording {
 
     /// Counts the request, which `ended` then: its status, latency and bytes,
     /// on its upstream and on `answered_by` (or the server recorded in it).
+    /// `bytes_out` are the response body bytes that came from the server:
+    /// none when weir answered itself for a server that failed.
     pub fn finish(self, bytes_out: u64, answered_by: Option<&ServerState>, ended: Instant) {
         let elapsed = ended.saturating_duration_since(self.started);
         self.upstream.latency.observe(elapsed);

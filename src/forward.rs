@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::access::AccessRecord;
+use crate::affinity::Affinity;
 use crate::body::{BodyProgress, BodyTooLarge, RequestBody};
 use crate::error::ProxyError;
 use crate::exchange::Exchange;
@@ -39,17 +40,19 @@ pub struct Deadlines {
 
 /// Sends the request in `req` to a server of `upstream`, retrying where safe.
 /// Returns the upstream's response head and the bookkeeping its body must carry.
-/// `body` is the progress of the request's body, if it has one: a body cut
-/// off by `body_read_timeout` fails the attempt, and that is the client's
-/// doing, not the server's.
 ///
 /// The request is taken from the caller's `Option` rather than passed by
-/// value, so that this future does not hold a second copy of it.
+/// value, so that this future does not hold a second copy of it. `affinity`
+/// is what in the request points at a server (`hash`, `sticky`). `body` is
+/// the progress of the request's body, if it has one: a body cut off by
+/// `body_read_timeout` fails the attempt, and that is the client's doing,
+/// not the server's.
 pub async fn forward(
     upstream: &Upstream,
     req: &mut Option<Request<RequestBody>>,
     record: &mut Option<Box<AccessRecord>>,
     deadlines: Deadlines,
+    affinity: Affinity,
     body: Option<&BodyProgress>,
 ) -> Result<(Response<Incoming>, Exchange), ProxyError> {
     let cfg = &upstream.config;
@@ -69,7 +72,7 @@ pub async fn forward(
             warn!(upstream = %cfg.name, "retry_timeout reached; no more retries");
             break;
         }
-        let Some(index) = upstream.pick(&tried) else {
+        let Some(index) = upstream.pick(&tried, affinity) else {
             break;
         };
         if !tried.is_empty() {
@@ -107,7 +110,13 @@ pub async fn forward(
         let sent = response_head(send, cfg.response_timeout, deadlines, body).await;
         let by_request_timeout = matches!(sent, Err(Late::Request(_)));
         let error = match sent {
-            Ok(Ok(resp)) => {
+            Ok(Ok(mut resp)) => {
+                if let Some((id, cookie)) = &server.sticky {
+                    if affinity.sticky != Some(*id) {
+                        resp.headers_mut()
+                            .append(http::header::SET_COOKIE, cookie.clone());
+                    }
+                }
                 if cfg.fail_on_status.contains(&resp.status().as_u16()) {
                     upstream.mark_failed(index);
                 } else {

@@ -17,7 +17,8 @@
 //!   `forward`: picking a server, connecting, sending, retrying where safe;
 //!   `exchange`: the response body and what ends with it (in-flight guard,
 //!   pooled connection, access record, metrics); `upgrade`: WebSocket and
-//!   other `Upgrade` tunnels; `headers`: what is forwarded.
+//!   other `Upgrade` tunnels; `headers`: what is forwarded; `affinity`: the
+//!   request key that `balance = "hash"` hashes.
 //! - `upstream`: servers, their runtime state and connection pools;
 //!   `health`: active health checks.
 //! - `routing` and `balance`: pure lookup and selection logic.
@@ -61,6 +62,7 @@ macro_rules! write_through {
 
 pub mod access;
 pub(crate) mod admin;
+pub(crate) mod affinity;
 pub mod balance;
 pub(crate) mod body;
 pub mod cli;

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use crate::access::AccessRecord;
+use crate::affinity::{self, Affinity};
 use crate::body::RequestBody;
 use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
@@ -48,6 +49,7 @@ pub async fn handle(
         mut record,
         mut metrics,
         deadlines,
+        affinity,
         head,
         upgrade,
     } = match prepare(&snapshot, &conn, req) {
@@ -55,7 +57,7 @@ pub async fn handle(
         Err(resp) => return resp,
     };
     let body = metrics.body.as_deref();
-    match forward(upstream, &mut req, &mut record, deadlines, body).await {
+    match forward(upstream, &mut req, &mut record, deadlines, affinity, body).await {
         Ok((resp, mut exchange)) => {
             exchange.deadline = deadlines.request;
             client_response(resp, exchange, metrics, upgrade, &conn, &snapshot)
@@ -76,6 +78,8 @@ struct Forwarding<'a> {
     record: Option<Box<AccessRecord>>,
     metrics: Recording,
     deadlines: Deadlines,
+    /// What ties the request to a server (`hash`, `sticky`).
+    affinity: Affinity,
     head: RequestHead,
     upgrade: Option<UpgradeRequest>,
 }
@@ -92,16 +96,7 @@ fn prepare<'a>(
 ) -> Result<Forwarding<'a>, Response<ResponseBody>> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
-    // Boxed: the record travels with the response body, which hyper moves
-    // around; a pointer is cheaper to move than the record.
-    let record = snapshot.access.as_ref().map(|log| {
-        Box::new(AccessRecord::new(
-            log.clone(),
-            started,
-            conn.peer.ip(),
-            &parts,
-        ))
-    });
+    let record = access_record(snapshot, conn, &parts, started);
 
     let host = request_host(&parts);
     let host_str = host.as_ref().and_then(|h| h.to_str().ok());
@@ -139,6 +134,7 @@ fn prepare<'a>(
     }
 
     let (req, head, upgrade) = upstream_request(parts, body, host, upstream, conn, snapshot);
+    let affinity = affinity::of(&upstream.config, &req);
     let req = req.map(|body| {
         let progress = metrics.meter(&body, conn.peer);
         RequestBody::client(body, max_body, stall_after, progress)
@@ -149,6 +145,7 @@ fn prepare<'a>(
         record,
         metrics,
         deadlines,
+        affinity,
         head,
         upgrade,
     })
@@ -296,22 +293,13 @@ fn error_response_for(
     err: ProxyError,
     conn: &ConnInfo,
     head: &RequestHead,
-    mut record: Option<Box<AccessRecord>>,
-    mut metrics: Recording,
+    record: Option<Box<AccessRecord>>,
+    metrics: Recording,
 ) -> Response<ResponseBody> {
     let status = err.status();
     warn!(status = status.as_u16(), client = %conn.peer, method = %head.method,
         path = head.uri.path(), reason = %err, "request failed");
-    if let Some(record) = record.as_mut() {
-        record.status = status;
-    }
-    metrics.status = status.as_u16();
-    let exchange = Exchange {
-        record,
-        metrics: Some(metrics),
-        ..Exchange::default()
-    };
-    let mut resp = plain_response(status, exchange);
+    let mut resp = plain_response(status, own_answer(record, metrics, status));
     // RFC 9110 §15.5.9: weir gave up waiting; the rest of the body will not
     // be read, so the connection cannot carry another request.
     if status == StatusCode::REQUEST_TIMEOUT && head.version < Version::HTTP_2 {
@@ -321,13 +309,70 @@ fn error_response_for(
     resp
 }
 
-/// A short plain-text response weir writes itself.
-pub fn plain_response(status: StatusCode, exchange: Exchange) -> Response<ResponseBody> {
-    let text = format!(
+/// What ends with an answer weir wrote itself: its access record and its
+/// metrics, both with its status.
+fn own_answer(
+    mut record: Option<Box<AccessRecord>>,
+    mut metrics: Recording,
+    status: StatusCode,
+) -> Exchange {
+    if let Some(record) = record.as_mut() {
+        record.status = status;
+    }
+    metrics.status = status.as_u16();
+    Exchange {
+        record,
+        metrics: Some(metrics),
+        ..Exchange::default()
+    }
+}
+
+/// The access record of a request that arrived at `started`, when access logging is on.
+fn access_record(
+    snapshot: &Snapshot,
+    conn: &ConnInfo,
+    parts: &http::request::Parts,
+    started: Instant,
+) -> Option<Box<AccessRecord>> {
+    // Boxed: the record travels with the response body, which hyper moves
+    // around; a pointer is cheaper to move than the record.
+    snapshot.access.as_ref().map(|log| {
+        Box::new(AccessRecord::new(
+            log.clone(),
+            started,
+            conn.peer.ip(),
+            parts,
+        ))
+    })
+}
+
+/// What ends with an answer weir gives to a request it does not route (the
+/// redirect listener's): the access log line, and the count under the
+/// unrouted pseudo-upstream `""`.
+pub(crate) fn unrouted_exchange(
+    snapshot: &Snapshot,
+    conn: &ConnInfo,
+    parts: &http::request::Parts,
+    status: StatusCode,
+) -> Exchange {
+    let started = Instant::now();
+    let record = access_record(snapshot, conn, parts, started);
+    let metrics = Recording::new(snapshot.stats.unrouted.clone(), started);
+    own_answer(record, metrics, status)
+}
+
+/// The body of every answer weir writes itself: `502 Bad Gateway` and a newline.
+pub(crate) fn plain_text(status: StatusCode) -> String {
+    format!(
         "{} {}\n",
         status.as_u16(),
         status.canonical_reason().unwrap_or("")
-    );
+    )
+}
+
+/// A short plain-text response weir writes itself.
+pub fn plain_response(status: StatusCode, exchange: Exchange) -> Response<ResponseBody> {
+    let text = plain_text(status);
     let mut resp = Response::new(ResponseBody::full(text, exchange));
     *resp.status_mut() = status;
     resp.headers_mut().insert(

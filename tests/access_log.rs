@@ -18,19 +18,6 @@ fn config(backend: std::net::SocketAddr, log: &Path, format: &str) -> String {
     )
 }
 
-/// Waits (bounded) until `path` holds at least `n` lines, and returns them.
-async fn lines(path: &Path, n: usize) -> Vec<String> {
-    for _ in 0..1000 {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
-        if lines.len() >= n {
-            return lines;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("{} did not reach {n} lines within 5 s", path.display());
-}
-
 /// Splits a combined line into its fields: bare words, `[...]` and `"..."` (with `\"` escapes).
 fn split_combined(line: &str) -> Vec<String> {
     let mut fields = Vec::new();
@@ -76,7 +63,7 @@ async fn json_lines_parse() {
     let a = spawn_backend("a").await;
     let proxy = spawn_proxy(&config(a.addr, &log, "json")).await;
     assert_eq!(get(&proxy.url("/x?y=1")).await.0, 200);
-    let line = &lines(&log, 1).await[0];
+    let line = &log_lines(&log, 1).await[0];
     let v: serde_json::Value = serde_json::from_str(line).expect("JSON line");
     assert_eq!(v["status"], 200);
     assert_eq!(v["path"], "/x?y=1");
@@ -99,7 +86,7 @@ async fn combined_lines_parse() {
         .body(http_body_util::Full::new(bytes::Bytes::new()))
         .expect("request");
     assert_eq!(send(req).await.0, 200);
-    let fields = split_combined(&lines(&log, 1).await[0]);
+    let fields = split_combined(&log_lines(&log, 1).await[0]);
     assert_eq!(fields[0], "127.0.0.1");
     assert_eq!((fields[1].as_str(), fields[2].as_str()), ("-", "-"));
     assert!(fields[3].ends_with("+0000"), "{fields:?}");
@@ -120,7 +107,7 @@ async fn reopen_moves_lines_to_a_fresh_file() {
     let a = spawn_backend("a").await;
     let proxy = spawn_proxy(&config(a.addr, &log, "combined")).await;
     get(&proxy.url("/before")).await;
-    lines(&log, 1).await;
+    log_lines(&log, 1).await;
 
     std::fs::rename(&log, &rotated).expect("rotate");
     proxy
@@ -136,9 +123,9 @@ async fn reopen_moves_lines_to_a_fresh_file() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     get(&proxy.url("/after")).await;
-    let new = lines(&log, 1).await;
+    let new = log_lines(&log, 1).await;
     assert!(new[0].contains("GET /after "), "{new:?}");
-    let old = lines(&rotated, 1).await;
+    let old = log_lines(&rotated, 1).await;
     assert_eq!(old.len(), 1);
     assert!(old[0].contains("GET /before "), "{old:?}");
 }

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
@@ -11,16 +10,8 @@ use std::time::Duration;
 use http::StatusCode;
 use tokio::sync::mpsc;
 
-use common::get;
+use common::{get, write_config, WEIR};
 use weir::daemon::Control;
-
-const WEIR: &str = env!("CARGO_BIN_EXE_weir");
-
-fn write_config(toml: &str) -> tempfile::NamedTempFile {
-    let mut file = tempfile::NamedTempFile::new().expect("temp file");
-    file.write_all(toml.as_bytes()).expect("write");
-    file
-}
 
 fn weir_check(config: &std::path::Path) -> std::process::Output {
     Command::new(WEIR)

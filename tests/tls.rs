@@ -265,3 +265,30 @@ async fn an_idle_https_connection_is_parked_and_served_again() {
     }
     assert_eq!(backend.hits(), 2);
 }
+
+#[tokio::test]
+async fn a_bad_head_over_tls_gets_weirs_own_400_and_a_clean_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (backend, pki, _proxy, addr) = site_over_tls().await;
+    let client = verifying_client(&pki.ca, &[b"http/1.1"]);
+    let mut tls = tls_connect(addr, "site.test", client).await.expect("TLS");
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: site.test\r\nbad header\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    // Ends without error: weir sends close_notify after its answer.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tls.read_to_end(&mut answer),
+    )
+    .await
+    .expect("closed within 10 s")
+    .expect("a clean TLS close");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer}"
+    );
+    assert!(answer.ends_with("\r\n\r\n400 Bad Request\n"), "{answer}");
+    assert_eq!(backend.hits(), 0);
+}

@@ -23,7 +23,8 @@ pub struct AccessRecord {
     logger: AccessLogger,
     started: Instant,
     client: IpAddr,
-    method: Method,
+    /// `None`: the request line could not be read (logged as `"-"`).
+    method: Option<Method>,
     /// The request target's path and query (`None`: `*` or authority form).
     path: Option<PathAndQuery>,
     version: Version,
@@ -57,7 +58,7 @@ impl AccessRecord {
         Self {
             started,
             client,
-            method: req.method.clone(),
+            method: Some(req.method.clone()),
             path: req.uri.path_and_query().cloned(),
             version: req.version,
             host: json
@@ -65,6 +66,24 @@ impl AccessRecord {
                 .flatten(),
             referer: req.headers.get(header::REFERER).cloned(),
             user_agent: req.headers.get(header::USER_AGENT).cloned(),
+            status: StatusCode::OK,
+            upstream: None,
+            upstream_time: None,
+            logger,
+        }
+    }
+
+    /// Starts a record for a request whose request line could not be read.
+    pub fn without_request_line(logger: AccessLogger, started: Instant, client: IpAddr) -> Self {
+        Self {
+            started,
+            client,
+            method: None,
+            path: None,
+            version: Version::HTTP_11,
+            host: None,
+            referer: None,
+            user_agent: None,
             status: StatusCode::OK,
             upstream: None,
             upstream_time: None,
@@ -101,11 +120,16 @@ impl AccessRecord {
                 out.push_str(" - - [");
                 cached_time(out, wall, TimeFormat::Clf);
                 out.push_str("] \"");
-                out.push_str(self.method.as_str());
-                out.push(' ');
-                escape(out, path);
-                out.push(' ');
-                out.push_str(version(self.version));
+                match &self.method {
+                    Some(method) => {
+                        out.push_str(method.as_str());
+                        out.push(' ');
+                        escape(out, path);
+                        out.push(' ');
+                        out.push_str(version(self.version));
+                    }
+                    None => out.push('-'),
+                }
                 out.push_str("\" ");
                 push_int(out, u64::from(self.status.as_u16()));
                 out.push(' ');
@@ -148,12 +172,18 @@ impl AccessRecord {
         out.push_str("\",\"client\":\"");
         push_cached(out, &self.client);
         out.push_str("\",\"method\":");
-        json_str(out, self.method.as_str());
-        out.push_str(",\"path\":");
-        json_str(out, path);
-        out.push_str(",\"protocol\":\"");
-        out.push_str(version(self.version));
-        out.push_str("\",\"host\":");
+        match &self.method {
+            Some(method) => {
+                json_str(out, method.as_str());
+                out.push_str(",\"path\":");
+                json_str(out, path);
+                out.push_str(",\"protocol\":\"");
+                out.push_str(version(self.version));
+                out.push('"');
+            }
+            None => out.push_str("null,\"path\":null,\"protocol\":null"),
+        }
+        out.push_str(",\"host\":");
         json_opt(out, &self.host);
         out.push_str(",\"status\":");
         push_int(out, u64::from(self.status.as_u16()));

@@ -8,7 +8,6 @@ use serde_json::{json, Value};
 use super::api::server_json;
 use super::history::{rates, round, unix_now, Series, UpstreamHistory, WINDOW};
 use super::{respond, Body, State};
-use crate::config::Balance;
 use crate::upstream::Upstream;
 
 /// The page: inline CSS, JS and SVG, nothing fetched but `/status.json`.
@@ -66,10 +65,7 @@ fn upstream_document(upstream: &Upstream, history: Option<&UpstreamHistory>) -> 
         .collect();
     json!({
         "name": upstream.name(),
-        "balance": match upstream.config.balance {
-            Balance::RoundRobin => "round_robin",
-            Balance::LeastConn => "least_conn",
-        },
+        "balance": upstream.config.balance.to_string(),
         "requests_total": upstream.stats.latency.snapshot().count(),
         "retries_total": upstream.stats.retries.load(Ordering::Relaxed),
         "now": rates(&window, seconds),

@@ -28,16 +28,20 @@ const DRAWS: usize = 16;
 pub(super) struct LeastConn {
     /// Number of servers in the group.
     servers: usize,
+    /// `random_two`: two random choices whatever the group's size.
+    always_two: bool,
     /// Where the next pick starts scanning; advanced by every pick so that ties
     /// rotate over all tied servers.
     offset: AtomicUsize,
 }
 
 impl LeastConn {
-    /// A least-connections picker over `servers` servers.
-    pub(super) fn new(servers: usize) -> Self {
+    /// A least-connections picker over `servers` servers; with `always_two`,
+    /// two random choices at any size (`random_two`).
+    pub(super) fn new(servers: usize, always_two: bool) -> Self {
         LeastConn {
             servers,
+            always_two,
             offset: AtomicUsize::new(0),
         }
     }
@@ -48,7 +52,7 @@ impl LeastConn {
     /// `load(i)` is `Some((in_flight, weight))` for a usable server, `None` for
     /// one that must not be picked. A weight of 0 counts as 1.
     pub(super) fn pick(&self, load: impl Fn(usize) -> Option<(u64, u32)>) -> Option<usize> {
-        if self.servers > SCAN_UP_TO {
+        if self.servers > SCAN_UP_TO || (self.always_two && self.servers > 1) {
             if let Some(i) = self.two_choices(&load) {
                 return Some(i);
             }

@@ -14,18 +14,26 @@
 //!   by rotation, never by list order. Groups of more than 8 servers take the
 //!   less loaded of two servers drawn at random, so a pick costs the same at
 //!   any size.
+//! - `hash`: consistent hashing of a request key (weighted rendezvous hashing,
+//!   see the `hash` module); requests without the key go round robin.
+//! - `random_two`: the less loaded (relative to weight) of two servers drawn at
+//!   random, at every size: a pick costs the same with 3 servers or 10,000.
 //!
 //! Backup servers form a second, independent group of the same algorithm,
 //! consulted only when no primary server is usable.
 
+mod hash;
 mod least_conn;
 mod round_robin;
 #[cfg(test)]
 mod tests;
 
 use crate::config::Balance;
+use hash::Rendezvous;
 use least_conn::LeastConn;
 use round_robin::RoundRobin;
+
+pub use hash::stable_hash;
 
 /// What a balancer needs to know about a server at pick time (implemented by the daemon's per-server runtime state; tests implement it on plain structs).
 pub trait Candidate {
@@ -35,6 +43,9 @@ pub trait Candidate {
     fn usable(&self) -> bool;
     /// Requests currently in flight to this server.
     fn in_flight(&self) -> u64;
+    /// The server's identity for consistent hashing: a [`stable_hash`] of its
+    /// address, the same in every weir process and whatever its list position.
+    fn id(&self) -> u64;
 }
 
 /// Picks a server of one upstream: primaries first, backups only when no primary is usable.
@@ -73,10 +84,17 @@ impl Selector {
     /// Round robin uses the weights given to `new`; least_conn uses
     /// [`Candidate::weight`]. A server missing from a too-short list counts as unusable.
     pub fn select<C: Candidate>(&self, servers: &[C]) -> Option<usize> {
+        self.select_keyed(servers, None)
+    }
+
+    /// Like [`Selector::select`], with the request's key for `hash` (a
+    /// [`stable_hash`] of it); other algorithms ignore the key, and `hash`
+    /// goes round robin without one.
+    pub fn select_keyed<C: Candidate>(&self, servers: &[C], key: Option<u64>) -> Option<usize> {
         [&self.primary, &self.backup]
             .into_iter()
             .flatten()
-            .find_map(|group| group.pick(servers))
+            .find_map(|group| group.pick(servers, key))
     }
 }
 
@@ -94,19 +112,22 @@ struct Group {
 enum Algorithm {
     RoundRobin(RoundRobin),
     LeastConn(LeastConn),
+    Hash(Rendezvous),
 }
 
 impl Group {
     fn new(balance: Balance, members: Vec<usize>, weights: &[u32]) -> Self {
         let algorithm = match balance {
             Balance::RoundRobin => Algorithm::RoundRobin(RoundRobin::new(weights)),
-            Balance::LeastConn => Algorithm::LeastConn(LeastConn::new(members.len())),
+            Balance::LeastConn => Algorithm::LeastConn(LeastConn::new(members.len(), false)),
+            Balance::RandomTwo => Algorithm::LeastConn(LeastConn::new(members.len(), true)),
+            Balance::Hash => Algorithm::Hash(Rendezvous::new(weights)),
         };
         Group { members, algorithm }
     }
 
     /// Picks a usable member and returns its index in the upstream's list.
-    fn pick<C: Candidate>(&self, servers: &[C]) -> Option<usize> {
+    fn pick<C: Candidate>(&self, servers: &[C], key: Option<u64>) -> Option<usize> {
         let server = |member: usize| servers.get(self.members[member]);
         let local = match &self.algorithm {
             Algorithm::RoundRobin(rr) => rr.pick(|m| server(m).is_some_and(C::usable)),
@@ -114,6 +135,11 @@ impl Group {
                 server(m)
                     .filter(|s| s.usable())
                     .map(|s| (s.in_flight(), s.weight()))
+            }),
+            Algorithm::Hash(hash) => hash.pick(key, self.members.len(), |m| {
+                server(m)
+                    .filter(|s| s.usable())
+                    .map(|s| (s.id(), s.weight()))
             }),
         }?;
         Some(self.members[local])

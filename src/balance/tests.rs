@@ -13,6 +13,7 @@ struct Server {
     weight: u32,
     usable: bool,
     in_flight: u64,
+    id: u64,
 }
 
 impl Candidate for Server {
@@ -25,6 +26,9 @@ impl Candidate for Server {
     fn in_flight(&self) -> u64 {
         self.in_flight
     }
+    fn id(&self) -> u64 {
+        self.id
+    }
 }
 
 fn up(weight: u32) -> Server {
@@ -32,6 +36,7 @@ fn up(weight: u32) -> Server {
         weight,
         usable: true,
         in_flight: 0,
+        id: 0,
     }
 }
 
@@ -43,6 +48,7 @@ fn loaded(servers: Vec<(u32, bool, u64)>) -> Vec<Server> {
             weight,
             usable,
             in_flight,
+            id: 0,
         })
         .collect()
 }
@@ -264,7 +270,7 @@ proptest! {
     ) {
         let servers: Vec<Server> = servers
             .into_iter()
-            .map(|(weight, usable)| Server { weight, usable, in_flight: 0 })
+            .map(|(weight, usable)| Server { weight, usable, in_flight: 0, id: 0 })
             .collect();
         prop_assume!(servers.iter().any(|s| s.usable));
         let selector = Selector::new(Balance::RoundRobin, &config(&servers));
@@ -330,7 +336,7 @@ proptest! {
         let config: Vec<(u32, bool)> = servers.iter().map(|&(w, backup, _)| (w, backup)).collect();
         let servers: Vec<Server> = servers
             .into_iter()
-            .map(|(weight, _, usable)| Server { weight, usable, in_flight: 0 })
+            .map(|(weight, _, usable)| Server { weight, usable, in_flight: 0, id: 0 })
             .collect();
         let selector = Selector::new(balance, &config);
         let any_primary = servers.iter().zip(&config).any(|(s, c)| s.usable && !c.1);
@@ -342,5 +348,148 @@ proptest! {
                 prop_assert!(!config[i].1 || !any_primary, "backup picked while a primary is up");
             }
         }
+    }
+}
+
+/// Servers named by address, as the daemon identifies them for hashing.
+fn named(weights: &[u32]) -> Vec<Server> {
+    weights
+        .iter()
+        .enumerate()
+        .map(|(i, &weight)| Server {
+            id: super::stable_hash(format!("10.1.{}.{}:3000", i / 250, i % 250).as_bytes()),
+            ..up(weight)
+        })
+        .collect()
+}
+
+fn owner(selector: &Selector, servers: &[Server], key: u64) -> u64 {
+    let i = selector
+        .select_keyed(servers, Some(key))
+        .expect("a usable server");
+    servers[i].id
+}
+
+fn keys(n: u64) -> impl Iterator<Item = u64> {
+    (0..n).map(|k| super::stable_hash(&k.to_le_bytes()))
+}
+
+proptest! {
+    #[test]
+    fn hash_moves_only_the_removed_servers_keys(
+        weights in prop::collection::vec(1u32..=8, 2..12),
+        removed in any::<prop::sample::Index>(),
+    ) {
+        let servers = named(&weights);
+        let selector = Selector::new(Balance::Hash, &config(&servers));
+        let gone = removed.index(servers.len());
+        let mut rest = servers.clone();
+        rest.remove(gone);
+        let smaller = Selector::new(Balance::Hash, &config(&rest));
+        let mut moved = 0;
+        for key in keys(2000) {
+            let before = owner(&selector, &servers, key);
+            let after = owner(&smaller, &rest, key);
+            if before != servers[gone].id {
+                prop_assert_eq!(before, after, "a key of a remaining server moved");
+            } else {
+                moved += 1;
+            }
+        }
+        // The removed server's share is its weight's share, give or take sampling.
+        let total: u32 = weights.iter().sum();
+        let share = f64::from(weights[gone]) / f64::from(total);
+        prop_assert!((moved as f64 / 2000.0) <= share + 0.05, "moved {moved} of 2000, share {share}");
+    }
+
+    #[test]
+    fn hash_ignores_list_order_and_an_unusable_server_acts_as_removed(
+        weights in prop::collection::vec(1u32..=8, 2..10),
+        down in any::<prop::sample::Index>(),
+    ) {
+        let servers = named(&weights);
+        let selector = Selector::new(Balance::Hash, &config(&servers));
+        let mut reversed = servers.clone();
+        reversed.reverse();
+        let other = Selector::new(Balance::Hash, &config(&reversed));
+        let mut with_down = servers.clone();
+        with_down[down.index(servers.len())].usable = false;
+        let mut without = servers.clone();
+        without.remove(down.index(servers.len()));
+        let smaller = Selector::new(Balance::Hash, &config(&without));
+        for key in keys(500) {
+            prop_assert_eq!(owner(&selector, &servers, key), owner(&other, &reversed, key));
+            prop_assert_eq!(owner(&selector, &with_down, key), owner(&smaller, &without, key));
+        }
+    }
+
+    #[test]
+    fn random_two_never_picks_the_busier_of_its_two_candidates(
+        loads in prop::collection::vec((1u32..=4, 0u64..50), 2..40),
+        seed in any::<u64>(),
+    ) {
+        let servers: Vec<Server> = loads
+            .iter()
+            .map(|&(weight, in_flight)| Server { in_flight, ..up(weight) })
+            .collect();
+        let selector = Selector::new(Balance::RandomTwo, &config(&servers));
+        // The same seed replays the two draws the pick makes.
+        fastrand::seed(seed);
+        let picked = selector.select(&servers).expect("a usable server");
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let first = rng.usize(..servers.len());
+        let second = loop {
+            let i = rng.usize(..servers.len());
+            if i != first {
+                break i;
+            }
+        };
+        prop_assert!(picked == first || picked == second);
+        let other = if picked == first { second } else { first };
+        let (p, o) = (&servers[picked], &servers[other]);
+        prop_assert!(
+            !less_loaded(o.in_flight, o.weight, p.in_flight, p.weight),
+            "picked {picked} ({}/{}) over the less loaded {other} ({}/{})",
+            p.in_flight, p.weight, o.in_flight, o.weight
+        );
+    }
+}
+
+#[test]
+fn hash_spreads_keys_by_weight() {
+    let weights = [1, 2, 3, 1, 1];
+    let servers = named(&weights);
+    let selector = Selector::new(Balance::Hash, &config(&servers));
+    let mut counts = vec![0usize; servers.len()];
+    let n = 40_000;
+    for key in keys(n) {
+        counts[selector.select_keyed(&servers, Some(key)).expect("usable")] += 1;
+    }
+    let total: u32 = weights.iter().sum();
+    for (i, &w) in weights.iter().enumerate() {
+        let expected = n as f64 * f64::from(w) / f64::from(total);
+        let ratio = counts[i] as f64 / expected;
+        assert!(
+            (0.8..=1.2).contains(&ratio),
+            "server {i}: {} for {expected}",
+            counts[i]
+        );
+    }
+}
+
+#[test]
+fn hash_without_a_key_goes_round_robin() {
+    let servers = named(&[1, 1, 1]);
+    let selector = Selector::new(Balance::Hash, &config(&servers));
+    assert_eq!(counts(&selector, &servers, 3 * 20), vec![20, 20, 20]);
+}
+
+#[test]
+fn hash_sends_a_key_to_the_same_server_every_time() {
+    let servers = named(&[1, 1, 1, 1]);
+    let selector = Selector::new(Balance::Hash, &config(&servers));
+    for key in keys(50) {
+        let first = owner(&selector, &servers, key);
+        assert!((0..10).all(|_| owner(&selector, &servers, key) == first));
     }
 }

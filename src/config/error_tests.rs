@@ -481,6 +481,15 @@ fn bad_sizes_statuses_and_optional_timeouts() {
         "server.max_header_size",
         "at least 8192",
     );
+    for bad in ["0", "1001"] {
+        let listen = format!("listen = [\"127.0.0.1:8080\"]\nmax_headers = {bad}");
+        fails(
+            &doc(&listen, UP, ROUTE),
+            3,
+            "server.max_headers",
+            "between 1 and 1000",
+        );
+    }
     let up = "name = \"app\"\nservers = [\"127.0.0.1:3000\"]\nfail_on_status = [502, 700]";
     fails(
         &doc(LISTEN, up, ROUTE),
@@ -607,5 +616,117 @@ fn a_serde_error_stops_at_the_first() {
         (e.line, e.key.as_str(), e.more.len()),
         (3, "server.thread", 0),
         "{e}"
+    );
+}
+
+#[test]
+fn hash_key_needs_balance_hash_and_a_known_form() {
+    let up = |extra: &str| format!("{UP}\n{extra}");
+    // [[upstream]] is line 5; UP takes lines 6-7, the extra lines 8 on.
+    fails(
+        &doc(LISTEN, &up("hash_key = \"ip\""), ROUTE),
+        8,
+        "upstream[0].hash_key",
+        "needs balance = \"hash\"",
+    );
+    fails(
+        &doc(
+            LISTEN,
+            &up("balance = \"hash\"\nhash_key = \"body\""),
+            ROUTE,
+        ),
+        9,
+        "upstream[0].hash_key",
+        "expected ip, uri, path, header:NAME or cookie:NAME",
+    );
+    fails(
+        &doc(
+            LISTEN,
+            &up("balance = \"hash\"\nhash_key = \"header:bad header\""),
+            ROUTE,
+        ),
+        9,
+        "upstream[0].hash_key",
+        "invalid hash_key",
+    );
+    fails(
+        &doc(
+            LISTEN,
+            &up("balance = \"hash\"\nhash_key = \"cookie:\""),
+            ROUTE,
+        ),
+        9,
+        "upstream[0].hash_key",
+        "invalid hash_key",
+    );
+}
+
+#[test]
+fn hash_keys_parse_and_default_to_the_client_address() {
+    use super::{Balance, HashKey};
+    let parsed = |extra: &str| {
+        let src = doc(LISTEN, &format!("{UP}\n{extra}"), ROUTE);
+        let cfg = parse(&src, Path::new("weir.toml")).expect("valid");
+        let up = &cfg.upstreams[0];
+        (up.balance, up.hash_key.clone())
+    };
+    assert_eq!(parsed(""), (Balance::RoundRobin, None));
+    assert_eq!(
+        parsed("balance = \"random_two\""),
+        (Balance::RandomTwo, None)
+    );
+    assert_eq!(
+        parsed("balance = \"hash\""),
+        (Balance::Hash, Some(HashKey::Ip))
+    );
+    assert_eq!(
+        parsed("balance = \"hash\"\nhash_key = \"header:X-User\""),
+        (
+            Balance::Hash,
+            Some(HashKey::Header(http::HeaderName::from_static("x-user")))
+        )
+    );
+    assert_eq!(
+        parsed("balance = \"hash\"\nhash_key = \"cookie:sid\""),
+        (Balance::Hash, Some(HashKey::Cookie("sid".into())))
+    );
+    assert_eq!(
+        parsed("balance = \"hash\"\nhash_key = \"path\""),
+        (Balance::Hash, Some(HashKey::Path))
+    );
+}
+
+#[test]
+fn sticky_needs_a_token_cookie_name_and_secure_for_same_site_none() {
+    let up = |extra: &str| doc(LISTEN, &format!("{UP}\n{extra}"), ROUTE);
+    fails(
+        &up("sticky = { cookie = \"a b\" }"),
+        8,
+        "upstream[0].sticky.cookie",
+        "invalid cookie name",
+    );
+    fails(
+        &up("sticky = { same_site = \"none\" }"),
+        8,
+        "upstream[0].sticky.same_site",
+        "needs secure = true",
+    );
+    fails(
+        &up("sticky = { max_age = \"soon\" }"),
+        8,
+        "upstream[0].sticky.max_age",
+        "invalid duration",
+    );
+    let cfg = parse(&up("sticky = {}"), Path::new("weir.toml")).expect("valid");
+    let sticky = cfg.upstreams[0].sticky.clone().expect("sticky");
+    assert_eq!(
+        (
+            sticky.cookie.as_str(),
+            sticky.max_age,
+            sticky.secure,
+            sticky.http_only,
+            sticky.same_site
+        ),
+        ("weir_server", None, false, true, "Lax")
     );
 }

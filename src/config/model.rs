@@ -24,6 +24,9 @@ pub struct Config {
     pub(crate) routes: Vec<RouteConfig>,
 }
 
+/// `max_headers` by default: hyper's own limit, for which it keeps room on the stack.
+pub(crate) const DEFAULT_MAX_HEADERS: usize = 100;
+
 /// `[server]` settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerSettings {
@@ -43,6 +46,8 @@ pub struct ServerSettings {
     pub(crate) idle_timeout: Duration,
     /// Largest request head accepted, in bytes; beyond it 431.
     pub(crate) max_header_size: usize,
+    /// Most header lines in an HTTP/1.1 request head; beyond them 431.
+    pub(crate) max_headers: usize,
     /// Largest request body accepted, in bytes; beyond it 413. `None` = no limit.
     pub(crate) max_body_size: Option<u64>,
     /// A request body that sends nothing for this long is cut off (408 when
@@ -170,6 +175,40 @@ pub enum Balance {
     RoundRobin,
     /// Fewest in-flight requests relative to weight.
     LeastConn,
+    /// Consistent hashing of a request key ([`HashKey`]).
+    Hash,
+    /// The less loaded of two servers drawn at random.
+    RandomTwo,
+}
+
+/// `sticky`: the cookie that ties a client to the server that first answered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StickyConfig {
+    /// The cookie's name.
+    pub cookie: String,
+    /// `Max-Age`; `None` makes it a session cookie.
+    pub max_age: Option<Duration>,
+    /// `Secure`: sent over HTTPS only.
+    pub secure: bool,
+    /// `HttpOnly`: hidden from the page's scripts.
+    pub http_only: bool,
+    /// `SameSite`: `Lax`, `Strict` or `None`.
+    pub same_site: &'static str,
+}
+
+/// What `balance = "hash"` hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// The client address as weir resolved it (the one in `X-Real-IP`).
+    Ip,
+    /// Path and query.
+    Uri,
+    /// The path alone.
+    Path,
+    /// A request header's value.
+    Header(http::HeaderName),
+    /// A cookie's value.
+    Cookie(String),
 }
 
 /// How weir speaks to an upstream's servers.
@@ -188,6 +227,10 @@ pub struct UpstreamConfig {
     pub(crate) name: String,
     /// How a server is chosen.
     pub balance: Balance,
+    /// With `balance = "hash"`, what is hashed (default the client address).
+    pub hash_key: Option<HashKey>,
+    /// Session affinity by cookie, on any `balance`.
+    pub sticky: Option<StickyConfig>,
     /// `http1` (default) or `h2c`.
     pub protocol: UpstreamProtocol,
     /// Never empty; addresses unique within the pool.

@@ -38,6 +38,7 @@ pub(crate) struct RawServer {
     pub header_read_timeout: Option<Spanned<String>>,
     pub idle_timeout: Option<Spanned<String>>,
     pub max_header_size: Option<Spanned<RawSize>>,
+    pub max_headers: Option<Spanned<i64>>,
     pub max_body_size: Option<Spanned<RawSize>>,
     pub body_read_timeout: Option<Spanned<String>>,
     pub tunnel_idle_timeout: Option<Spanned<String>>,
@@ -170,6 +171,8 @@ pub(crate) enum RawBalance {
     #[default]
     RoundRobin,
     LeastConn,
+    Hash,
+    RandomTwo,
 }
 
 /// `upstream.protocol`: how weir talks to the servers.
@@ -188,6 +191,7 @@ pub(crate) struct RawUpstream {
     pub name: Spanned<String>,
     #[serde(default)]
     pub balance: RawBalance,
+    pub hash_key: Option<Spanned<String>>,
     #[serde(default)]
     pub protocol: RawProtocol,
     pub servers: Spanned<Vec<Spanned<AddrOr<RawServerEntry>>>>,
@@ -203,6 +207,30 @@ pub(crate) struct RawUpstream {
     pub fail_on_status: Vec<Spanned<i64>>,
     pub slow_start: Option<Spanned<String>>,
     pub health_check: Option<Spanned<RawHealthCheck>>,
+    pub sticky: Option<Spanned<RawSticky>>,
+}
+
+/// `upstream.sticky`: session affinity by cookie.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSticky {
+    pub cookie: Option<Spanned<String>>,
+    pub max_age: Option<Spanned<String>>,
+    #[serde(default)]
+    pub secure: bool,
+    pub http_only: Option<bool>,
+    #[serde(default)]
+    pub same_site: RawSameSite,
+}
+
+/// `sticky.same_site`.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawSameSite {
+    #[default]
+    Lax,
+    Strict,
+    None,
 }
 
 /// The table form of a server: `{ addr = "...", weight = 1, backup = false }`.

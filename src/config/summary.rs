@@ -53,6 +53,8 @@ impl fmt::Display for Balance {
         f.write_str(match self {
             Balance::RoundRobin => "round_robin",
             Balance::LeastConn => "least_conn",
+            Balance::Hash => "hash",
+            Balance::RandomTwo => "random_two",
         })
     }
 }

@@ -67,6 +67,7 @@ fn readme_example_parses_with_defaults() {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_header_size: 64 * 1024,
+            max_headers: 100,
             max_body_size: None,
             body_read_timeout: Duration::from_secs(60),
             tunnel_idle_timeout: Duration::from_secs(3600),
@@ -82,6 +83,8 @@ fn readme_example_parses_with_defaults() {
             access_format: AccessFormat::Combined,
         },
         upstreams: vec![UpstreamConfig {
+            hash_key: None,
+            sticky: None,
             name: "express_servers".into(),
             balance: Balance::RoundRobin,
             protocol: UpstreamProtocol::Http1,
@@ -362,6 +365,7 @@ fn limits_timeouts_and_health_keys_parse() {
 [server]
 listen = ["127.0.0.1:0"]
 max_header_size = "16KiB"
+max_headers = 200
 max_body_size = "10MB"
 
 [[upstream]]
@@ -381,6 +385,7 @@ upstream = "a"
 request_timeout = "2s"
 "#);
     assert_eq!(c.server.max_header_size, 16 * 1024);
+    assert_eq!(c.server.max_headers, 200);
     assert_eq!(c.server.max_body_size, Some(10 * 1024 * 1024));
     let u = &c.upstreams[0];
     assert_eq!(u.retry_timeout, Some(Duration::from_secs(5)));

@@ -18,6 +18,9 @@ use super::values::{cidr, host_pattern, invalid_addr, path, Cx};
 
 /// hyper cannot read a request head with a buffer smaller than this.
 const MIN_HEADER_BUFFER: u64 = 8192;
+/// The most `max_headers` may be: hyper allocates room for this many
+/// headers for every request head it reads.
+const MAX_MAX_HEADERS: i64 = 1000;
 
 /// Validates `raw`, parsed from `source`; `file` only names the file in errors.
 ///
@@ -80,6 +83,12 @@ fn server(cx: &mut Cx<'_>, raw: RawServer) -> ServerSettings {
             "server.idle_timeout",
         )),
         max_header_size: cx.keep(max_header_size(cx, raw.max_header_size.as_ref())),
+        max_headers: cx.keep(cx.int(
+            raw.max_headers.as_ref(),
+            DEFAULT_MAX_HEADERS,
+            (1, Some(MAX_MAX_HEADERS)),
+            "server.max_headers",
+        )),
         max_body_size: cx.keep(cx.size(raw.max_body_size.as_ref(), "server.max_body_size")),
         body_read_timeout: cx.keep(cx.duration(
             raw.body_read_timeout.as_ref(),
@@ -377,12 +386,20 @@ fn upstream(cx: &mut Cx<'_>, raw: &RawUpstream, key: &str) -> UpstreamConfig {
         ));
     }
     let k = |field: &str| format!("{key}.{field}");
+    let balance = match raw.balance {
+        RawBalance::RoundRobin => Balance::RoundRobin,
+        RawBalance::LeastConn => Balance::LeastConn,
+        RawBalance::Hash => Balance::Hash,
+        RawBalance::RandomTwo => Balance::RandomTwo,
+    };
     UpstreamConfig {
         name: raw.name.get_ref().clone(),
-        balance: match raw.balance {
-            RawBalance::RoundRobin => Balance::RoundRobin,
-            RawBalance::LeastConn => Balance::LeastConn,
-        },
+        balance,
+        hash_key: hash_key(cx, raw, balance, &k("hash_key")),
+        sticky: raw
+            .sticky
+            .as_ref()
+            .and_then(|s| sticky(cx, s, &k("sticky"))),
         protocol: match raw.protocol {
             RawProtocol::Http1 => UpstreamProtocol::Http1,
             RawProtocol::H2c => UpstreamProtocol::H2c,
@@ -417,6 +434,92 @@ fn upstream(cx: &mut Cx<'_>, raw: &RawUpstream, key: &str) -> UpstreamConfig {
             .as_ref()
             .map(|hc| health_check(cx, hc.get_ref(), &k("health_check"))),
     }
+}
+
+/// `hash_key`: only with `balance = "hash"`, where it defaults to the client address.
+fn hash_key(cx: &mut Cx<'_>, raw: &RawUpstream, balance: Balance, key: &str) -> Option<HashKey> {
+    let Some(value) = &raw.hash_key else {
+        return (balance == Balance::Hash).then_some(HashKey::Ip);
+    };
+    if balance != Balance::Hash {
+        cx.record(cx.err(value.span(), key, "needs balance = \"hash\""));
+        return None;
+    }
+    let text = value.get_ref().as_str();
+    let parsed = match text.split_once(':') {
+        None => match text {
+            "ip" => Some(HashKey::Ip),
+            "uri" => Some(HashKey::Uri),
+            "path" => Some(HashKey::Path),
+            _ => None,
+        },
+        Some(("header", name)) => http::HeaderName::from_bytes(name.as_bytes())
+            .ok()
+            .map(HashKey::Header),
+        Some(("cookie", name)) => {
+            let token = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+            token.then(|| HashKey::Cookie(name.to_string()))
+        }
+        Some(_) => None,
+    };
+    if parsed.is_none() {
+        cx.record(cx.err(
+            value.span(),
+            key,
+            format!(
+                "invalid hash_key \"{text}\": expected ip, uri, path, header:NAME or cookie:NAME"
+            ),
+        ));
+    }
+    parsed
+}
+
+fn sticky(cx: &mut Cx<'_>, raw: &Spanned<RawSticky>, key: &str) -> Option<StickyConfig> {
+    let table = raw.get_ref();
+    let cookie = table
+        .cookie
+        .as_ref()
+        .map_or("weir_server", |c| c.get_ref().as_str());
+    // A cookie name is an RFC 9110 token.
+    let token = !cookie.is_empty()
+        && cookie
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+    if !token {
+        let span = table.cookie.as_ref().map_or(raw.span(), |c| c.span());
+        cx.record(cx.err(
+            span,
+            &format_args!("{key}.cookie"),
+            format!("invalid cookie name \"{cookie}\""),
+        ));
+        return None;
+    }
+    let same_site = match table.same_site {
+        RawSameSite::Lax => "Lax",
+        RawSameSite::Strict => "Strict",
+        RawSameSite::None => "None",
+    };
+    if same_site == "None" && !table.secure {
+        // Browsers refuse `SameSite=None` without `Secure`.
+        cx.record(cx.err(
+            raw.span(),
+            &format_args!("{key}.same_site"),
+            "same_site = \"none\" needs secure = true",
+        ));
+        return None;
+    }
+    let max_age =
+        cx.check(cx.optional_duration(table.max_age.as_ref(), &format_args!("{key}.max_age")))?;
+    Some(StickyConfig {
+        cookie: cookie.to_string(),
+        max_age,
+        secure: table.secure,
+        http_only: table.http_only.unwrap_or(true),
+        same_site,
+    })
 }
 
 fn server_entry(

@@ -3,6 +3,7 @@
 //! closes, parking it while idle, and graceful shutdown.
 
 use std::convert::Infallible;
+use std::fmt::Display;
 use std::future::{self, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -14,6 +15,7 @@ use futures_util::future::Either;
 use http::{Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use hyper::server::conn::http1::UpgradeableConnection;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
@@ -23,9 +25,10 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
-use super::deadlines::{is_head_timeout, Activity, Busy, TimedIo};
+use super::deadlines::{is_head_timeout, Activity, Busy, HeadTimedOut, TimedIo};
 use super::mode::{self, Mode};
 use super::parking::ClientIo;
+use super::refusal::{self, Unreadable};
 use super::ServeContext;
 use crate::body::BoxError;
 use crate::exchange::ResponseBody;
@@ -151,7 +154,7 @@ where
             activity.mark_multiplexed();
         }
         let inner = if redirect {
-            Either::Left(future::ready(mode::redirect(&req)))
+            Either::Left(future::ready(mode::redirect(req, &snapshot.load(), &info)))
         } else {
             Either::Right(proxy::handle(snapshot.load_full(), info.clone(), req))
         };
@@ -165,9 +168,6 @@ where
         Protocol::Http1 => false,
         Protocol::Auto | Protocol::Redirect => match io.starts_with_h2_preface().await {
             Ok(h2) => h2,
-            Err(error) if is_head_timeout(&error) => {
-                return head_timed_out(peer, &ctx);
-            }
             Err(error) => {
                 debug!(client = %peer, %error, "client connection ended before its first request");
                 return;
@@ -179,12 +179,12 @@ where
         io.activity().mark_multiplexed();
         serve_h2(io, service, &ctx).await
     } else {
-        serve_h1(io, service, &ctx).await
+        serve_h1(io, service, &ctx, peer).await
     };
     if let Err(e) = result {
-        if is_head_timeout(&e) {
-            head_timed_out(peer, &ctx);
-        } else if e.is_parse() || e.is_parse_too_large() {
+        if e.is_parse() || e.is_parse_too_large() {
+            // One hyper did not answer (an HTTP/2 preface on an HTTP/1.1
+            // connection), or whose answer could not be held back.
             info!(client = %peer, error = %e, "malformed request");
         } else if e.is_timeout() {
             info!(client = %peer, error = %e, "client timed out");
@@ -192,13 +192,6 @@ where
             debug!(client = %peer, error = %e, "client connection ended with an error");
         }
     }
-}
-
-/// A client that began a request head and did not finish it in time was
-/// answered 408: logged and counted.
-fn head_timed_out(peer: SocketAddr, ctx: &ServeContext) {
-    info!(client = %peer, "request head not finished within header_read_timeout; answered 408");
-    ctx.snapshot.load().stats.record_header_timeout();
 }
 
 /// A connection's request handler, as hyper's connections take it.
@@ -250,12 +243,14 @@ async fn serve_h1<I, S>(
     mut io: ClientIo<I>,
     mut service: S,
     ctx: &ServeContext,
+    peer: SocketAddr,
 ) -> hyper::Result<()>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Handler,
 {
     let activity = io.activity().clone();
+    io.hold_back_own_answers();
     // At most one round per time the client wakes a parked connection.
     loop {
         // Boxed, so that a parked connection's task is small.
@@ -264,13 +259,13 @@ where
                 .serve_connection(TokioIo::new(io), service)
                 .with_upgrades(),
         );
-        tokio::select! {
+        let ended = tokio::select! {
             biased;
-            result = &mut conn => return result,
+            result = &mut conn => Some(result),
             _ = ctx.shutdown.raised() => {
                 // Finish the request in progress with `Connection: close`; close if idle.
                 Pin::new(&mut *conn).graceful_shutdown();
-                return conn.await;
+                Some(conn.as_mut().await)
             }
             // The socket's timer asks by waking this task, which polls it.
             () = future::poll_fn(|_| match activity.take_park_request() {
@@ -279,8 +274,14 @@ where
             }) => {
                 // Idle: hyper stops at once, and `ClientIo` keeps the socket open.
                 Pin::new(&mut *conn).graceful_shutdown();
-                (&mut conn).await?;
+                conn.as_mut().await.err().map(Err)
             }
+        };
+        if let Some(result) = ended {
+            return match result {
+                Err(error) => refuse(*conn, error, ctx, peer).await,
+                Ok(()) => Ok(()),
+            };
         }
         let Some(parts) = conn.into_parts() else {
             return Ok(());
@@ -314,6 +315,44 @@ where
         }
         activity.resumed();
     }
+}
+
+/// A connection hyper ended with `error`: when hyper answered a head it
+/// could not read, that answer was held back, and weir sends its own. A head
+/// begun and not finished within `header_read_timeout`, which hyper does not
+/// answer, weir answers 408, as HAProxy does.
+async fn refuse<I, S>(
+    conn: UpgradeableConnection<TokioIo<ClientIo<I>>, S>,
+    error: hyper::Error,
+    ctx: &ServeContext,
+    peer: SocketAddr,
+) -> hyper::Result<()>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Handler,
+{
+    let Some(parts) = conn.into_parts() else {
+        return Err(error);
+    };
+    let mut io = parts.io.into_inner();
+    let (status, reason): (_, &(dyn Display + Sync)) = match io.take_held_answer() {
+        Some(status) => (status, &error),
+        // Only when every response is out: a 408 must not land in one.
+        None if is_head_timeout(&error) && io.activity().all_answered() => {
+            ctx.snapshot.load().stats.record_header_timeout();
+            (StatusCode::REQUEST_TIMEOUT, &HeadTimedOut)
+        }
+        None => return Err(error),
+    };
+    let what = Unreadable {
+        status,
+        reason,
+        head: &parts.read_buf,
+        peer,
+    };
+    // Boxed: rare, and it would make every connection's task larger.
+    Box::pin(refusal::answer(io, what, &ctx.snapshot.load())).await;
+    Ok(())
 }
 
 pin_project! {

@@ -7,9 +7,10 @@
 //! itself, in a wrapper around the socket (above TLS, so that it sees HTTP
 //! bytes) that knows whether a request is in progress.
 //!
-//! A client that sent part of a request head and then too little gets a
-//! `408 Request Timeout` with `Connection: close` before the connection
-//! closes, as HAProxy answers; one that sent nothing is closed silently.
+//! A client that sent part of a request head and then too little fails the
+//! read with [`HeadTimedOut`], so that the connection answers it 408 before
+//! closing, as HAProxy does (see [`super::refusal`]); one that sent nothing
+//! is closed silently.
 //!
 //! The same timer asks for an idle HTTP/1.1 connection to be parked once it
 //! has been quiet for [`PARK_AFTER`] (see [`super::parking`]): hyper's buffers
@@ -20,7 +21,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use atomic_waker::AtomicWaker;
@@ -34,21 +35,11 @@ const NONE: u64 = u64::MAX;
 /// before it is parked, its buffers released.
 pub const PARK_AFTER: Duration = Duration::from_secs(1);
 
-/// What a client whose request head timed out is told; the body is the
-/// short plain text of weir's other answers.
-const HEAD_TIMEOUT_ANSWER: &[u8] = b"HTTP/1.1 408 Request Timeout\r\n\
-    Content-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\n\
-    Connection: close\r\n\r\n408 Request Timeout\n";
-
-/// How long closing a timed-out connection may take: writing the 408, then
-/// reading what the client still sends until it closes, so that the close
-/// does not reset the connection and destroy the answer unread (RFC 9112 §9.6).
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
-
 /// The client began a request head and did not finish it within
-/// `header_read_timeout`; it was answered 408 and the connection closed.
+/// `header_read_timeout`: the read fails with it, and the connection
+/// answers 408 before it closes.
 #[derive(Debug, thiserror::Error)]
-#[error("request head not finished within header_read_timeout; answered 408")]
+#[error("request head not finished within header_read_timeout")]
 pub(super) struct HeadTimedOut;
 
 /// Whether `error`, or an error it wraps, is [`HeadTimedOut`].
@@ -96,6 +87,10 @@ pub struct Activity {
     multiplexed: AtomicBool,
     /// Parking an idle HTTP/1.1 connection: `SERVING`, `PARK_WANTED`, `PARKING`.
     park: AtomicU8,
+    /// HTTP/1.1: every response hyper was given has been flushed to the
+    /// socket and no request is in progress, so anything hyper writes now
+    /// is its own answer to a head it could not read (see `super::parking`).
+    answered: AtomicBool,
 }
 
 /// Counts one request in progress on a connection until dropped.
@@ -114,6 +109,7 @@ impl Activity {
             reader: AtomicWaker::new(),
             multiplexed: AtomicBool::new(false),
             park: AtomicU8::new(SERVING),
+            answered: AtomicBool::new(true),
         })
     }
 
@@ -122,7 +118,22 @@ impl Activity {
         self.busy.fetch_add(1, Ordering::Relaxed);
         self.head_since_ms.store(NONE, Ordering::Relaxed);
         self.head_begun.store(false, Ordering::Relaxed);
+        self.answered.store(false, Ordering::Relaxed);
         Busy(self.clone())
+    }
+
+    /// The socket was flushed. hyper flushes it once its own buffer is
+    /// empty, so with no request in progress every response is on its way.
+    pub fn on_flush(&self) {
+        if self.busy.load(Ordering::Relaxed) == 0 {
+            self.answered.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether every response hyper was given is on its way and no request
+    /// has begun since.
+    pub fn all_answered(&self) -> bool {
+        self.answered.load(Ordering::Relaxed)
     }
 
     /// The connection speaks HTTP/2.
@@ -152,9 +163,9 @@ impl Activity {
         }
     }
 
-    /// Whether a head that times out now is answered 408: part of one
-    /// arrived, and the connection speaks HTTP/1.1.
-    fn answers_head_timeout(&self) -> bool {
+    /// Whether part of the next request head has arrived on an HTTP/1.1
+    /// connection: if it times out, the read fails with [`HeadTimedOut`].
+    fn began_a_head(&self) -> bool {
         self.head_begun.load(Ordering::Relaxed) && !self.multiplexed.load(Ordering::Relaxed)
     }
 
@@ -244,27 +255,6 @@ pub struct TimedIo<T> {
     /// The timer, armed for `armed_at`.
     sleep: Pin<Box<Sleep>>,
     armed_at: Option<Instant>,
-    /// Everything hyper wrote has been flushed: a 408 written now cannot land
-    /// in the middle of a response.
-    flushed: bool,
-    /// Closing after a deadline passed; `None` while serving.
-    closing: Option<Closing>,
-}
-
-/// The steps of closing a connection whose deadline passed, each bounded by
-/// [`CLOSE_GRACE`] in all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Closing {
-    /// Writing the 408 (this many bytes written so far), then flushing and
-    /// shutting down the write side.
-    Answering(usize),
-    /// Reading and dropping what the client still sends, until it closes.
-    Lingering,
-    /// Every read fails; `answered` when the client was due a 408.
-    Closed {
-        /// The connection closes for [`HeadTimedOut`].
-        answered: bool,
-    },
 }
 
 impl<T> TimedIo<T> {
@@ -282,95 +272,17 @@ impl<T> TimedIo<T> {
             header_timeout,
             sleep: Box::pin(tokio::time::sleep(header_timeout)),
             armed_at: None,
-            flushed: true,
-            closing: None,
         }
     }
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin> TimedIo<T> {
-    /// The deadline passed: answer 408 first when the client sent part of a
-    /// head, else just fail reads.
-    fn begin_closing(&mut self) {
-        if self.flushed && self.activity.answers_head_timeout() {
-            let grace = Instant::now() + CLOSE_GRACE;
-            self.sleep.as_mut().reset(grace);
-            self.armed_at = Some(grace);
-            self.closing = Some(Closing::Answering(0));
-        } else {
-            self.closing = Some(Closing::Closed { answered: false });
-        }
-    }
-
-    /// Takes the closing steps as far as they go now; the read fails once
-    /// they are done, failed or out of time.
-    fn poll_closing(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // At most one pass per step.
-        loop {
-            let step = match self.closing {
-                Some(Closing::Answering(_)) => self.poll_answer(cx),
-                Some(Closing::Lingering) => self.poll_linger(cx),
-                Some(Closing::Closed { answered: true }) => {
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, HeadTimedOut)))
-                }
-                Some(Closing::Closed { answered: false }) | None => {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "client connection timed out",
-                    )))
-                }
-            };
-            let next = match (step, self.closing) {
-                (Poll::Pending, _) if self.sleep.as_mut().poll(cx).is_pending() => {
-                    return Poll::Pending
-                }
-                (Poll::Ready(Ok(())), Some(Closing::Answering(_))) => Closing::Lingering,
-                _ => Closing::Closed { answered: true },
-            };
-            self.closing = Some(next);
-        }
-    }
-
-    /// Writes what is left of the 408, flushes it and shuts down the write side.
-    fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while let Some(Closing::Answering(written)) = self.closing {
-            let Some(rest) = HEAD_TIMEOUT_ANSWER.get(written..).filter(|r| !r.is_empty()) else {
-                break;
-            };
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, rest))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.closing = Some(Closing::Answering(written + n));
-        }
-        ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    /// Reads and drops what the client still sends, until it closes.
-    fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut scratch = [0u8; 512];
-        // Bounded by CLOSE_GRACE: each pass drops bytes the client sent.
-        loop {
-            let mut buf = ReadBuf::new(&mut scratch);
-            ready!(Pin::new(&mut self.inner).poll_read(cx, &mut buf))?;
-            if buf.filled().is_empty() {
-                return Poll::Ready(Ok(()));
-            }
-        }
-    }
-}
-
-impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
+impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.closing.is_some() {
-            return this.poll_closing(cx);
-        }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
@@ -403,10 +315,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
                         cx.waker().wake_by_ref();
                         Poll::Pending
                     }
-                    Poll::Ready(()) => {
-                        this.begin_closing();
-                        this.poll_closing(cx)
+                    Poll::Ready(()) if this.activity.began_a_head() => {
+                        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, HeadTimedOut)))
                     }
+                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "client connection timed out",
+                    ))),
                     Poll::Pending => Poll::Pending,
                 }
             }
@@ -414,40 +329,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
     }
 }
 
-/// Writes pass through; they only note whether all of hyper's bytes are out.
 impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let written = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
-        this.flushed &= written == 0;
-        Poll::Ready(Ok(written))
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let written = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs))?;
-        this.flushed &= written == 0;
-        Poll::Ready(Ok(written))
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
-        this.flushed = true;
-        Poll::Ready(Ok(()))
-    }
+    write_through!(inner);
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
@@ -488,16 +371,6 @@ mod tests {
         client.write_all(bytes).await.expect("write");
         let mut buf = vec![0u8; bytes.len()];
         io.read_exact(&mut buf).await.expect("read");
-    }
-
-    /// Whatever the client can read without waiting.
-    async fn readable_now(client: &mut DuplexStream) -> Vec<u8> {
-        let mut got = vec![0u8; 1024];
-        match tokio::time::timeout(Duration::ZERO, client.read(&mut got)).await {
-            Ok(Ok(n)) => got.truncate(n),
-            _ => got.clear(),
-        }
-        got
     }
 
     #[tokio::test(start_paused = true)]
@@ -567,66 +440,39 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_first_byte_of_a_head_starts_the_header_timeout_and_earns_a_408() {
+    async fn the_first_byte_of_a_head_starts_the_header_timeout() {
         let (mut io, mut client, activity) = pair();
         drop(activity.begin());
         tokio::time::advance(Duration::from_secs(30)).await;
         client_sends(&mut io, &mut client, b"G").await;
-        // The client reads the answer to its end, then closes.
-        let answer = tokio::spawn(async move {
-            let mut got = Vec::new();
-            client.read_to_end(&mut got).await.expect("read");
-            got
-        });
         let (waited, err) = timeout_error(&mut io).await;
-        assert_eq!(waited, HEADER, "closed as soon as the client closed");
-        assert!(is_head_timeout(&err), "{err}");
-        let answer = answer.await.expect("client task");
-        assert_eq!(answer, HEAD_TIMEOUT_ANSWER);
-        let text = String::from_utf8_lossy(&answer);
-        assert!(
-            text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
-            "{text}"
-        );
-        assert!(text.ends_with("\r\n\r\n408 Request Timeout\n"), "{text}");
+        assert_eq!(waited, HEADER);
+        assert!(is_head_timeout(&err), "to be answered 408: {err}");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_client_that_sent_nothing_is_closed_without_an_answer() {
+    async fn a_client_that_sent_nothing_times_out_without_a_head() {
         // A new connection, then an idle keep-alive one.
         for (keep_alive, limit) in [(false, HEADER), (true, IDLE)] {
-            let (mut io, mut client, activity) = pair();
+            let (mut io, _client, activity) = pair();
             if keep_alive {
                 drop(activity.begin());
             }
             let (waited, err) = timeout_error(&mut io).await;
             assert_eq!(waited, limit);
-            assert!(!is_head_timeout(&err));
-            assert_eq!(readable_now(&mut client).await, b"");
+            assert!(!is_head_timeout(&err), "closed without an answer");
         }
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_client_that_neither_reads_nor_closes_is_closed_after_the_grace() {
-        // Room for less than the answer: the write waits for the client.
-        let (server, mut client) = tokio::io::duplex(16);
-        let activity = Activity::new();
-        let mut io = TimedIo::new(server, activity, IDLE, HEADER);
-        client_sends(&mut io, &mut client, b"GET / HTTP/1.1\r\n").await;
-        let (waited, err) = timeout_error(&mut io).await;
-        assert_eq!(waited, HEADER + CLOSE_GRACE);
-        assert!(is_head_timeout(&err));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_408_never_lands_in_a_response_not_yet_flushed() {
+    async fn an_http2_connection_has_no_head_to_answer() {
+        // Its preface read before it is known for HTTP/2, then nothing.
         let (mut io, mut client, activity) = pair();
-        drop(activity.begin());
-        io.write_all(b"HTTP/1.1 200 OK\r\n").await.expect("write");
-        client_sends(&mut io, &mut client, b"G").await;
-        let (_, err) = timeout_error(&mut io).await;
+        client_sends(&mut io, &mut client, b"PRI * HTTP/2.0\r\n").await;
+        activity.mark_multiplexed();
+        let (waited, err) = timeout_error(&mut io).await;
+        assert_eq!(waited, HEADER);
         assert!(!is_head_timeout(&err));
-        assert_eq!(readable_now(&mut client).await, b"HTTP/1.1 200 OK\r\n");
     }
 
     /// Reads with a deadline of `within`; true when the read was still pending.

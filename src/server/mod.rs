@@ -8,12 +8,14 @@
 //! - `tls`: certificates and the rustls server configuration.
 //! - `deadlines`: `header_read_timeout` and `idle_timeout`, kept on the socket.
 //! - `parking`: idle HTTP/1.1 connections without hyper's buffers.
+//! - `refusal`: weir's own answer to a request head hyper cannot read.
 
 mod accept;
 mod connection;
 mod deadlines;
 pub(crate) mod mode;
 mod parking;
+mod refusal;
 pub mod tls;
 
 use std::sync::Arc;
@@ -24,7 +26,7 @@ use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Semaphore;
 
-use crate::config::ServerSettings;
+use crate::config::{ServerSettings, DEFAULT_MAX_HEADERS};
 use crate::runtime::Workers;
 use crate::shutdown::Shutdown;
 use crate::snapshot::Snapshot;
@@ -34,9 +36,6 @@ pub use accept::{listening_socket, LISTEN_BACKLOG};
 
 /// Concurrent HTTP/2 streams per client connection (SETTINGS_MAX_CONCURRENT_STREAMS).
 pub(crate) const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
-/// Largest HTTP/2 header list accepted, in bytes (SETTINGS_MAX_HEADER_LIST_SIZE);
-/// as large as the HTTP/1.1 read buffer, so both protocols admit the same heads.
-pub(crate) const H2_MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
 
 /// What every client connection shares.
 #[derive(Debug)]
@@ -75,11 +74,20 @@ impl ServeContext {
         // otherwise reads the socket after every request head to look for
         // that FIN, and since the head's bytes are still in use it allocates
         // a fresh 8 KiB read buffer for it: ~900 instructions per request.
+        // max_header_size is exact: hyper measures the head itself, request
+        // line to blank line. The read buffer only has to hold it; on its
+        // own, a buffer limit lets through heads a read's worth larger.
         http1
             .keep_alive(true)
             .half_close(true)
             .header_read_timeout(None)
+            .max_header_size(settings.max_header_size)
             .max_buf_size(settings.max_header_size);
+        // hyper's default, kept on the stack; any other count costs it a heap
+        // allocation per request head.
+        if settings.max_headers != DEFAULT_MAX_HEADERS {
+            http1.max_headers(settings.max_headers);
+        }
         // h2's defaults against rapid reset (CVE-2023-44487: 20 pending
         // accept resets) and local error resets (1024) stay on, set here
         // explicitly so an upgrade of hyper cannot silently loosen them.
@@ -87,7 +95,7 @@ impl ServeContext {
         http2
             .timer(TokioTimer::new())
             .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
-            .max_header_list_size(H2_MAX_HEADER_LIST_SIZE)
+            .max_header_list_size(h2_max_header_list_size(settings.max_header_size))
             .max_pending_accept_reset_streams(20)
             .max_local_error_reset_streams(1024)
             .keep_alive_interval(Duration::from_secs(30))
@@ -103,4 +111,12 @@ impl ServeContext {
             workers,
         }
     }
+}
+
+/// SETTINGS_MAX_HEADER_LIST_SIZE for `max_header_size` (RFC 9113 §6.5.2: the
+/// header list's size, each field's name and value plus 32 bytes). The h2
+/// crate refuses a list that *reaches* its setting, so it gets one byte more:
+/// a list of exactly `max_header_size` passes.
+fn h2_max_header_list_size(max_header_size: usize) -> u32 {
+    u32::try_from(max_header_size.saturating_add(1)).unwrap_or(u32::MAX)
 }

@@ -10,11 +10,12 @@ use arc_swap::ArcSwap;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use tokio_rustls::rustls::ServerConfig;
-use tracing::{error, info};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{ConfigError, ListenerConfig};
-use crate::exchange::{Exchange, ResponseBody};
-use crate::proxy::plain_response;
+use crate::exchange::ResponseBody;
+use crate::proxy::{plain_response, unrouted_exchange, ConnInfo};
+use crate::snapshot::Snapshot;
 
 /// How a listener serves a connection it accepted.
 #[derive(Debug, Clone)]
@@ -58,40 +59,53 @@ pub fn reload(shared: &SharedMode, config: &ListenerConfig) {
     }
 }
 
-/// The 301 a `redirect_https` listener answers every request with:
-/// `https://{host without port}{path and query}` (400 without a usable host).
-pub fn redirect<B>(req: &Request<B>) -> Response<ResponseBody> {
-    let host = req
-        .uri()
+/// The 301 a `redirect_https` listener answers every request with (400
+/// without a usable host). Both are access-logged and counted under the
+/// unrouted upstream `""`; the 400 is also logged with its reason.
+pub(crate) fn redirect<B>(
+    req: Request<B>,
+    snapshot: &Snapshot,
+    conn: &ConnInfo,
+) -> Response<ResponseBody> {
+    let (parts, _body) = req.into_parts();
+    let Some(location) = https_location(&parts) else {
+        let status = StatusCode::BAD_REQUEST;
+        warn!(status = status.as_u16(), client = %conn.peer, method = %parts.method,
+            path = parts.uri.path(), reason = "no host to redirect to", "request failed");
+        return plain_response(status, unrouted_exchange(snapshot, conn, &parts, status));
+    };
+    let status = StatusCode::MOVED_PERMANENTLY;
+    debug!(client = %conn.peer, ?location, "redirected to HTTPS");
+    let exchange = unrouted_exchange(snapshot, conn, &parts, status);
+    let mut resp = plain_response(status, exchange);
+    resp.headers_mut().insert(header::LOCATION, location);
+    resp
+}
+
+/// `https://{host without port}{path and query}`, the host from an
+/// absolute-form target or else `Host`; `None` without a usable host.
+fn https_location(parts: &http::request::Parts) -> Option<HeaderValue> {
+    let host = parts
+        .uri
         .host()
         .map(str::to_owned)
         .or_else(|| {
-            let value = req.headers().get(header::HOST)?.to_str().ok()?;
+            let value = parts.headers.get(header::HOST)?.to_str().ok()?;
             let authority: http::uri::Authority = value.parse().ok()?;
             Some(authority.host().to_owned())
         })
-        .filter(|h| !h.is_empty());
-    let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let location = host.and_then(|h| HeaderValue::from_str(&format!("https://{h}{path}")).ok());
-    let Some(location) = location else {
-        return plain_response(StatusCode::BAD_REQUEST, Exchange::default());
-    };
-    let mut resp = plain_response(StatusCode::MOVED_PERMANENTLY, Exchange::default());
-    resp.headers_mut().insert(header::LOCATION, location);
-    resp
+        .filter(|h| !h.is_empty())?;
+    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    HeaderValue::from_str(&format!("https://{host}{path}")).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn location(req: Request<()>) -> (StatusCode, Option<String>) {
-        let resp = redirect(&req);
-        let loc = resp
-            .headers()
-            .get(header::LOCATION)
-            .map(|v| v.to_str().expect("ascii").to_owned());
-        (resp.status(), loc)
+    fn location(req: Request<()>) -> Option<String> {
+        let (parts, ()) = req.into_parts();
+        https_location(&parts).map(|v| v.to_str().expect("ascii").to_owned())
     }
 
     #[test]
@@ -101,11 +115,8 @@ mod tests {
             .body(())
             .expect("request");
         assert_eq!(
-            location(req),
-            (
-                StatusCode::MOVED_PERMANENTLY,
-                Some("https://Example.com/a/b?c=1".into())
-            )
+            location(req).as_deref(),
+            Some("https://Example.com/a/b?c=1")
         );
     }
 
@@ -115,17 +126,17 @@ mod tests {
             .header("host", "other.test")
             .body(())
             .expect("request");
-        assert_eq!(location(req).1.as_deref(), Some("https://site.test/x"));
+        assert_eq!(location(req).as_deref(), Some("https://site.test/x"));
     }
 
     #[test]
-    fn redirect_without_host_is_a_bad_request() {
+    fn redirect_without_a_usable_host_has_no_location() {
         let req = Request::get("/").body(()).expect("request");
-        assert_eq!(location(req), (StatusCode::BAD_REQUEST, None));
+        assert_eq!(location(req), None);
         let req = Request::get("/")
             .header("host", "bad host")
             .body(())
             .expect("request");
-        assert_eq!(location(req).0, StatusCode::BAD_REQUEST);
+        assert_eq!(location(req), None);
     }
 }

@@ -9,6 +9,14 @@
 //! buffer at all. The bytes that wake it up are handed to a fresh hyper
 //! connection ahead of the socket, like the bytes read to tell HTTP/2 from
 //! HTTP/1.1.
+//!
+//! On HTTP/1.1 it also holds back hyper's own answers. To a request head it
+//! cannot read (malformed, or over `max_header_size` or `max_headers`),
+//! hyper answers an empty 400 or 431 by itself, and only then reports the
+//! error. Such an answer is the only thing hyper writes when every response
+//! it was given has been flushed and no request has begun since
+//! ([`Activity::all_answered`]); the socket keeps it back, and weir sends
+//! its own in its place (see `super::refusal`).
 
 use std::io;
 use std::pin::Pin;
@@ -16,6 +24,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
+use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 use super::deadlines::Activity;
@@ -24,6 +33,8 @@ use super::deadlines::Activity;
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// The most a parked connection reads when its client wakes it up; hyper reads the rest.
 const WAKE_READ: usize = 1024;
+/// How much of an answer hyper wrote on its own is kept: enough for its status line.
+const HELD_MAX: usize = 256;
 
 /// A client socket with bytes already read from it put back in front.
 #[derive(Debug)]
@@ -32,6 +43,10 @@ pub struct ClientIo<I> {
     /// Read from the socket but not yet by hyper.
     unread: Bytes,
     activity: Arc<Activity>,
+    /// HTTP/1.1: hyper's own answers are held back.
+    hold_back: bool,
+    /// The start of an answer hyper wrote on its own, kept from the client.
+    held: Vec<u8>,
 }
 
 impl<I: AsyncRead + Unpin> ClientIo<I> {
@@ -41,6 +56,8 @@ impl<I: AsyncRead + Unpin> ClientIo<I> {
             inner,
             unread: Bytes::new(),
             activity,
+            hold_back: false,
+            held: Vec::new(),
         }
     }
 
@@ -104,6 +121,43 @@ impl<I: AsyncRead + Unpin> ClientIo<I> {
     }
 }
 
+impl<I> ClientIo<I> {
+    /// From now on, keeps back what hyper writes on its own (HTTP/1.1 only:
+    /// an HTTP/2 connection writes frames of its own all the time).
+    pub fn hold_back_own_answers(&mut self) {
+        self.hold_back = true;
+    }
+
+    /// The status of the answer hyper wrote on its own and that was held
+    /// back, if any; from now on nothing more is held back.
+    pub fn take_held_answer(&mut self) -> Option<StatusCode> {
+        self.hold_back = false;
+        if self.held.is_empty() {
+            return None;
+        }
+        let held = std::mem::take(&mut self.held);
+        let mut headers = [httparse::EMPTY_HEADER; 4];
+        let mut answer = httparse::Response::new(&mut headers);
+        // Only the status line is needed; what follows may not fit in `HELD_MAX`.
+        let _ = answer.parse(&held);
+        // hyper answers only with statuses it can write; should one not
+        // parse, the client still gets an answer.
+        let status = answer.code.and_then(|c| StatusCode::from_u16(c).ok());
+        Some(status.unwrap_or(StatusCode::BAD_REQUEST))
+    }
+
+    /// Whether what hyper writes now is kept from the client.
+    fn holds_back(&self) -> bool {
+        self.hold_back && (!self.held.is_empty() || self.activity.all_answered())
+    }
+
+    fn hold(&mut self, bytes: &[u8]) {
+        let room = HELD_MAX.saturating_sub(self.held.len());
+        self.held
+            .extend_from_slice(bytes.get(..room).unwrap_or(bytes));
+    }
+}
+
 impl<I: AsyncRead + Unpin> AsyncRead for ClientIo<I> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -128,13 +182,54 @@ impl<I: AsyncRead + Unpin> AsyncRead for ClientIo<I> {
 }
 
 impl<I: AsyncWrite + Unpin> AsyncWrite for ClientIo<I> {
-    write_through!(inner);
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.holds_back() {
+            this.hold(buf);
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.holds_back() {
+            bufs.iter().for_each(|b| this.hold(b));
+            return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.held.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
+        if this.hold_back {
+            this.activity.on_flush();
+        }
+        Poll::Ready(Ok(()))
+    }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.activity.is_parking() {
-            // hyper is done with the connection, the client is not: no FIN
-            // (nor TLS close_notify, this being outside TLS).
+        // Parking: hyper is done with the connection, the client is not: no
+        // FIN (nor TLS close_notify, this being outside TLS). An answer held
+        // back: weir's own goes out first.
+        if this.activity.is_parking() || !this.held.is_empty() {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.inner).poll_shutdown(cx)
@@ -209,6 +304,58 @@ mod tests {
         let mut buf = [0u8; 64];
         let n = io.read(&mut buf).await.expect("read");
         assert_eq!(&buf[..n], b"GET / HTTP/1.1");
+    }
+
+    /// What the client has received so far, without waiting for more.
+    async fn received(client: &mut DuplexStream) -> Vec<u8> {
+        let mut buf = vec![0u8; 1024];
+        match tokio::time::timeout(std::time::Duration::from_millis(10), client.read(&mut buf))
+            .await
+        {
+            Ok(n) => buf[..n.expect("read")].to_vec(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn hypers_own_answer_is_held_back_once_every_response_is_flushed() {
+        let (mut io, mut client) = pair();
+        io.hold_back_own_answers();
+        let busy = io.activity().clone().begin();
+        io.write_all(b"HTTP/1.1 200 OK\r\n\r\n")
+            .await
+            .expect("write");
+        drop(busy);
+        // The response's end, written after its body was done but before the flush.
+        io.write_all(b"tail").await.expect("write");
+        io.flush().await.expect("flush");
+        assert_eq!(received(&mut client).await, b"HTTP/1.1 200 OK\r\n\r\ntail");
+
+        let own = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n\r\n";
+        io.write_all(own).await.expect("write");
+        io.flush().await.expect("flush");
+        io.shutdown().await.expect("shutdown");
+        assert_eq!(received(&mut client).await, b"", "held back, and no FIN");
+        assert_eq!(
+            io.take_held_answer(),
+            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        );
+        io.write_all(b"weir's").await.expect("write");
+        assert_eq!(received(&mut client).await, b"weir's");
+    }
+
+    #[tokio::test]
+    async fn nothing_is_held_back_unless_asked_or_while_a_request_is_in_progress() {
+        let (mut io, mut client) = pair();
+        io.write_all(b"frames").await.expect("write");
+        io.flush().await.expect("flush");
+        assert_eq!(received(&mut client).await, b"frames", "HTTP/2: never");
+        io.hold_back_own_answers();
+        let _busy = io.activity().clone().begin();
+        io.flush().await.expect("flush");
+        io.write_all(b"100 Continue").await.expect("write");
+        assert_eq!(received(&mut client).await, b"100 Continue");
+        assert_eq!(io.take_held_answer(), None);
     }
 
     #[tokio::test]

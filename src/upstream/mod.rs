@@ -12,7 +12,8 @@ pub(crate) use sender::{for_h2, handshake_h2};
 pub(crate) use state::InFlightGuard;
 pub use state::{Health, ServerState};
 
-use crate::balance::{Candidate, Selector};
+use crate::affinity::{self, Affinity};
+use crate::balance::{stable_hash, Candidate, Selector};
 use crate::config::{ServerConfig, UpstreamConfig};
 use crate::stats::UpstreamStats;
 
@@ -42,6 +43,10 @@ pub struct Server {
     pub(crate) pool: Arc<Pool>,
     /// The upstream's `slow_start` window.
     slow_start: Option<std::time::Duration>,
+    /// Identity for consistent hashing: a stable hash of the address.
+    id: u64,
+    /// With `sticky`: the server's cookie identity and the `Set-Cookie` naming it.
+    pub(crate) sticky: Option<(u64, http::HeaderValue)>,
 }
 
 impl Server {
@@ -62,6 +67,9 @@ impl Candidate for Server {
     }
     fn in_flight(&self) -> u64 {
         self.state.in_flight()
+    }
+    fn id(&self) -> u64 {
+        self.id
     }
 }
 
@@ -87,6 +95,9 @@ impl Candidate for Untried<'_> {
     }
     fn in_flight(&self) -> u64 {
         self.server.in_flight()
+    }
+    fn id(&self) -> u64 {
+        self.server.id
     }
 }
 
@@ -120,6 +131,11 @@ impl Upstream {
                     state,
                     pool,
                     slow_start: config.slow_start,
+                    id: stable_hash(server.addr.to_string().as_bytes()),
+                    sticky: config.sticky.as_ref().map(|sticky| {
+                        let id = affinity::sticky_id(&config.name, server.addr);
+                        (id, affinity::set_cookie(sticky, id))
+                    }),
                 }
             })
             .collect();
@@ -162,10 +178,24 @@ impl Upstream {
         }
     }
 
-    /// Picks a usable server that is not in `tried` (indices of earlier attempts).
-    pub(crate) fn pick(&self, tried: &[usize]) -> Option<usize> {
+    /// Picks a usable server that is not in `tried` (indices of earlier
+    /// attempts): the one the sticky cookie names while it is usable, else by
+    /// the balancing algorithm (with the request's hashed key for `hash`).
+    pub(crate) fn pick(&self, tried: &[usize], affinity: Affinity) -> Option<usize> {
+        if let Some(id) = affinity.sticky {
+            let named = self
+                .servers
+                .iter()
+                .position(|s| s.sticky.as_ref().is_some_and(|(sid, _)| *sid == id));
+            if let Some(i) = named.filter(|i| !tried.contains(i)) {
+                if self.servers[i].health().usable() {
+                    return Some(i);
+                }
+            }
+        }
+        let key = affinity.hash;
         if tried.is_empty() {
-            if let Some(index) = self.selector.select(&self.servers) {
+            if let Some(index) = self.selector.select_keyed(&self.servers, key) {
                 return Some(index);
             }
             // Without slow_start nothing can have declined the pick.
@@ -184,8 +214,8 @@ impl Upstream {
         };
         // Ramping servers may all decline a pick; then any usable one will do.
         self.selector
-            .select(&view(true))
-            .or_else(|| self.selector.select(&view(false)))
+            .select_keyed(&view(true), key)
+            .or_else(|| self.selector.select_keyed(&view(false), key))
     }
 }
 
@@ -205,6 +235,8 @@ mod tests {
 
     fn upstream(slow_start: Option<Duration>) -> Upstream {
         let config = UpstreamConfig {
+            hash_key: None,
+            sticky: None,
             name: "app".into(),
             balance: Balance::RoundRobin,
             servers: ["127.0.0.1:3000", "127.0.0.1:3001"]
@@ -237,8 +269,8 @@ mod tests {
         let same = Upstream::new(old.config.clone(), Some(&old));
         assert!(Arc::ptr_eq(&old.selector, &same.selector));
         // Rotation goes on where it was.
-        let next = same.pick(&[]);
-        assert_ne!(old.pick(&[]), next);
+        let next = same.pick(&[], Affinity::default());
+        assert_ne!(old.pick(&[], Affinity::default()), next);
 
         let mut reweighted = old.config.clone();
         reweighted.servers[1].weight = 2;
@@ -252,7 +284,9 @@ mod tests {
     }
 
     fn share_of_first(up: &Upstream, picks: usize) -> f64 {
-        let first = (0..picks).filter(|_| up.pick(&[]) == Some(0)).count();
+        let first = (0..picks)
+            .filter(|_| up.pick(&[], Affinity::default()) == Some(0))
+            .count();
         first as f64 / picks as f64
     }
 
@@ -278,7 +312,7 @@ mod tests {
         up.servers[1].state.set_draining(true);
         up.servers[0].state.set_active_up(false);
         up.servers[0].state.set_active_up(true);
-        assert!((0..100).all(|_| up.pick(&[]) == Some(0)));
+        assert!((0..100).all(|_| up.pick(&[], Affinity::default()) == Some(0)));
     }
 
     #[test]

@@ -6,15 +6,19 @@
 //! - [`proxy`]: the daemon under test, its reload and shutdown controls.
 //! - [`clients`]: HTTP clients, bodies and a steady load.
 //! - [`config`]: TOML texts for the proxy.
+//! - [`process`]: the real `weir` binary as a child process.
 //! - [`metrics`]: `/metrics` parsed, and samples looked up by labels.
 //! - [`raw`]: a raw-socket client that may misbehave, and a backend that
 //!   records the bytes it receives.
+//! - [`logs`]: the proxy's access log lines and diagnostic log lines.
 #![allow(dead_code)]
 
 mod backends;
 mod clients;
 mod config;
+mod logs;
 mod metrics;
+mod process;
 mod proxy;
 mod raw;
 
@@ -30,7 +34,9 @@ pub use self::{
         TestClient,
     },
     config::{config_with, one_upstream, server, with_admin, with_server_keys},
+    logs::{capture_logs, log_lines, Logs},
     metrics::{metric_value, scrape},
+    process::{write_config, Running, WEIR},
     proxy::{free_port, spawn_proxy, spawn_proxy_at, spawn_proxy_on, wait_until, Proxy},
     raw::{raw_exchange, spawn_recording_backend, RawClient, RawResponse, RecordingBackend},
 };
