@@ -244,18 +244,13 @@ async fn over_tls_the_408_for_an_unfinished_head_is_encrypted() {
     );
     let (_proxy, addrs) = spawn_proxy_at(&toml, &["127.0.0.1:0"]).await;
     let client = verifying_client(&pki.ca, &[b"http/1.1"]);
-    let mut tls = tls_connect(addrs[0], "site.test", client)
+    let mut tls = tls_connect(addrs[0], "site.test", client.clone())
         .await
         .expect("handshake");
     tls.write_all(b"GET / HTTP/1.1\r\nHost: site.test\r\n")
         .await
         .expect("write");
-    let mut answer = Vec::new();
-    // The close may come as a reset once the answer is read.
-    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer))
-        .await
-        .expect("closed within 10 s");
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = String::from_utf8_lossy(&read_to_close(&mut tls).await).into_owned();
     assert!(
         answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
         "{answer:?}"
@@ -265,4 +260,21 @@ async fn over_tls_the_408_for_an_unfinished_head_is_encrypted() {
         "{answer:?}"
     );
     assert_eq!(app.hits(), 0);
+
+    // The handshake is not part of a head: a client that sent nothing after
+    // it is closed without an answer.
+    let mut silent = tls_connect(addrs[0], "site.test", client)
+        .await
+        .expect("handshake");
+    assert_eq!(read_to_close(&mut silent).await, b"");
+}
+
+/// What the peer sends until it closes (a reset after the last byte counts
+/// as the close).
+async fn read_to_close(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Vec<u8> {
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut got))
+        .await
+        .expect("closed within 10 s");
+    got
 }

@@ -49,6 +49,12 @@ pub(super) async fn serve(
     // Deadlines run from the accept: a TLS handshake and the first request
     // head together get `header_read_timeout`, however the protocol is detected.
     let activity = Activity::new();
+    let stream = TimedIo::new(
+        stream,
+        activity.clone(),
+        ctx.idle_timeout,
+        ctx.header_read_timeout,
+    );
     let conn = Conn {
         peer,
         ctx,
@@ -56,15 +62,19 @@ pub(super) async fn serve(
         activity,
     };
     match &*mode {
-        Mode::Plain => serve_http(conn.timed(stream), conn, Protocol::Auto).await,
-        Mode::RedirectHttps => serve_http(conn.timed(stream), conn, Protocol::Redirect).await,
+        Mode::Plain => serve_http(stream, conn, Protocol::Auto).await,
+        Mode::RedirectHttps => serve_http(stream, conn, Protocol::Redirect).await,
         // Boxed: the TLS state would otherwise make every connection's task,
         // plain ones included, as large as a TLS connection's.
         Mode::Tls(config) => Box::pin(serve_tls(stream, conn, config.clone())).await,
     }
 }
 
-async fn serve_tls(stream: TcpStream, conn: Conn, config: Arc<tokio_rustls::rustls::ServerConfig>) {
+async fn serve_tls(
+    stream: TimedIo<TcpStream>,
+    conn: Conn,
+    config: Arc<tokio_rustls::rustls::ServerConfig>,
+) {
     // A client that never finishes its handshake holds a connection slot,
     // so the handshake is bounded like a request head.
     let accept = TlsAcceptor::from(config).accept(stream);
@@ -83,7 +93,7 @@ async fn serve_tls(stream: TcpStream, conn: Conn, config: Arc<tokio_rustls::rust
         Some(b"h2") => Protocol::H2,
         _ => Protocol::Http1,
     };
-    serve_http(conn.timed(tls), conn, protocol).await;
+    serve_http(tls, conn, protocol).await;
 }
 
 /// Which HTTP a connection speaks, as far as weir knows before reading it.
@@ -107,19 +117,6 @@ struct Conn {
     permit: Arc<OwnedSemaphorePermit>,
     /// Whether a request is in progress, for the header and idle deadlines.
     activity: Arc<Activity>,
-}
-
-impl Conn {
-    /// `io` under the connection's deadlines. Above TLS, so that they see
-    /// HTTP bytes and a 408 goes out encrypted.
-    fn timed<I>(&self, io: I) -> TimedIo<I> {
-        TimedIo::new(
-            io,
-            self.activity.clone(),
-            self.ctx.idle_timeout,
-            self.ctx.header_read_timeout,
-        )
-    }
 }
 
 async fn serve_http<I>(io: I, conn: Conn, protocol: Protocol)
@@ -175,8 +172,6 @@ where
         },
     };
     let result = if h2 {
-        // Bytes before its first stream are not an HTTP/1.1 head to answer.
-        io.activity().mark_multiplexed();
         serve_h2(io, service, &ctx).await
     } else {
         serve_h1(io, service, &ctx, peer).await

@@ -4,8 +4,8 @@
 //!
 //! hyper's own header timer also runs while a connection is idle, which would
 //! cut idle connections at the header timeout; so weir keeps both deadlines
-//! itself, in a wrapper around the socket (above TLS, so that it sees HTTP
-//! bytes) that knows whether a request is in progress.
+//! itself, in a wrapper around the socket that knows whether a request is in
+//! progress.
 //!
 //! A client that sent part of a request head and then too little fails the
 //! read with [`HeadTimedOut`], so that the connection answers it 408 before
@@ -76,8 +76,9 @@ pub struct Activity {
     /// When the first byte of the next request head arrived, or `NONE`. A
     /// new connection's head is due from the accept, so it starts at 0.
     head_since_ms: AtomicU64,
-    /// Bytes of the next request head have arrived: if it times out, the
-    /// client is answered 408 rather than just disconnected.
+    /// Bytes have arrived since the last request began (under TLS, a record
+    /// of any kind): if the head times out, the read fails with
+    /// [`HeadTimedOut`], which hyper reports when it holds part of a head.
     head_begun: AtomicBool,
     /// The reader parked while a request was in progress: it has no timer
     /// armed, so it is woken when the connection turns idle to arm one.
