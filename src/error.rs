@@ -48,6 +48,15 @@ pub enum ProxyError {
     /// Reading the client's request body failed (the client went away mid-upload).
     #[error("client request body failed: {0}")]
     ClientBody(hyper::Error),
+    /// The client's request body sent nothing for `body_read_timeout`, so its
+    /// request to the upstream was cancelled.
+    #[error("request body stalled past body_read_timeout; request to {server} of upstream {upstream} cancelled")]
+    BodyStalled {
+        /// The upstream's name.
+        upstream: String,
+        /// The server the request was going to.
+        server: SocketAddr,
+    },
 }
 
 impl ProxyError {
@@ -60,6 +69,7 @@ impl ProxyError {
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyStalled { .. } => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -72,7 +82,8 @@ impl ProxyError {
             ProxyError::NoRoute
             | ProxyError::NoServer { .. }
             | ProxyError::BodyTooLarge
-            | ProxyError::ClientBody(_) => None,
+            | ProxyError::ClientBody(_)
+            | ProxyError::BodyStalled { .. } => None,
         }
     }
 }

@@ -6,8 +6,9 @@
 //! Bodies are never buffered whole: frames pass through as they arrive.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -15,9 +16,10 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
+use tracing::info;
 
 use crate::access::AccessRecord;
-use crate::body::BoxError;
+use crate::body::{BodyProgress, BoxError};
 use crate::stats::UpstreamStats;
 use crate::upstream::{InFlightGuard, PooledConn, ServerState};
 
@@ -186,8 +188,8 @@ pub struct Recording {
     started: Instant,
     /// The status sent to the client.
     pub status: u16,
-    /// Request body bytes read so far, shared with the metered request body.
-    pub bytes_in: Option<Arc<AtomicU64>>,
+    /// How far the client's body got, shared with the metered request body.
+    pub body: Option<Arc<BodyProgress>>,
 }
 
 impl Recording {
@@ -198,18 +200,19 @@ impl Recording {
             server: None,
             started,
             status: 0,
-            bytes_in: None,
+            body: None,
         }
     }
 
-    /// A counter for the client's body bytes; none for bodiless requests.
-    pub fn meter(&mut self, body: &Incoming) -> Option<Arc<AtomicU64>> {
+    /// Where the request body sent by `client` keeps its progress; none for
+    /// bodiless requests.
+    pub fn meter(&mut self, body: &Incoming, client: SocketAddr) -> Option<Arc<BodyProgress>> {
         if body.is_end_stream() {
             return None;
         }
-        let bytes = Arc::new(AtomicU64::new(0));
-        self.bytes_in = Some(bytes.clone());
-        Some(bytes)
+        let progress = Arc::new(BodyProgress::new(client, self.started));
+        self.body = Some(progress.clone());
+        Some(progress)
     }
 
     /// Counts the request, which `ended` then: its status, latency and bytes,
@@ -222,6 +225,15 @@ impl Recording {
         if self.status >= 500 {
             self.upstream.errors.fetch_add(1, Ordering::Relaxed);
         }
+        if let Some(body) = self.body.as_ref().filter(|b| b.stalled()) {
+            self.upstream.record_body_stall();
+            // Before a response, the 408 was logged with its reason; after
+            // one began, the stall is logged here.
+            if let Some(server) = answered_by {
+                info!(client = %body.client, server = %server.addr, status = self.status,
+                    "request body stalled after the response began; upstream request cancelled");
+            }
+        }
         let Some(server) = self.server.as_deref().or(answered_by) else {
             self.upstream.unassigned.add(self.status);
             return;
@@ -230,9 +242,8 @@ impl Recording {
         stats.codes.add(self.status);
         stats.latency.observe(elapsed);
         stats.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
-        if let Some(bytes_in) = self.bytes_in {
-            let n = bytes_in.load(Ordering::Relaxed);
-            stats.bytes_in.fetch_add(n, Ordering::Relaxed);
+        if let Some(body) = self.body {
+            stats.bytes_in.fetch_add(body.bytes(), Ordering::Relaxed);
         }
     }
 }

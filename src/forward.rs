@@ -10,6 +10,7 @@
 //! the response head has been taken (no byte of it reaches the client before).
 
 use std::error::Error as _;
+use std::future::Future;
 use std::time::Duration;
 
 use http::{Method, Request, Response};
@@ -19,7 +20,7 @@ use tracing::{info, warn};
 
 use crate::access::AccessRecord;
 use crate::affinity::Affinity;
-use crate::body::{BodyTooLarge, RequestBody};
+use crate::body::{BodyProgress, BodyTooLarge, RequestBody};
 use crate::error::ProxyError;
 use crate::exchange::Exchange;
 use crate::upstream::{InFlightGuard, Upstream};
@@ -42,13 +43,17 @@ pub struct Deadlines {
 ///
 /// The request is taken from the caller's `Option` rather than passed by
 /// value, so that this future does not hold a second copy of it. `affinity`
-/// is what in the request points at a server (`hash`, `sticky`).
+/// is what in the request points at a server (`hash`, `sticky`). `body` is
+/// the progress of the request's body, if it has one: a body cut off by
+/// `body_read_timeout` fails the attempt, and that is the client's doing,
+/// not the server's.
 pub async fn forward(
     upstream: &Upstream,
     req: &mut Option<Request<RequestBody>>,
     record: &mut Option<Box<AccessRecord>>,
     deadlines: Deadlines,
     affinity: Affinity,
+    body: Option<&BodyProgress>,
 ) -> Result<(Response<Incoming>, Exchange), ProxyError> {
     let cfg = &upstream.config;
     // Only a bodiless idempotent request can be sent again after it went out.
@@ -101,8 +106,9 @@ pub async fn forward(
         let Some(request) = req.take() else {
             break;
         };
-        let (wait, by_request_timeout) = attempt_timeout(cfg.response_timeout, deadlines.request);
-        let sent = tokio::time::timeout(wait, conn.sender.try_send_request(request)).await;
+        let send = conn.sender.try_send_request(request);
+        let sent = response_head(send, cfg.response_timeout, deadlines, body).await;
+        let by_request_timeout = matches!(sent, Err(Late::Request(_)));
         let error = match sent {
             Ok(Ok(mut resp)) => {
                 if let Some((id, cookie)) = &server.sticky {
@@ -138,6 +144,14 @@ pub async fn forward(
                     continue;
                 }
                 let error = error.into_error();
+                // Checked first: over HTTP/2 the stall shows only as a reset stream.
+                if body.is_some_and(BodyProgress::stalled) {
+                    // Dropping `conn` closes it: it is not given back to the pool.
+                    return Err(ProxyError::BodyStalled {
+                        upstream: cfg.name.clone(),
+                        server: addr,
+                    });
+                }
                 if is_body_too_large(&error) {
                     return Err(ProxyError::BodyTooLarge);
                 }
@@ -150,9 +164,9 @@ pub async fn forward(
                     source: error,
                 }
             }
-            Err(_elapsed) => ProxyError::Timeout {
+            Err(Late::Response(timeout) | Late::Request(timeout)) => ProxyError::Timeout {
                 server: addr,
-                timeout: wait,
+                timeout,
             },
         };
         upstream.mark_failed(index);
@@ -168,12 +182,55 @@ pub async fn forward(
     }))
 }
 
-/// How long one attempt may wait for the response head, and whether that is
-/// bounded by the whole request's deadline rather than `response_timeout`.
-fn attempt_timeout(response_timeout: Duration, request: Option<Instant>) -> (Duration, bool) {
-    match request.map(|d| d.saturating_duration_since(Instant::now())) {
-        Some(left) if left < response_timeout => (left, true),
-        _ => (response_timeout, false),
+/// Which deadline passed before the response head arrived, and how long it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Late {
+    /// `response_timeout`.
+    Response(Duration),
+    /// `request_timeout`, the whole request's deadline.
+    Request(Duration),
+}
+
+/// Waits for `send`, the upstream's response head, within `response_timeout`
+/// and the request's deadline.
+///
+/// `response_timeout` counts the time the server has the request. While the
+/// client's `body` is still coming in, the exchange waits on the client —
+/// `body_read_timeout` bounds that — so the wait starts over each time it
+/// runs out; once the body is in, it counts from then. A server that stops
+/// taking the body (no byte moves for a whole `response_timeout`) is late.
+async fn response_head<F: Future>(
+    send: F,
+    response_timeout: Duration,
+    deadlines: Deadlines,
+    body: Option<&BodyProgress>,
+) -> Result<F::Output, Late> {
+    let mut send = std::pin::pin!(send);
+    let mut from = Instant::now();
+    let mut seen = 0;
+    // One pass per `response_timeout` the client's upload takes.
+    loop {
+        let at = from + response_timeout;
+        let (until, late) = match deadlines.request {
+            Some(end) if end <= at => (
+                end,
+                Late::Request(end.saturating_duration_since(deadlines.started)),
+            ),
+            _ => (at, Late::Response(response_timeout)),
+        };
+        if let Ok(head) = tokio::time::timeout_at(until, send.as_mut()).await {
+            return Ok(head);
+        }
+        let Some(body) = body.filter(|_| matches!(late, Late::Response(_))) else {
+            return Err(late);
+        };
+        from = match body.ended_at() {
+            Some(ended) if ended > from => ended,
+            Some(_) => return Err(late),
+            None if body.waiting() || body.bytes() != seen => Instant::now(),
+            None => return Err(late),
+        };
+        seen = body.bytes();
     }
 }
 
@@ -221,17 +278,69 @@ mod tests {
         }
     }
 
+    const RT: Duration = Duration::from_secs(60);
+
+    /// Deadlines of a request that arrives now, with a `request_timeout` when given.
+    fn deadlines(request_timeout: Option<u64>) -> Deadlines {
+        let started = Instant::now();
+        Deadlines {
+            started,
+            request: request_timeout.map(|s| started + Duration::from_secs(s)),
+        }
+    }
+
+    /// Waits for an answer that never comes; returns which deadline passed, and when.
+    async fn never_answered(deadlines: Deadlines, body: Option<&BodyProgress>) -> (Late, Duration) {
+        let start = Instant::now();
+        let late = response_head(std::future::pending::<()>(), RT, deadlines, body)
+            .await
+            .expect_err("no answer");
+        (late, start.elapsed())
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn the_request_deadline_caps_an_attempt() {
-        let rt = Duration::from_secs(60);
-        assert_eq!(attempt_timeout(rt, None), (rt, false));
-        let soon = Instant::now() + Duration::from_secs(5);
-        assert_eq!(
-            attempt_timeout(rt, Some(soon)),
-            (Duration::from_secs(5), true)
-        );
-        let late = Instant::now() + Duration::from_secs(120);
-        assert_eq!(attempt_timeout(rt, Some(late)), (rt, false));
+    async fn the_request_deadline_caps_the_wait() {
+        let rt = Late::Response(RT);
+        assert_eq!(never_answered(deadlines(None), None).await, (rt, RT));
+        let five = Duration::from_secs(5);
+        let capped = never_answered(deadlines(Some(5)), None).await;
+        assert_eq!(capped, (Late::Request(five), five));
+        assert_eq!(never_answered(deadlines(Some(120)), None).await, (rt, RT));
+    }
+
+    fn progress() -> BodyProgress {
+        BodyProgress::new("127.0.0.1:1".parse().expect("addr"), Instant::now())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn time_spent_waiting_for_the_clients_body_is_not_the_servers() {
+        let body = progress();
+        body.set_waiting(true);
+        let client = async {
+            tokio::time::sleep(Duration::from_secs(100)).await;
+            body.set_waiting(false);
+            body.set_ended();
+        };
+        let (late, ()) = tokio::join!(never_answered(deadlines(None), Some(&body)), client);
+        let from_the_end = Duration::from_secs(100) + RT;
+        assert_eq!(late, (Late::Response(RT), from_the_end));
+        // The request's own deadline still holds.
+        let body = progress();
+        body.set_waiting(true);
+        let capped = never_answered(deadlines(Some(90)), Some(&body)).await;
+        assert_eq!(capped.1, Duration::from_secs(90));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_already_in_or_no_longer_taken_leaves_response_timeout_as_it_is() {
+        let body = progress();
+        body.set_ended();
+        let late = never_answered(deadlines(None), Some(&body)).await;
+        assert_eq!(late, (Late::Response(RT), RT));
+        // Not ended, not waited for, no byte moved: the server does not read it.
+        let body = progress();
+        let late = never_answered(deadlines(None), Some(&body)).await;
+        assert_eq!(late, (Late::Response(RT), RT));
     }
 
     #[test]

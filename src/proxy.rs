@@ -56,7 +56,8 @@ pub async fn handle(
         Ok(forwarding) => forwarding,
         Err(resp) => return resp,
     };
-    match forward(upstream, &mut req, &mut record, deadlines, affinity).await {
+    let body = metrics.body.as_deref();
+    match forward(upstream, &mut req, &mut record, deadlines, affinity, body).await {
         Ok((resp, mut exchange)) => {
             exchange.deadline = deadlines.request;
             client_response(resp, exchange, metrics, upgrade, &conn, &snapshot)
@@ -121,6 +122,7 @@ fn prepare<'a>(
             .map(|t| started + t),
     };
     let max_body = snapshot.config.server.max_body_size;
+    let stall_after = snapshot.config.server.body_read_timeout;
     if max_body.is_some_and(|max| declared_length(&parts.headers).is_some_and(|len| len > max)) {
         return Err(error_response(
             ProxyError::BodyTooLarge,
@@ -134,8 +136,8 @@ fn prepare<'a>(
     let (req, head, upgrade) = upstream_request(parts, body, host, upstream, conn, snapshot);
     let affinity = affinity::of(&upstream.config, &req);
     let req = req.map(|body| {
-        let counted = metrics.meter(&body);
-        RequestBody::client(body, max_body, counted)
+        let progress = metrics.meter(&body, conn.peer);
+        RequestBody::client(body, max_body, stall_after, progress)
     });
     Ok(Forwarding {
         upstream,
@@ -198,6 +200,7 @@ fn upstream_request(
     let head = RequestHead {
         method: parts.method.clone(),
         uri: std::mem::replace(&mut parts.uri, origin_form),
+        version: parts.version,
     };
     parts.version = Version::HTTP_11;
     (Request::from_parts(parts, body), head, upgrade)
@@ -246,6 +249,8 @@ fn client_response(
 struct RequestHead {
     method: http::Method,
     uri: Uri,
+    /// The client's HTTP version.
+    version: Version,
 }
 
 /// The body length the client declared, if it declared one.
@@ -278,6 +283,7 @@ fn error_response(
     let head = RequestHead {
         method: parts.method.clone(),
         uri: parts.uri.clone(),
+        version: parts.version,
     };
     error_response_for(err, conn, &head, record, metrics)
 }
@@ -293,7 +299,14 @@ fn error_response_for(
     let status = err.status();
     warn!(status = status.as_u16(), client = %conn.peer, method = %head.method,
         path = head.uri.path(), reason = %err, "request failed");
-    plain_response(status, own_answer(record, metrics, status))
+    let mut resp = plain_response(status, own_answer(record, metrics, status));
+    // RFC 9110 §15.5.9: weir gave up waiting; the rest of the body will not
+    // be read, so the connection cannot carry another request.
+    if status == StatusCode::REQUEST_TIMEOUT && head.version < Version::HTTP_2 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// What ends with an answer weir wrote itself: its access record and its

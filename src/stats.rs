@@ -195,12 +195,19 @@ pub(crate) struct UpstreamStats {
     pub(crate) unassigned: CodeCounts,
     /// Attempts made after an earlier attempt failed.
     pub(crate) retries: AtomicU64,
+    /// Request bodies cut off by `body_read_timeout`.
+    pub(crate) body_stalls: AtomicU64,
 }
 
 impl UpstreamStats {
     /// Counts an attempt on another server after a failed one.
     pub(crate) fn record_retry(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request body cut off by `body_read_timeout`.
+    pub(crate) fn record_body_stall(&self) {
+        self.body_stalls.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -214,6 +221,9 @@ pub struct DaemonStats {
     pub connections_parked: AtomicI64,
     /// Requests no route matched; exported as `upstream=""`.
     pub(crate) unrouted: Arc<UpstreamStats>,
+    /// Connections closed with a 408 because a request head begun was not
+    /// finished within `header_read_timeout`.
+    pub(crate) header_timeouts: AtomicU64,
 }
 
 impl DaemonStats {
@@ -225,6 +235,11 @@ impl DaemonStats {
     /// Counts a client connection as parked until the returned guard drops.
     pub(crate) fn connection_parked(self: &Arc<Self>) -> GaugeGuard {
         GaugeGuard::up(self, |s| &s.connections_parked)
+    }
+
+    /// Counts a request head not finished within `header_read_timeout`.
+    pub(crate) fn record_header_timeout(&self) {
+        self.header_timeouts.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -230,28 +230,6 @@ async fn in_flight_and_drain_show_in_status_json_and_steer_traffic() {
 }
 
 #[tokio::test]
-async fn status_json_reflects_passive_health() {
-    let a = spawn_backend("a").await;
-    let dead = closed_port().await;
-    let pool = [server(dead), server(a.addr)];
-    let proxy = spawn_proxy(&with_admin(
-        &one_upstream("round_robin", &pool, "retries = 0"),
-        None,
-    ))
-    .await;
-    for _ in 0..2 {
-        get(&proxy.url("/")).await;
-    }
-    let doc = proxy.status_json().await;
-    let dead_row = &doc["upstreams"][0]["servers"][0];
-    assert_eq!(dead_row["addr"], dead.to_string().as_str());
-    assert_eq!(dead_row["state"], "down");
-    assert_eq!(dead_row["healthy"], false);
-    assert_eq!(dead_row["errors_total"], 1);
-    assert_eq!(doc["upstreams"][0]["servers"][1]["state"], "up");
-}
-
-#[tokio::test]
 async fn a_token_guards_everything_but_healthz() {
     let a = spawn_backend("a").await;
     let toml = with_admin(

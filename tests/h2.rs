@@ -189,7 +189,10 @@ async fn health_checks_speak_h2c_to_an_h2c_upstream() {
     // Each probe opens a connection; one failed probe would take the server out.
     wait_until(|| backend.connections.load(Ordering::SeqCst) >= 4).await;
     assert!(
-        proxy.server_state("app", backend.addr).is_active_up(),
+        !proxy
+            .server_state("app", backend.addr)
+            .health(None)
+            .active_down,
         "h2c probes pass"
     );
 }

@@ -35,7 +35,7 @@ async fn killing_an_upstream_under_load_fails_no_request() {
     );
     assert_eq!(failed, 0);
     assert!(
-        proxy.server_state("app", b.addr).is_down(),
+        proxy.server_state("app", b.addr).health(None).passive_down,
         "the dead server is out"
     );
     assert_eq!(b.hits(), b_hits, "nothing reached the dead server");
@@ -80,16 +80,16 @@ async fn a_failing_health_endpoint_takes_a_server_out_after_fall_probes() {
     .await;
     let state = proxy.server_state("app", a.addr);
     wait_until(|| probes.load(Ordering::SeqCst) >= 2).await;
-    assert!(state.is_active_up());
+    assert!(!state.health(None).active_down);
 
     healthy.store(false, Ordering::SeqCst);
     let at_switch = probes.load(Ordering::SeqCst);
     wait_until(|| probes.load(Ordering::SeqCst) >= at_switch + 2).await;
     assert!(
-        state.is_active_up(),
+        !state.health(None).active_down,
         "still up after 2 failed probes (fall = 3)"
     );
-    wait_until(|| !state.is_active_up()).await;
+    wait_until(|| state.health(None).active_down).await;
     let failed = probes.load(Ordering::SeqCst) - at_switch;
     assert!(
         (3..=4).contains(&failed),
@@ -117,7 +117,7 @@ async fn a_restarted_server_is_back_after_rise_probes() {
     let state = proxy.server_state("app", addr);
 
     a.stop();
-    wait_until(|| !state.is_active_up()).await;
+    wait_until(|| state.health(None).active_down).await;
     assert_eq!(get(&proxy.url("/")).await.1, "b");
 
     // Restart on the same port; count the probes the new process answers.
@@ -137,10 +137,10 @@ async fn a_restarted_server_is_back_after_rise_probes() {
     };
     wait_until(|| restarted_probes.load(Ordering::SeqCst) >= 1).await;
     assert!(
-        !state.is_active_up(),
+        state.health(None).active_down,
         "not back after one good probe (rise = 2)"
     );
-    wait_until(|| state.is_active_up()).await;
+    wait_until(|| !state.health(None).active_down).await;
     let good = restarted_probes.load(Ordering::SeqCst);
     assert!((2..=3).contains(&good), "back after {good} good probes");
 }

@@ -6,29 +6,20 @@ use http::{Response, StatusCode};
 use serde_json::{json, Value};
 use tracing::info;
 
+use super::history::round;
 use super::{respond, text, Body, State};
 use crate::upstream::{Server, Upstream};
 
-/// A server's state in one word: `draining`, `down`, `backup` (up, held in reserve) or `up`.
-pub(super) fn state_word(server: &Server) -> &'static str {
-    if server.state.is_draining() {
-        "draining"
-    } else if server.state.is_down() {
-        "down"
-    } else if server.config.backup {
-        "backup"
-    } else {
-        "up"
-    }
-}
-
-/// The operational view of one server.
+/// The operational view of one server; its health read once, so the fields agree.
 pub(super) fn server_json(server: &Server) -> Value {
+    let health = server.health();
     json!({
         "addr": server.config.addr.to_string(),
-        "state": state_word(server),
-        "draining": server.state.is_draining(),
-        "healthy": !server.state.is_down(),
+        "state": health.word(server.config.backup),
+        "draining": health.draining,
+        "healthy": health.healthy(),
+        "down_by": health.down_by().collect::<Vec<_>>(),
+        "slow_start": health.ramp.map(|share| round(share, 2)),
         "backup": server.config.backup,
         "weight": server.config.weight,
         "in_flight": server.state.in_flight(),
@@ -78,7 +69,7 @@ pub(super) fn set_draining(
             format!("404 Not Found: upstream {name:?} has no server {addr}\n"),
         );
     };
-    let was = server.state.is_draining();
+    let was = server.health().draining;
     server.state.set_draining(draining);
     if was != draining {
         if draining {

@@ -119,6 +119,23 @@ impl Scrape {
         Ok(())
     }
 
+    fn client_timeouts(&self, d: &mut DescriptorEncoder<'_>) -> Result<(), FmtError> {
+        let help = "Clients cut off for sending nothing in time, by phase: header (part of a request head, then nothing for header_read_timeout; upstream=\"\") and body (a request body that sent nothing for body_read_timeout)";
+        let mut enc =
+            d.encode_descriptor("weir_client_timeouts", help, None, MetricType::Counter)?;
+        let header = self.snapshot.stats.header_timeouts.load(Ordering::Relaxed);
+        counter(
+            &mut enc.encode_family(&[("upstream", ""), ("phase", "header")])?,
+            header,
+        )?;
+        for u in &self.snapshot.upstreams {
+            let labels = [("upstream", u.name()), ("phase", "body")];
+            let stalls = u.stats.body_stalls.load(Ordering::Relaxed);
+            counter(&mut enc.encode_family(&labels)?, stalls)?;
+        }
+        Ok(())
+    }
+
     fn transitions(&self, d: &mut DescriptorEncoder<'_>) -> Result<(), FmtError> {
         let help =
             "Health state changes of a server, by check (passive, active) and new state (up, down)";
@@ -174,6 +191,7 @@ impl prometheus_client::collector::Collector for Scrape {
                 )?;
             }
         }
+        self.client_timeouts(&mut d)?;
         let gauge = MetricType::Gauge;
         let count = MetricType::Counter;
         self.per_server(
@@ -186,16 +204,16 @@ impl prometheus_client::collector::Collector for Scrape {
         self.per_server(
             &mut d,
             "weir_upstream_server_up",
-            "1 when health checks let the server take requests, else 0",
+            "1 when health checks, passive and active, let the server take requests, else 0",
             gauge,
-            |s| u64::from(!s.state.is_down()),
+            |s| u64::from(s.health().healthy()),
         )?;
         self.per_server(
             &mut d,
             "weir_upstream_server_draining",
             "1 while an operator drains the server, else 0",
             gauge,
-            |s| u64::from(s.state.is_draining()),
+            |s| u64::from(s.health().draining),
         )?;
         self.per_server(
             &mut d,

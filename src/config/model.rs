@@ -50,6 +50,9 @@ pub struct ServerSettings {
     pub(crate) max_headers: usize,
     /// Largest request body accepted, in bytes; beyond it 413. `None` = no limit.
     pub(crate) max_body_size: Option<u64>,
+    /// A request body that sends nothing for this long is cut off (408 when
+    /// no response has begun): time without progress, not a total deadline.
+    pub(crate) body_read_timeout: Duration,
     /// An upgraded connection (WebSocket) with no bytes either way for this long is closed.
     pub(crate) tunnel_idle_timeout: Duration,
 }

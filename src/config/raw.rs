@@ -42,6 +42,7 @@ pub(crate) struct RawServer {
     pub max_header_size: Option<Spanned<RawSize>>,
     pub max_headers: Option<Spanned<i64>>,
     pub max_body_size: Option<Spanned<RawSize>>,
+    pub body_read_timeout: Option<Spanned<String>>,
     pub tunnel_idle_timeout: Option<Spanned<String>>,
 }
 

@@ -69,6 +69,7 @@ fn readme_example_parses_with_defaults() {
             max_header_size: 64 * 1024,
             max_headers: 100,
             max_body_size: None,
+            body_read_timeout: Duration::from_secs(60),
             tunnel_idle_timeout: Duration::from_secs(3600),
         },
         admin: Some(AdminSettings {
@@ -143,6 +144,7 @@ shutdown_timeout = "5s"
 trusted_proxies = ["10.0.0.0/8", "192.168.1.7", "10.1.2.3/16", "::1"]
 header_read_timeout = "500ms"
 idle_timeout = "1m"
+body_read_timeout = "2s"
 
 [admin]
 listen = "127.0.0.1:9090"
@@ -191,6 +193,7 @@ upstream = "api"
     );
     assert_eq!(s.header_read_timeout, Duration::from_millis(500));
     assert_eq!(s.idle_timeout, Duration::from_secs(60));
+    assert_eq!(s.body_read_timeout, Duration::from_secs(2));
     assert_eq!(
         c.admin.as_ref().and_then(|a| a.token.as_deref()),
         Some("s3cret")

@@ -97,6 +97,11 @@ fn server(cx: &mut Cx<'_>, raw: RawServer) -> ServerSettings {
             "server.max_headers",
         )),
         max_body_size: cx.keep(cx.size(raw.max_body_size.as_ref(), "server.max_body_size")),
+        body_read_timeout: cx.keep(cx.duration(
+            raw.body_read_timeout.as_ref(),
+            Duration::from_secs(60),
+            "server.body_read_timeout",
+        )),
         tunnel_idle_timeout: cx.keep(cx.duration(
             raw.tunnel_idle_timeout.as_ref(),
             Duration::from_secs(3600),

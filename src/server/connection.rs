@@ -3,6 +3,7 @@
 //! closes, parking it while idle, and graceful shutdown.
 
 use std::convert::Infallible;
+use std::fmt::Display;
 use std::future::{self, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -24,7 +25,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
-use super::deadlines::{Activity, Busy, TimedIo};
+use super::deadlines::{is_head_timeout, Activity, Busy, HeadTimedOut, TimedIo};
 use super::mode::{self, Mode};
 use super::parking::ClientIo;
 use super::refusal::{self, Unreadable};
@@ -312,7 +313,9 @@ where
 }
 
 /// A connection hyper ended with `error`: when hyper answered a head it
-/// could not read, that answer was held back, and weir sends its own.
+/// could not read, that answer was held back, and weir sends its own. A head
+/// begun and not finished within `header_read_timeout`, which hyper does not
+/// answer, weir answers 408, as HAProxy does.
 async fn refuse<I, S>(
     conn: UpgradeableConnection<TokioIo<ClientIo<I>>, S>,
     error: hyper::Error,
@@ -327,12 +330,18 @@ where
         return Err(error);
     };
     let mut io = parts.io.into_inner();
-    let Some(status) = io.take_held_answer() else {
-        return Err(error);
+    let (status, reason): (_, &(dyn Display + Sync)) = match io.take_held_answer() {
+        Some(status) => (status, &error),
+        // Only when every response is out: a 408 must not land in one.
+        None if is_head_timeout(&error) && io.activity().all_answered() => {
+            ctx.snapshot.load().stats.record_header_timeout();
+            (StatusCode::REQUEST_TIMEOUT, &HeadTimedOut)
+        }
+        None => return Err(error),
     };
     let what = Unreadable {
         status,
-        error: &error,
+        reason,
         head: &parts.read_buf,
         peer,
     };

@@ -7,6 +7,11 @@
 //! itself, in a wrapper around the socket that knows whether a request is in
 //! progress.
 //!
+//! A client that sent part of a request head and then too little fails the
+//! read with [`HeadTimedOut`], so that the connection answers it 408 before
+//! closing, as HAProxy does (see [`super::refusal`]); one that sent nothing
+//! is closed silently.
+//!
 //! The same timer asks for an idle HTTP/1.1 connection to be parked once it
 //! has been quiet for [`PARK_AFTER`] (see [`super::parking`]): hyper's buffers
 //! are released until the client sends again.
@@ -30,6 +35,27 @@ const NONE: u64 = u64::MAX;
 /// before it is parked, its buffers released.
 pub const PARK_AFTER: Duration = Duration::from_secs(1);
 
+/// The client began a request head and did not finish it within
+/// `header_read_timeout`: the read fails with it, and the connection
+/// answers 408 before it closes.
+#[derive(Debug, thiserror::Error)]
+#[error("request head not finished within header_read_timeout")]
+pub(super) struct HeadTimedOut;
+
+/// Whether `error`, or an error it wraps, is [`HeadTimedOut`].
+pub(super) fn is_head_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    // Bounded by the depth of the error chain.
+    while let Some(e) = next {
+        let inner = e.downcast_ref::<io::Error>().and_then(io::Error::get_ref);
+        if e.is::<HeadTimedOut>() || inner.is_some_and(|i| i.is::<HeadTimedOut>()) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// `Activity::park`: serving normally.
 const SERVING: u8 = 0;
 /// `Activity::park`: the connection has been idle for `PARK_AFTER`.
@@ -47,8 +73,13 @@ pub struct Activity {
     busy: AtomicU32,
     /// When the connection last became idle.
     idle_since_ms: AtomicU64,
-    /// When the first byte of the next request head arrived, or `NONE`.
+    /// When the first byte of the next request head arrived, or `NONE`. A
+    /// new connection's head is due from the accept, so it starts at 0.
     head_since_ms: AtomicU64,
+    /// Bytes have arrived since the last request began (under TLS, a record
+    /// of any kind): if the head times out, the read fails with
+    /// [`HeadTimedOut`], which hyper reports when it holds part of a head.
+    head_begun: AtomicBool,
     /// The reader parked while a request was in progress: it has no timer
     /// armed, so it is woken when the connection turns idle to arm one.
     reader: AtomicWaker,
@@ -75,6 +106,7 @@ impl Activity {
             busy: AtomicU32::new(0),
             idle_since_ms: AtomicU64::new(0),
             head_since_ms: AtomicU64::new(0),
+            head_begun: AtomicBool::new(false),
             reader: AtomicWaker::new(),
             multiplexed: AtomicBool::new(false),
             park: AtomicU8::new(SERVING),
@@ -86,6 +118,7 @@ impl Activity {
     pub fn begin(self: &Arc<Self>) -> Busy {
         self.busy.fetch_add(1, Ordering::Relaxed);
         self.head_since_ms.store(NONE, Ordering::Relaxed);
+        self.head_begun.store(false, Ordering::Relaxed);
         self.answered.store(false, Ordering::Relaxed);
         Busy(self.clone())
     }
@@ -123,12 +156,18 @@ impl Activity {
     /// for bytes that came while a request was in progress and were found
     /// unused once it ended (the start of a pipelined head).
     pub fn on_read(&self) {
-        if self.busy.load(Ordering::Relaxed) == 0
-            && !self.multiplexed.load(Ordering::Relaxed)
-            && self.head_since_ms.load(Ordering::Relaxed) == NONE
-        {
-            self.head_since_ms.store(self.now_ms(), Ordering::Relaxed);
+        if self.busy.load(Ordering::Relaxed) == 0 && !self.multiplexed.load(Ordering::Relaxed) {
+            if self.head_since_ms.load(Ordering::Relaxed) == NONE {
+                self.head_since_ms.store(self.now_ms(), Ordering::Relaxed);
+            }
+            self.head_begun.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// Whether part of the next request head has arrived on an HTTP/1.1
+    /// connection: if it times out, the read fails with [`HeadTimedOut`].
+    fn began_a_head(&self) -> bool {
+        self.head_begun.load(Ordering::Relaxed) && !self.multiplexed.load(Ordering::Relaxed)
     }
 
     /// When the connection must be closed if nothing more arrives, if ever;
@@ -277,6 +316,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
                         cx.waker().wake_by_ref();
                         Poll::Pending
                     }
+                    Poll::Ready(()) if this.activity.began_a_head() => {
+                        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, HeadTimedOut)))
+                    }
                     Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "client connection timed out",
@@ -313,11 +355,23 @@ mod tests {
 
     /// Reads until the deadline fails the read; returns how long that took.
     async fn time_to_timeout(io: &mut TimedIo<DuplexStream>) -> Duration {
+        timeout_error(io).await.0
+    }
+
+    /// Reads until the deadline fails the read; returns how long that took and the error.
+    async fn timeout_error(io: &mut TimedIo<DuplexStream>) -> (Duration, io::Error) {
         let start = Instant::now();
         let mut buf = [0u8; 16];
         let err = io.read(&mut buf).await.expect_err("the read times out");
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-        start.elapsed()
+        (start.elapsed(), err)
+    }
+
+    /// The client sends `bytes`, which the server side reads.
+    async fn client_sends(io: &mut TimedIo<DuplexStream>, client: &mut DuplexStream, bytes: &[u8]) {
+        client.write_all(bytes).await.expect("write");
+        let mut buf = vec![0u8; bytes.len()];
+        io.read_exact(&mut buf).await.expect("read");
     }
 
     #[tokio::test(start_paused = true)]
@@ -391,10 +445,35 @@ mod tests {
         let (mut io, mut client, activity) = pair();
         drop(activity.begin());
         tokio::time::advance(Duration::from_secs(30)).await;
-        client.write_all(b"G").await.expect("write");
-        let mut buf = [0u8; 1];
-        assert_eq!(io.read(&mut buf).await.expect("read"), 1);
-        assert_eq!(time_to_timeout(&mut io).await, HEADER);
+        client_sends(&mut io, &mut client, b"G").await;
+        let (waited, err) = timeout_error(&mut io).await;
+        assert_eq!(waited, HEADER);
+        assert!(is_head_timeout(&err), "to be answered 408: {err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_sent_nothing_times_out_without_a_head() {
+        // A new connection, then an idle keep-alive one.
+        for (keep_alive, limit) in [(false, HEADER), (true, IDLE)] {
+            let (mut io, _client, activity) = pair();
+            if keep_alive {
+                drop(activity.begin());
+            }
+            let (waited, err) = timeout_error(&mut io).await;
+            assert_eq!(waited, limit);
+            assert!(!is_head_timeout(&err), "closed without an answer");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_http2_connection_has_no_head_to_answer() {
+        // Its preface read before it is known for HTTP/2, then nothing.
+        let (mut io, mut client, activity) = pair();
+        client_sends(&mut io, &mut client, b"PRI * HTTP/2.0\r\n").await;
+        activity.mark_multiplexed();
+        let (waited, err) = timeout_error(&mut io).await;
+        assert_eq!(waited, HEADER);
+        assert!(!is_head_timeout(&err));
     }
 
     /// Reads with a deadline of `within`; true when the read was still pending.

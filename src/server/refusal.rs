@@ -1,5 +1,6 @@
 //! Request heads hyper cannot read — malformed, larger than
-//! `max_header_size`, more lines than `max_headers` — answered like every
+//! `max_header_size`, more lines than `max_headers` — and heads not finished
+//! within `header_read_timeout` (408), answered like every
 //! other status weir sends itself: the short plain-text body, a log line
 //! with the reason, an access log line, and a count in `weir_requests_total`
 //! under the unrouted upstream `""`.
@@ -8,6 +9,7 @@
 //! reports the error; the socket held that answer back (see
 //! [`super::parking`]). weir sends its own with the same status, then closes.
 
+use std::fmt::Display;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
@@ -30,8 +32,8 @@ const LINGER_BYTES: usize = 1 << 20;
 pub(super) struct Unreadable<'a> {
     /// The status hyper chose, and weir answers with.
     pub(super) status: StatusCode,
-    /// Why hyper could not read the head.
-    pub(super) error: &'a hyper::Error,
+    /// Why the head could not be read.
+    pub(super) reason: &'a (dyn Display + Sync),
     /// The bytes of the head hyper had read.
     pub(super) head: &'a [u8],
     /// The client.
@@ -45,12 +47,12 @@ where
 {
     let Unreadable {
         status,
-        error,
+        reason,
         head,
         peer,
     } = what;
     let started = Instant::now();
-    warn!(status = status.as_u16(), client = %peer, reason = %error, "request failed");
+    warn!(status = status.as_u16(), client = %peer, %reason, "request failed");
     let body = plain_text(status);
     let sent = async {
         io.write_all(&response(status, &body)).await?;

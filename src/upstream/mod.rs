@@ -10,7 +10,7 @@ pub(crate) use pool::{Pool, PooledConn};
 pub(crate) use sender::te_trailers;
 pub(crate) use sender::{for_h2, handshake_h2};
 pub(crate) use state::InFlightGuard;
-pub use state::ServerState;
+pub use state::{Health, ServerState};
 
 use crate::affinity::{self, Affinity};
 use crate::balance::{stable_hash, Candidate, Selector};
@@ -49,17 +49,21 @@ pub struct Server {
     pub(crate) sticky: Option<(u64, http::HeaderValue)>,
 }
 
+impl Server {
+    /// The server's health now: what every view shows and the balancer uses.
+    pub fn health(&self) -> Health {
+        self.state.health(self.slow_start)
+    }
+}
+
 impl Candidate for Server {
     fn weight(&self) -> u32 {
         self.config.weight
     }
     fn usable(&self) -> bool {
         // A server ramping up under slow_start is offered a growing share of picks.
-        self.state.is_usable()
-            && self
-                .slow_start
-                .and_then(|window| self.state.ramp(window))
-                .is_none_or(|share| fastrand::f64() < share)
+        let health = self.health();
+        health.usable() && health.ramp.is_none_or(|share| fastrand::f64() < share)
     }
     fn in_flight(&self) -> u64 {
         self.state.in_flight()
@@ -86,7 +90,7 @@ impl Candidate for Untried<'_> {
             && if self.ramp {
                 self.server.usable()
             } else {
-                self.server.state.is_usable()
+                self.server.health().usable()
             }
     }
     fn in_flight(&self) -> u64 {
@@ -184,7 +188,7 @@ impl Upstream {
                 .iter()
                 .position(|s| s.sticky.as_ref().is_some_and(|(sid, _)| *sid == id));
             if let Some(i) = named.filter(|i| !tried.contains(i)) {
-                if self.servers[i].state.is_usable() {
+                if self.servers[i].health().usable() {
                     return Some(i);
                 }
             }

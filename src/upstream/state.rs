@@ -68,7 +68,7 @@ impl ServerState {
     }
 
     /// Whether an operator is draining this server.
-    pub(crate) fn is_draining(&self) -> bool {
+    fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
 
@@ -81,7 +81,7 @@ impl ServerState {
     }
 
     /// Whether active health checks consider the server up (true without checks).
-    pub fn is_active_up(&self) -> bool {
+    pub(crate) fn is_active_up(&self) -> bool {
         self.active_up.load(Ordering::Relaxed)
     }
 
@@ -96,17 +96,28 @@ impl ServerState {
         }
     }
 
-    /// The share of its weight a returning server may take under `slow_start`:
-    /// `None` when it is not ramping up (full share).
-    pub(crate) fn ramp(&self, slow_start: Duration) -> Option<f64> {
+    /// The server's health now, combining draining, passive and active
+    /// health and, with a `slow_start` window, the ramp of a returning server.
+    ///
+    /// Every view of a server's health (the admin endpoints, the metrics, the
+    /// status page) and the balancer's choice read it from here, so they
+    /// never disagree.
+    pub fn health(&self, slow_start: Option<Duration>) -> Health {
+        let until = self.down_until_ms.load(Ordering::Relaxed);
         let back = self.back_since_ms.load(Ordering::Relaxed);
-        if back == 0 {
-            return None;
+        // One clock read, and none for a server that was never out.
+        let now = (until != 0 || (back != 0 && slow_start.is_some()))
+            .then(|| self.millis_since_epoch(Instant::now()));
+        let mut health = Health {
+            draining: self.is_draining(),
+            passive_down: now.is_some_and(|now| now < until),
+            active_down: !self.is_active_up(),
+            ramp: None,
+        };
+        if let (Some(window), Some(now), true) = (slow_start, now, health.usable()) {
+            health.ramp = ramp(back, now, window);
         }
-        let now = self.millis_since_epoch(Instant::now());
-        let window = slow_start.as_millis().max(1) as f64;
-        let elapsed = now.saturating_sub(back) as f64;
-        (elapsed < window).then(|| elapsed / window)
+        health
     }
 
     fn mark_back(&self, at: Instant) {
@@ -115,14 +126,9 @@ impl ServerState {
     }
 
     /// Whether passive health checks currently keep the server out.
-    pub fn is_down(&self) -> bool {
+    fn is_down(&self) -> bool {
         let until = self.down_until_ms.load(Ordering::Relaxed);
         until != 0 && self.millis_since_epoch(Instant::now()) < until
-    }
-
-    /// Whether new requests may be sent to this server.
-    pub(crate) fn is_usable(&self) -> bool {
-        !self.is_draining() && !self.is_down() && self.is_active_up()
     }
 
     /// Records a failed attempt (nginx `max_fails`/`fail_timeout` semantics).
@@ -181,6 +187,65 @@ impl ServerState {
     }
 }
 
+/// The share of its weight a server back in service since `back` (ms since
+/// the state's epoch, 0 = never out) may take at `now` under a `slow_start`
+/// `window`; `None` when it is not ramping up (full share).
+fn ramp(back: u64, now: u64, window: Duration) -> Option<f64> {
+    if back == 0 {
+        return None;
+    }
+    let window = window.as_millis().max(1) as f64;
+    let elapsed = now.saturating_sub(back) as f64;
+    (elapsed < window).then(|| elapsed / window)
+}
+
+/// A server's health at one moment, from [`ServerState::health`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Health {
+    /// An operator is draining the server.
+    pub draining: bool,
+    /// Passive health (`max_fails` within `fail_timeout`) keeps it out.
+    pub passive_down: bool,
+    /// Active health checks (`fall` failed probes) keep it out.
+    pub active_down: bool,
+    /// Under `slow_start`: the share of its weight a returning server may
+    /// take so far, below 1; `None` when it takes its full share (or none).
+    pub ramp: Option<f64>,
+}
+
+impl Health {
+    /// Whether health checks, passive and active, let the server take requests.
+    pub fn healthy(&self) -> bool {
+        !self.passive_down && !self.active_down
+    }
+
+    /// Whether new requests may be sent to the server: healthy and not draining.
+    pub fn usable(&self) -> bool {
+        self.healthy() && !self.draining
+    }
+
+    /// The state in one word, as the admin endpoints show it: `draining`,
+    /// `down`, `backup` (usable, held in reserve) or `up`.
+    pub fn word(&self, backup: bool) -> &'static str {
+        if self.draining {
+            "draining"
+        } else if !self.healthy() {
+            "down"
+        } else if backup {
+            "backup"
+        } else {
+            "up"
+        }
+    }
+
+    /// Which checks keep the server out: `passive`, `active`, both or none.
+    pub fn down_by(&self) -> impl Iterator<Item = &'static str> {
+        [(self.passive_down, "passive"), (self.active_down, "active")]
+            .into_iter()
+            .filter_map(|(down, check)| down.then_some(check))
+    }
+}
+
 /// Counts one request as in flight to a server for as long as it lives.
 ///
 /// The proxy keeps it inside the response body, so the count drops when the
@@ -234,12 +299,12 @@ mod tests {
         let s = state();
         let window = Duration::from_secs(10);
         assert!(!s.record_failure(2, window));
-        assert!(s.is_usable());
+        assert!(s.health(None).usable());
         assert!(s.record_failure(2, window));
         assert!(s.is_down());
-        assert!(!s.is_usable());
+        assert!(!s.health(None).usable());
         s.record_success();
-        assert!(s.is_usable());
+        assert!(s.health(None).usable());
     }
 
     #[test]
@@ -258,7 +323,7 @@ mod tests {
         for _ in 0..10 {
             assert!(!s.record_failure(0, Duration::from_secs(1)));
         }
-        assert!(s.is_usable());
+        assert!(s.health(None).usable());
     }
 
     #[tokio::test(start_paused = true)]
@@ -277,23 +342,23 @@ mod tests {
         assert!(!s.record_failure(2, Duration::from_secs(10)));
         tokio::time::advance(Duration::from_secs(11)).await;
         assert!(!s.record_failure(2, Duration::from_secs(10)));
-        assert!(s.is_usable());
+        assert!(s.health(None).usable());
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_server_back_from_passive_failure_ramps_up() {
         let s = state();
         let window = Duration::from_secs(10);
-        assert_eq!(s.ramp(window), None);
+        assert_eq!(s.health(Some(window)).ramp, None);
         assert!(s.record_failure(1, Duration::from_secs(5)));
         tokio::time::advance(Duration::from_secs(5)).await;
-        let start = s.ramp(window).expect("ramping");
+        let start = s.health(Some(window)).ramp.expect("ramping");
         assert!(start < 0.05, "{start}");
         tokio::time::advance(Duration::from_secs(5)).await;
-        let half = s.ramp(window).expect("ramping");
+        let half = s.health(Some(window)).ramp.expect("ramping");
         assert!((half - 0.5).abs() < 0.05, "{half}");
         tokio::time::advance(Duration::from_secs(5)).await;
-        assert_eq!(s.ramp(window), None);
+        assert_eq!(s.health(Some(window)).ramp, None);
     }
 
     #[tokio::test(start_paused = true)]
@@ -301,24 +366,65 @@ mod tests {
         let s = state();
         let window = Duration::from_secs(10);
         s.set_active_up(false);
-        assert!(!s.is_usable());
+        assert!(!s.health(None).usable());
         s.set_active_up(true);
-        assert!(s.is_usable());
-        assert!(s.ramp(window).is_some());
+        assert!(s.health(None).usable());
+        assert!(s.health(Some(window)).ramp.is_some());
         tokio::time::advance(window + Duration::from_millis(1)).await;
-        assert_eq!(s.ramp(window), None);
+        assert_eq!(s.health(Some(window)).ramp, None);
         s.set_draining(true);
-        assert_eq!(s.ramp(window), None);
+        assert_eq!(s.health(Some(window)).ramp, None);
         s.set_draining(false);
-        assert!(s.ramp(window).is_some());
+        assert!(s.health(Some(window)).ramp.is_some());
     }
 
     #[test]
     fn draining_is_not_usable() {
         let s = state();
         s.set_draining(true);
-        assert!(!s.is_usable());
+        assert!(!s.health(None).usable());
         s.set_draining(false);
-        assert!(s.is_usable());
+        assert!(s.health(None).usable());
+    }
+
+    #[test]
+    fn health_combines_draining_passive_and_active_state() {
+        let s = state();
+        let health = |s: &ServerState| s.health(None);
+        assert_eq!(health(&s).word(false), "up");
+        assert_eq!(health(&s).word(true), "backup");
+        s.set_active_up(false);
+        assert!(!health(&s).healthy());
+        assert_eq!(
+            health(&s).word(true),
+            "down",
+            "a backup that is down is down"
+        );
+        assert_eq!(health(&s).down_by().collect::<Vec<_>>(), ["active"]);
+        assert!(s.record_failure(1, Duration::from_secs(10)));
+        assert_eq!(
+            health(&s).down_by().collect::<Vec<_>>(),
+            ["passive", "active"]
+        );
+        s.set_draining(true);
+        assert_eq!(health(&s).word(false), "draining");
+        assert!(!health(&s).usable());
+        s.set_active_up(true);
+        s.record_success();
+        s.set_draining(false);
+        assert!(health(&s).usable());
+        assert_eq!(health(&s).down_by().count(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_that_is_out_is_not_ramping() {
+        let s = state();
+        let window = Duration::from_secs(60);
+        assert!(s.record_failure(1, Duration::from_secs(5)));
+        assert_eq!(s.health(Some(window)).ramp, None, "out, not ramping");
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert!(s.health(Some(window)).ramp.is_some());
+        s.set_active_up(false);
+        assert_eq!(s.health(Some(window)).ramp, None);
     }
 }

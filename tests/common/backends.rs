@@ -12,9 +12,9 @@ use http::{Request, Response};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -102,6 +102,24 @@ where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<TestBody>> + Send + 'static,
 {
+    spawn(addr, handler, false).await
+}
+
+/// Like [`spawn_backend_with`], speaking cleartext HTTP/2 (h2c, prior knowledge).
+pub async fn spawn_h2c_backend_with<F, Fut>(handler: F) -> Backend
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<TestBody>> + Send + 'static,
+{
+    let addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    spawn(addr, handler, true).await
+}
+
+async fn spawn<F, Fut>(addr: SocketAddr, handler: F, h2c: bool) -> Backend
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<TestBody>> + Send + 'static,
+{
     let listener = TcpListener::bind(addr).await.expect("bind backend");
     let addr = listener.local_addr().expect("local addr");
     let requests = Arc::new(Mutex::new(Vec::new()));
@@ -131,10 +149,17 @@ where
                         Ok::<_, Infallible>(handler(Request::from_parts(parts, body)).await)
                     }
                 });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades()
-                    .await;
+                let io = TokioIo::new(stream);
+                let _ = if h2c {
+                    http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(io, service)
+                        .await
+                } else {
+                    http1::Builder::new()
+                        .serve_connection(io, service)
+                        .with_upgrades()
+                        .await
+                };
             });
             while connections.try_join_next().is_some() {}
         }

@@ -30,7 +30,7 @@ mod raw;
 pub use self::{
     backends::{
         closed_port, full, holding_backend, spawn_backend, spawn_backend_at, spawn_backend_with,
-        Backend, TestBody,
+        spawn_h2c_backend_with, Backend, TestBody,
     },
     clients::{
         client, count_bytes, get, get_head, get_owned, get_with, send, send_with, Generated, Load,
