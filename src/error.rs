@@ -48,6 +48,29 @@ pub enum ProxyError {
     /// Reading the client's request body failed (the client went away mid-upload).
     #[error("client request body failed: {0}")]
     ClientBody(hyper::Error),
+    /// The request's host is missing, doubled or malformed.
+    #[error(transparent)]
+    Host(#[from] HostError),
+}
+
+/// Why a request's host is refused with 400 (RFC 9112 §3.2, RFC 9113 §8.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// An HTTP/1.1 request without `Host`.
+    #[error("HTTP/1.1 request without a Host header")]
+    Missing,
+    /// More than one `Host` header.
+    #[error("more than one Host header")]
+    Several,
+    /// A `Host` that is not `host[:port]`.
+    #[error("Host header is not a valid host[:port]")]
+    Invalid,
+    /// An absolute-form target (or `:authority`) that is not `host[:port]`, such as one with userinfo.
+    #[error("request target's authority is not a valid host[:port]")]
+    InvalidTarget,
+    /// HTTP/2 `:authority` and `Host` name different hosts.
+    #[error(":authority and Host disagree")]
+    Mismatch,
 }
 
 impl ProxyError {
@@ -59,7 +82,7 @@ impl ProxyError {
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::ClientBody(_) | ProxyError::Host(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -72,7 +95,8 @@ impl ProxyError {
             ProxyError::NoRoute
             | ProxyError::NoServer { .. }
             | ProxyError::BodyTooLarge
-            | ProxyError::ClientBody(_) => None,
+            | ProxyError::ClientBody(_)
+            | ProxyError::Host(_) => None,
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::error::ProxyError;
 use crate::exchange::{Exchange, Recording, ResponseBody};
 use crate::forward::{forward, Deadlines};
 use crate::headers::{prepare_upstream_request, strip_hop_by_hop, Peer};
+use crate::host::request_host;
 use crate::snapshot::Snapshot;
 use crate::upgrade::{self, TunnelContext, TunnelLimits, UpgradeRequest};
 use crate::upstream::{te_trailers, Upstream};
@@ -102,17 +103,19 @@ fn prepare<'a>(
         ))
     });
 
-    let host = request_host(&parts);
-    let host_str = host.as_ref().and_then(|h| h.to_str().ok());
-    let Some(target) = snapshot.route(host_str, parts.uri.path()) else {
-        let metrics = Recording::new(snapshot.stats.unrouted.clone(), started);
-        return Err(error_response(
-            ProxyError::NoRoute,
-            conn,
-            &parts,
-            record,
-            metrics,
-        ));
+    let routed = request_host(parts.version, &parts.uri, &parts.headers)
+        .map_err(ProxyError::from)
+        .and_then(|host| {
+            let host_str = host.as_ref().and_then(|h| h.to_str().ok());
+            let target = snapshot.route(host_str, parts.uri.path());
+            target.map(|t| (host, t)).ok_or(ProxyError::NoRoute)
+        });
+    let (host, target) = match routed {
+        Ok(routed) => routed,
+        Err(err) => {
+            let metrics = Recording::new(snapshot.stats.unrouted.clone(), started);
+            return Err(error_response(err, conn, &parts, record, metrics));
+        }
     };
     // Borrowed from the snapshot, which outlives the request: a clone would
     // be two more atomic operations on a line every worker shares.
@@ -260,15 +263,6 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
         .trim()
         .parse()
         .ok()
-}
-
-/// The request's host: the URI's authority for absolute-form requests
-/// (RFC 9112 §3.2.2), else the `Host` header.
-fn request_host(parts: &http::request::Parts) -> Option<HeaderValue> {
-    match parts.uri.authority() {
-        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
-        None => parts.headers.get(header::HOST).cloned(),
-    }
 }
 
 fn error_response(

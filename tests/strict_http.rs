@@ -1,0 +1,115 @@
+//! Strict HTTP where the RFCs say MUST: the request's `Host`. Each test
+//! checks what the client sees and what the backend received.
+
+mod common;
+mod proto_support;
+
+use bytes::Bytes;
+use common::*;
+use http::Request;
+use http_body_util::Empty;
+use proto_support::h2_client;
+use tokio::net::TcpStream;
+
+/// A proxy in front of a backend that records the bytes it receives.
+async fn recorded() -> (Proxy, RecordingBackend) {
+    let app = spawn_recording_backend().await;
+    let proxy = spawn_proxy(&one_upstream("round_robin", &[server(app.addr)], "")).await;
+    (proxy, app)
+}
+
+/// Sends `request` on a new connection; returns the status and body weir answered.
+async fn answer(proxy: &Proxy, request: &[u8]) -> (u16, String) {
+    let resp = raw_exchange(proxy.addr, request)
+        .await
+        .unwrap_or_else(|| panic!("no answer to {}", request.escape_ascii()));
+    (resp.status, resp.text())
+}
+
+#[tokio::test]
+async fn an_http11_request_without_exactly_one_valid_host_is_400_and_never_forwarded() {
+    let (proxy, app) = recorded().await;
+    let requests: [&[u8]; 9] = [
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a.test\r\nHost: a.test\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: user@a.test\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a.test/x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a .test\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a.test:http\r\n\r\n",
+        b"GET http://a.test/ HTTP/1.1\r\n\r\n",
+        b"GET http://user@a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n",
+    ];
+    for request in requests {
+        assert_eq!(
+            answer(&proxy, request).await,
+            (400, "400 Bad Request\n".to_owned()),
+            "{}",
+            request.escape_ascii()
+        );
+    }
+    // Control bytes in a Host value are refused by hyper's parser already.
+    let (status, _) = answer(&proxy, b"GET / HTTP/1.1\r\nHost: a\x01b\r\n\r\n").await;
+    assert_eq!(status, 400);
+    assert_eq!(app.received(), "", "nothing reached the upstream");
+
+    // What stays allowed: HTTP/1.0 without Host, and an IPv6 literal with a port.
+    for request in [
+        &b"GET /old HTTP/1.0\r\n\r\n"[..],
+        b"GET /v6 HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n",
+    ] {
+        let (status, _) = answer(&proxy, request).await;
+        assert_eq!(status, 200, "{}", request.escape_ascii());
+    }
+    let received = app.received();
+    assert!(received.starts_with("GET /old HTTP/1.1\r\n"), "{received}");
+    assert!(received.contains("\r\nhost: [::1]:8080\r\n"), "{received}");
+}
+
+#[tokio::test]
+async fn an_absolute_form_target_wins_over_host_and_the_upstream_gets_its_host() {
+    let (proxy, app) = recorded().await;
+    let (status, _) = answer(
+        &proxy,
+        b"GET http://abs.test:8080/x?y=1 HTTP/1.1\r\nHost: other.test\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let received = app.received();
+    assert!(
+        received.starts_with("GET /x?y=1 HTTP/1.1\r\n"),
+        "{received}"
+    );
+    assert!(
+        received.contains("\r\nhost: abs.test:8080\r\n"),
+        "{received}"
+    );
+    assert!(!received.contains("other.test"), "{received}");
+}
+
+#[tokio::test]
+async fn http2_authority_and_host_that_disagree_are_400() {
+    let (proxy, app) = recorded().await;
+    let mut sender = h2_client(TcpStream::connect(proxy.addr).await.expect("connect")).await;
+    let url = format!("http://{}/h2", proxy.addr);
+    for (host, expected) in [("elsewhere.test", 400), ("", 400)] {
+        let req = Request::get(&url)
+            .header("host", host)
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        let resp = sender.send_request(req).await.expect("h2 response");
+        assert_eq!(resp.status(), expected, "host {host:?}");
+    }
+    assert_eq!(app.received(), "");
+    let req = Request::get(&url)
+        .header("host", proxy.addr.to_string())
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("h2 response");
+    assert_eq!(resp.status(), 200);
+    let received = app.received();
+    assert!(
+        received.contains(&format!("\r\nhost: {}\r\n", proxy.addr)),
+        "{received}"
+    );
+}
