@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use tokio::time::Instant;
 use tracing::warn;
 
@@ -197,6 +197,14 @@ fn upstream_request(
     if wants_trailers {
         parts.headers.insert(header::TE, te_trailers());
     }
+    // hyper's client sends a GET, HEAD or CONNECT whose body has no declared
+    // length as if it had none; naming the framing makes it stream the body.
+    if upstream.config.protocol == UpstreamProtocol::Http1 && has_unsized_body(&body) {
+        parts.headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+    }
     let origin_form = parts
         .uri
         .path_and_query()
@@ -252,6 +260,12 @@ fn client_response(
 struct RequestHead {
     method: http::Method,
     uri: Uri,
+}
+
+/// Whether the client sends a body without a length: chunked in HTTP/1.1, or
+/// HTTP/2 data without `content-length`.
+fn has_unsized_body(body: &Incoming) -> bool {
+    !body.is_end_stream() && body.size_hint().exact().is_none()
 }
 
 /// The body length the client declared, if it declared one.

@@ -1,13 +1,16 @@
-//! Strict HTTP where the RFCs say MUST: the request's `Host`. Each test
-//! checks what the client sees and what the backend received.
+//! Strict HTTP where the RFCs say MUST: the request's `Host`, and bodies
+//! that are never dropped. Each test checks what the client sees and what the
+//! backend received.
 
 mod common;
 mod proto_support;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use common::*;
 use http::Request;
-use http_body_util::Empty;
+use http_body_util::{BodyExt, Empty};
 use proto_support::h2_client;
 use tokio::net::TcpStream;
 
@@ -110,6 +113,64 @@ async fn http2_authority_and_host_that_disagree_are_400() {
     let received = app.received();
     assert!(
         received.contains(&format!("\r\nhost: {}\r\n", proxy.addr)),
+        "{received}"
+    );
+}
+
+#[tokio::test]
+async fn a_chunked_get_reaches_the_upstream_with_its_body() {
+    let (proxy, app) = recorded().await;
+    for method in ["GET", "HEAD", "DELETE"] {
+        let request = format!(
+            "{method} /with-body HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+             5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        );
+        let before = app.received().len();
+        let mut client = RawClient::connect(proxy.addr).await;
+        client.send(request.as_bytes()).await;
+        let resp = if method == "HEAD" {
+            client.head_response().await
+        } else {
+            client.response().await
+        };
+        let resp = resp.expect("an answer");
+        assert_eq!(resp.status, 200, "{method}");
+        if method != "HEAD" {
+            assert_eq!(resp.text(), "got 11 bytes", "{method}");
+        }
+        let received = app.received()[before..].to_owned();
+        assert!(
+            received.contains("\r\ntransfer-encoding: chunked\r\n"),
+            "{received}"
+        );
+        assert!(
+            received.ends_with("\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+            "{method}: {received}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_http2_get_with_a_body_of_unknown_length_reaches_an_http1_upstream_whole() {
+    let (proxy, app) = recorded().await;
+    let mut sender = h2_client(TcpStream::connect(proxy.addr).await.expect("connect")).await;
+    let req = Request::get(format!("http://{}/h2-body", proxy.addr))
+        .body(Generated::new(2, 5))
+        .expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .expect("answer within 10 s")
+        .expect("h2 response");
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(body, "got 10 bytes");
+    let received = app.received();
+    assert!(
+        received.contains("\r\ntransfer-encoding: chunked\r\n"),
+        "{received}"
+    );
+    assert!(
+        received.ends_with("\r\n\r\n5\r\nxxxxx\r\n5\r\nxxxxx\r\n0\r\n\r\n"),
         "{received}"
     );
 }

@@ -72,12 +72,20 @@ impl RawClient {
     /// Reads one response; `None` if the connection closed before a whole
     /// head arrived. Panics after ten seconds without one.
     pub async fn response(&mut self) -> Option<RawResponse> {
-        tokio::time::timeout(READ_LIMIT, self.read_response())
+        tokio::time::timeout(READ_LIMIT, self.read_response(true))
             .await
             .expect("no response within 10 s")
     }
 
-    async fn read_response(&mut self) -> Option<RawResponse> {
+    /// Reads the response to a `HEAD`: its head alone, whatever its
+    /// `Content-Length` says.
+    pub async fn head_response(&mut self) -> Option<RawResponse> {
+        tokio::time::timeout(READ_LIMIT, self.read_response(false))
+            .await
+            .expect("no response within 10 s")
+    }
+
+    async fn read_response(&mut self, has_body: bool) -> Option<RawResponse> {
         loop {
             let mut headers = [httparse::EMPTY_HEADER; 64];
             let mut parsed = httparse::Response::new(&mut headers);
@@ -99,6 +107,7 @@ impl RawClient {
                     .find(|(n, _)| n == "content-length")
                     .map(|(_, v)| v.parse::<usize>().expect("numeric content-length"));
                 let body = match length {
+                    _ if !has_body => Vec::new(),
                     Some(n) => {
                         while self.buf.len() < n {
                             if !self.fill().await {
