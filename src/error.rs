@@ -1,5 +1,6 @@
 //! Why weir answered a request itself, and with which status.
 
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -27,7 +28,7 @@ pub enum ProxyError {
         source: ConnectError,
     },
     /// The exchange with the upstream failed before a response head arrived.
-    #[error("upstream {server} failed: {source}")]
+    #[error("upstream {server} failed: {}", Causes(source))]
     Upstream {
         /// The server.
         server: SocketAddr,
@@ -46,11 +47,19 @@ pub enum ProxyError {
     #[error("request body larger than max_body_size")]
     BodyTooLarge,
     /// Reading the client's request body failed (the client went away mid-upload).
-    #[error("client request body failed: {0}")]
+    #[error("client request body failed: {}", Causes(.0))]
     ClientBody(hyper::Error),
     /// The request's host is missing, doubled or malformed.
     #[error(transparent)]
     Host(#[from] HostError),
+    /// The upstream switched protocols though the request asked for no upgrade.
+    #[error(
+        "upstream {server} answered 101 Switching Protocols to a request that asked for no upgrade"
+    )]
+    UnsolicitedUpgrade {
+        /// The server.
+        server: SocketAddr,
+    },
 }
 
 /// Why a request's host is refused with 400 (RFC 9112 §3.2, RFC 9113 §8.3.1).
@@ -79,7 +88,9 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoServer { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Connect { .. }
+            | ProxyError::Upstream { .. }
+            | ProxyError::UnsolicitedUpgrade { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ClientBody(_) | ProxyError::Host(_) => StatusCode::BAD_REQUEST,
@@ -91,13 +102,31 @@ impl ProxyError {
         match self {
             ProxyError::Connect { server, .. }
             | ProxyError::Upstream { server, .. }
-            | ProxyError::Timeout { server, .. } => Some(*server),
+            | ProxyError::Timeout { server, .. }
+            | ProxyError::UnsolicitedUpgrade { server } => Some(*server),
             ProxyError::NoRoute
             | ProxyError::NoServer { .. }
             | ProxyError::BodyTooLarge
             | ProxyError::ClientBody(_)
             | ProxyError::Host(_) => None,
         }
+    }
+}
+
+/// An error with the errors that caused it, `a: b: c`: hyper's own message
+/// (`error reading a body from connection`) rarely says what went wrong.
+struct Causes<'a>(&'a dyn std::error::Error);
+
+impl fmt::Display for Causes<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        // Bounded by the depth of the error chain.
+        while let Some(error) = cause {
+            write!(f, ": {error}")?;
+            cause = error.source();
+        }
+        Ok(())
     }
 }
 

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -37,8 +37,11 @@ pub struct ResponseBody {
 enum Source {
     /// A short body weir wrote itself (error pages); taken when sent.
     Full(Option<Bytes>),
-    /// The upstream's response body.
-    Upstream(Incoming),
+    /// The upstream's response body, after its first frame if that was taken early.
+    Upstream {
+        first: Option<EarlyFrame>,
+        body: Incoming,
+    },
 }
 
 /// The end-of-exchange bookkeeping a response body carries.
@@ -56,7 +59,14 @@ pub struct Exchange {
     pub deadline: Option<Instant>,
     /// The request's metrics, recorded at the end.
     pub metrics: Option<Recording>,
+    /// The upstream body's first frame, when it had arrived with the head
+    /// ([`arrived_frame`]); sent before the rest.
+    pub first: Option<EarlyFrame>,
 }
+
+/// A body frame taken before the response head went out; boxed, as few
+/// responses have one and the exchange is moved whole.
+pub type EarlyFrame = Box<Frame<Bytes>>;
 
 impl Exchange {
     fn finish(mut self, complete: bool) {
@@ -88,9 +98,12 @@ impl ResponseBody {
     }
 
     /// The upstream's body, streamed (and cut off at the exchange's deadline).
-    pub fn upstream(body: Incoming, exchange: Exchange) -> Self {
+    pub fn upstream(body: Incoming, mut exchange: Exchange) -> Self {
         Self {
-            source: Source::Upstream(body),
+            source: Source::Upstream {
+                first: exchange.first.take(),
+                body,
+            },
             deadline: exchange
                 .deadline
                 .map(|at| Box::pin(tokio::time::sleep_until(at))),
@@ -127,7 +140,10 @@ impl Body for ResponseBody {
         }
         let frame = match &mut this.source {
             Source::Full(bytes) => bytes.take().map(|b| Ok(Frame::data(b))),
-            Source::Upstream(body) => ready!(Pin::new(body).poll_frame(cx)),
+            Source::Upstream { first, body } => match first.take() {
+                Some(frame) => Some(Ok(*frame)),
+                None => ready!(Pin::new(body).poll_frame(cx)),
+            },
         };
         match &frame {
             Some(Ok(frame)) => {
@@ -148,7 +164,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.source {
             Source::Full(bytes) => bytes.is_none(),
-            Source::Upstream(body) => body.is_end_stream(),
+            Source::Upstream { first, body } => first.is_none() && body.is_end_stream(),
         }
     }
 
@@ -156,7 +172,17 @@ impl Body for ResponseBody {
         match &self.source {
             Source::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             Source::Full(None) => SizeHint::with_exact(0),
-            Source::Upstream(body) => body.size_hint(),
+            Source::Upstream { first, body } => {
+                let mut hint = body.size_hint();
+                if let Some(data) = first.as_ref().and_then(|f| f.data_ref()) {
+                    let len = data.len() as u64;
+                    hint.set_lower(hint.lower() + len);
+                    if let Some(upper) = hint.upper() {
+                        hint.set_upper(upper + len);
+                    }
+                }
+                hint
+            }
         }
     }
 }
@@ -167,6 +193,23 @@ impl Drop for ResponseBody {
         // connection failed; the upstream connection is not reusable.
         let complete = self.is_end_stream();
         self.finish(complete);
+    }
+}
+
+/// The first frame of an upstream body whose length is not declared (chunked,
+/// or until the close), if hyper has already read it: a body that is broken
+/// from its first chunk (a malformed chunk line) is then the upstream's error,
+/// answered with 502 rather than cut off after a good-looking head. Looks
+/// without waiting; a body of known length is not looked at.
+pub fn arrived_frame(body: &mut Incoming) -> Result<Option<EarlyFrame>, hyper::Error> {
+    if body.is_end_stream() || body.size_hint().exact().is_some() {
+        return Ok(None);
+    }
+    let mut cx = Context::from_waker(Waker::noop());
+    match Pin::new(body).poll_frame(&mut cx) {
+        Poll::Ready(Some(Ok(frame))) => Ok(Some(Box::new(frame))),
+        Poll::Ready(Some(Err(error))) => Err(error),
+        Poll::Ready(None) | Poll::Pending => Ok(None),
     }
 }
 

@@ -3,16 +3,19 @@
 //!
 //! A retry goes to a server not tried yet, and only
 //! - after a failed connect (nothing was sent), always;
-//! - after a reset or timeout before the response head, when the method is
-//!   idempotent and the request has no body, so it can be sent again whole.
+//! - after a reset or timeout before the response head, or an answer weir
+//!   will not pass on (a `101` the request did not ask for, a body broken
+//!   from its first chunk), when the method is idempotent and the request
+//!   has no body, so it can be sent again whole.
 //!
 //! A body that was streamed is never sent twice, and nothing is retried once
 //! the response head has been taken (no byte of it reaches the client before).
 
 use std::error::Error as _;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -20,7 +23,7 @@ use tracing::{info, warn};
 use crate::access::AccessRecord;
 use crate::body::{BodyTooLarge, RequestBody};
 use crate::error::ProxyError;
-use crate::exchange::Exchange;
+use crate::exchange::{arrived_frame, EarlyFrame, Exchange};
 use crate::upstream::{InFlightGuard, Upstream};
 
 /// Pooled connections found closed before a request went out, retried without
@@ -38,6 +41,8 @@ pub struct Deadlines {
 
 /// Sends the request in `req` to a server of `upstream`, retrying where safe.
 /// Returns the upstream's response head and the bookkeeping its body must carry.
+/// `upgrading`: the request asks to switch protocols; a `101` to any other
+/// request is the upstream's error.
 ///
 /// The request is taken from the caller's `Option` rather than passed by
 /// value, so that this future does not hold a second copy of it.
@@ -46,6 +51,7 @@ pub async fn forward(
     req: &mut Option<Request<RequestBody>>,
     record: &mut Option<Box<AccessRecord>>,
     deadlines: Deadlines,
+    upgrading: bool,
 ) -> Result<(Response<Incoming>, Exchange), ProxyError> {
     let cfg = &upstream.config;
     // Only a bodiless idempotent request can be sent again after it went out.
@@ -101,23 +107,27 @@ pub async fn forward(
         let (wait, by_request_timeout) = attempt_timeout(cfg.response_timeout, deadlines.request);
         let sent = tokio::time::timeout(wait, conn.sender.try_send_request(request)).await;
         let error = match sent {
-            Ok(Ok(resp)) => {
-                if cfg.fail_on_status.contains(&resp.status().as_u16()) {
-                    upstream.mark_failed(index);
-                } else {
-                    server.state.record_success();
+            Ok(Ok(mut resp)) => match admit(&mut resp, upgrading, addr) {
+                Ok(first) => {
+                    if cfg.fail_on_status.contains(&resp.status().as_u16()) {
+                        upstream.mark_failed(index);
+                    } else {
+                        server.state.record_success();
+                    }
+                    if let Some(record) = record.as_mut() {
+                        record.answered_by(&cfg.name, addr, deadlines.started.elapsed());
+                    }
+                    let exchange = Exchange {
+                        guard: Some(guard),
+                        conn: Some(conn),
+                        record: record.take(),
+                        first,
+                        ..Exchange::default()
+                    };
+                    return Ok((resp, exchange));
                 }
-                if let Some(record) = record.as_mut() {
-                    record.answered_by(&cfg.name, addr, deadlines.started.elapsed());
-                }
-                let exchange = Exchange {
-                    guard: Some(guard),
-                    conn: Some(conn),
-                    record: record.take(),
-                    ..Exchange::default()
-                };
-                return Ok((resp, exchange));
-            }
+                Err(error) => error,
+            },
             Ok(Err(mut error)) => {
                 if let (Some(unsent), Some(left)) =
                     (error.take_message(), stale_left.checked_sub(1))
@@ -157,6 +167,21 @@ pub async fn forward(
     Err(last_error.unwrap_or_else(|| ProxyError::NoServer {
         upstream: cfg.name.clone(),
     }))
+}
+
+/// Whether the upstream's answer may go out, with the first frame of its
+/// body if that has already arrived; or the upstream's error when it must
+/// not: a `101` to a request that asked for no upgrade, or a body already
+/// known to be broken (a malformed first chunk) before its head is sent.
+fn admit(
+    resp: &mut Response<Incoming>,
+    upgrading: bool,
+    server: SocketAddr,
+) -> Result<Option<EarlyFrame>, ProxyError> {
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS && !upgrading {
+        return Err(ProxyError::UnsolicitedUpgrade { server });
+    }
+    arrived_frame(resp.body_mut()).map_err(|source| ProxyError::Upstream { server, source })
 }
 
 /// How long one attempt may wait for the response head, and whether that is

@@ -55,7 +55,8 @@ pub async fn handle(
         Ok(forwarding) => forwarding,
         Err(resp) => return resp,
     };
-    match forward(upstream, &mut req, &mut record, deadlines).await {
+    let upgrading = upgrade.is_some();
+    match forward(upstream, &mut req, &mut record, deadlines, upgrading).await {
         Ok((resp, mut exchange)) => {
             exchange.deadline = deadlines.request;
             client_response(resp, exchange, metrics, upgrade, &conn, &snapshot)

@@ -1,6 +1,7 @@
-//! Strict HTTP where the RFCs say MUST: the request's `Host`, and bodies
-//! that are never dropped. Each test checks what the client sees and what the
-//! backend received.
+//! Strict HTTP where the RFCs say MUST: the request's `Host`, bodies that
+//! are never dropped, upstream answers weir did not ask for, and chunk
+//! extensions with control characters. Each test checks what the client sees
+//! and what the backend received.
 
 mod common;
 mod proto_support;
@@ -173,4 +174,95 @@ async fn an_http2_get_with_a_body_of_unknown_length_reaches_an_http1_upstream_wh
         received.ends_with("\r\n\r\n5\r\nxxxxx\r\n5\r\nxxxxx\r\n0\r\n\r\n"),
         "{received}"
     );
+}
+
+#[tokio::test]
+async fn an_unsolicited_101_is_a_502_never_passed_on() {
+    let app = spawn_scripted_backend(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: evil\r\nConnection: upgrade\r\n\r\nraw bytes",
+    )
+    .await;
+    let toml = with_admin(&one_upstream("round_robin", &[server(app.addr)], ""), None);
+    let proxy = spawn_proxy(&toml).await;
+    let mut client = RawClient::connect(proxy.addr).await;
+    client
+        .send(b"GET /plain HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .await;
+    let resp = client.response().await.expect("an answer");
+    assert_eq!(resp.status, 502);
+    assert_eq!(resp.text(), "502 Bad Gateway\n");
+    assert_eq!(resp.header("upgrade"), None);
+    // The client connection is still HTTP: a second request gets an answer.
+    client
+        .send(b"GET /again HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .await;
+    assert_eq!(client.response().await.expect("an answer").status, 502);
+    let (_, metrics) = proxy.admin_get("/metrics", None).await;
+    let counted = format!(
+        "weir_requests_total{{upstream=\"app\",server=\"{}\",code=\"502\"}} 2",
+        app.addr
+    );
+    assert!(metrics.contains(&counted), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_request_chunk_extension_with_a_control_character_is_400() {
+    let (proxy, app) = recorded().await;
+    for ext in [
+        &b"a=\x01b"[..],
+        b"\x00",
+        b"a=\"\x1b[31m\"",
+        b"x\x7f",
+        b"x\rz",
+    ] {
+        let mut request =
+            b"POST /ext HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n5;".to_vec();
+        request.extend_from_slice(ext);
+        request.extend_from_slice(b"\r\nhello\r\n0\r\n\r\n");
+        let (status, _) = answer(&proxy, &request).await;
+        assert_eq!(status, 400, "{}", ext.escape_ascii());
+    }
+    assert!(!app.received().contains("hello"), "{}", app.received());
+    // Extensions made of tokens, quoted strings and tabs still pass, without
+    // reaching the upstream: weir frames the body anew.
+    let (status, text) = answer(
+        &proxy,
+        b"POST /ext HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5;name=value;\tq=\"a b\"\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!((status, text.as_str()), (200, "got 5 bytes"));
+    assert!(
+        app.received().ends_with("\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+        "{}",
+        app.received()
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_chunk_extension_with_a_control_character_is_a_502() {
+    let app = spawn_scripted_backend(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=\x01\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    let proxy = spawn_proxy(&one_upstream("round_robin", &[server(app.addr)], "")).await;
+    let (status, text) = answer(&proxy, b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n").await;
+    assert_eq!((status, text.as_str()), (502, "502 Bad Gateway\n"));
+}
+
+#[tokio::test]
+async fn an_upstream_chunk_extension_with_a_control_character_later_cuts_the_response() {
+    let app = spawn_scripted_backend(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n5;x=\x01\r\nworld\r\n0\r\n\r\n",
+    )
+    .await;
+    let proxy = spawn_proxy(&one_upstream("round_robin", &[server(app.addr)], "")).await;
+    let mut client = RawClient::connect(proxy.addr).await;
+    client.send(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n").await;
+    // The head went out with the first chunk; the rest is never sent, and
+    // the body ends without its last chunk when weir closes the connection.
+    let resp = client.response().await.expect("a head");
+    assert_eq!(resp.status, 200);
+    assert!(!resp.text().contains("world"), "{}", resp.text());
+    assert!(!resp.text().ends_with("0\r\n\r\n"), "{}", resp.text());
 }

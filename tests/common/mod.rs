@@ -6,8 +6,8 @@
 //! - [`proxy`]: the daemon under test, its reload and shutdown controls.
 //! - [`clients`]: HTTP clients, bodies and a steady load.
 //! - [`config`]: TOML texts for the proxy.
-//! - [`raw`]: a raw-socket client that may misbehave, and a backend that
-//!   records the bytes it receives.
+//! - [`raw`]: a raw-socket client that may misbehave, a backend that
+//!   records the bytes it receives, and one that answers with fixed bytes.
 #![allow(dead_code)]
 
 mod backends;
@@ -29,5 +29,8 @@ pub use self::{
     },
     config::{config_with, one_upstream, server, with_admin, with_server_keys},
     proxy::{free_port, spawn_proxy, spawn_proxy_at, spawn_proxy_on, wait_until, Proxy},
-    raw::{raw_exchange, spawn_recording_backend, RawClient, RawResponse, RecordingBackend},
+    raw::{
+        raw_exchange, spawn_recording_backend, spawn_scripted_backend, RawClient, RawResponse,
+        RecordingBackend,
+    },
 };

@@ -191,6 +191,57 @@ impl Drop for RecordingBackend {
 /// request body's length, recording the raw bytes it was sent.
 pub async fn spawn_recording_backend() -> RecordingBackend {
     use http_body_util::BodyExt;
+    recording(|stream, log| async move {
+        let io = Recorded { inner: stream, log };
+        let service =
+            hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async {
+                let len = match req.into_body().collect().await {
+                    Ok(body) => body.to_bytes().len(),
+                    Err(_) => 0,
+                };
+                Ok::<_, std::convert::Infallible>(http::Response::new(full(format!(
+                    "got {len} bytes"
+                ))))
+            });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+            .await;
+    })
+    .await
+}
+
+/// Starts a backend that answers each request head it receives with `answer`,
+/// byte for byte (a server that misbehaves), recording every byte it is sent.
+/// Request bodies are not looked for: the requests sent to it have none.
+pub async fn spawn_scripted_backend(answer: &'static [u8]) -> RecordingBackend {
+    recording(move |mut stream, log| async move {
+        let mut pending = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            log.lock().expect("lock").extend_from_slice(&chunk[..n]);
+            pending.extend_from_slice(&chunk[..n]);
+            while let Some(len) = head_length(&pending) {
+                pending.drain(..len);
+                if stream.write_all(answer).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// A backend on a new port whose connections are each served by `serve`,
+/// given the log of received bytes that all of them share.
+async fn recording<F, Fut>(serve: F) -> RecordingBackend
+where
+    F: Fn(TcpStream, Arc<Mutex<Vec<u8>>>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let received = Arc::new(Mutex::new(Vec::new()));
@@ -198,31 +249,22 @@ pub async fn spawn_recording_backend() -> RecordingBackend {
     let task = tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
         while let Ok((stream, _)) = listener.accept().await {
-            let io = Recorded {
-                inner: stream,
-                log: log.clone(),
-            };
-            conns.spawn(async move {
-                let service =
-                    hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async {
-                        let len = match req.into_body().collect().await {
-                            Ok(body) => body.to_bytes().len(),
-                            Err(_) => 0,
-                        };
-                        Ok::<_, std::convert::Infallible>(http::Response::new(full(format!(
-                            "got {len} bytes"
-                        ))))
-                    });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(io), service)
-                    .await;
-            });
+            conns.spawn(serve(stream, log.clone()));
         }
     });
     RecordingBackend {
         addr,
         received,
         task,
+    }
+}
+
+/// The length of the complete request head at the start of `bytes`, if there is one.
+fn head_length(bytes: &[u8]) -> Option<usize> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    match httparse::Request::new(&mut headers).parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => Some(len),
+        _ => None,
     }
 }
 
