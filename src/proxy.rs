@@ -15,7 +15,7 @@ use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
 use crate::exchange::{Exchange, Recording, ResponseBody};
 use crate::forward::{forward, Deadlines};
-use crate::headers::{prepare_upstream_request, strip_hop_by_hop, Peer};
+use crate::headers::{prepare_upstream_request, strip_hop_by_hop, Peer, Underscores};
 use crate::host::request_host;
 use crate::snapshot::Snapshot;
 use crate::upgrade::{self, TunnelContext, TunnelLimits, UpgradeRequest};
@@ -179,15 +179,21 @@ fn upstream_request(
                 v.split(',')
                     .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
             });
+    let server = &snapshot.config.server;
     prepare_upstream_request(
         &mut parts.headers,
         Peer {
             ip: conn.peer.ip(),
             ip_value: &conn.peer_ip,
             proto: conn.proto,
-            trusted: &snapshot.config.server.trusted_proxies,
+            trusted: &server.trusted_proxies,
         },
         host.as_ref(),
+        if server.underscores_in_headers {
+            Underscores::Keep
+        } else {
+            Underscores::Drop
+        },
     );
     if let Some(host) = host {
         parts.headers.insert(header::HOST, host);

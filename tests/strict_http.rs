@@ -1,7 +1,7 @@
 //! Strict HTTP where the RFCs say MUST: the request's `Host`, bodies that
-//! are never dropped, upstream answers weir did not ask for, and chunk
-//! extensions with control characters. Each test checks what the client sees
-//! and what the backend received.
+//! are never dropped, upstream answers weir did not ask for, chunk extensions
+//! with control characters, and headers spelled with underscores. Each test
+//! checks what the client sees and what the backend received.
 
 mod common;
 mod proto_support;
@@ -265,4 +265,44 @@ async fn an_upstream_chunk_extension_with_a_control_character_later_cuts_the_res
     assert_eq!(resp.status, 200);
     assert!(!resp.text().contains("world"), "{}", resp.text());
     assert!(!resp.text().ends_with("0\r\n\r\n"), "{}", resp.text());
+}
+
+#[tokio::test]
+async fn headers_spelled_with_underscores_are_dropped_unless_kept() {
+    let app = spawn_recording_backend().await;
+    let toml = one_upstream("round_robin", &[server(app.addr)], "");
+    let mut proxy = spawn_proxy(&toml).await;
+    let request = b"GET / HTTP/1.1\r\nHost: a.test\r\nX_Real_IP: 6.6.6.6\r\n\
+        X_Forwarded_For: 6.6.6.6\r\nX_Forwarded_Host: evil.test\r\n\
+        Transfer_Encoding: chunked\r\nX-Kept: 1\r\n\r\n";
+    assert_eq!(answer(&proxy, request).await.0, 200);
+    let received = app.received().to_ascii_lowercase();
+    assert!(!received.contains('_'), "{received}");
+    assert!(
+        received.contains("\r\nx-real-ip: 127.0.0.1\r\n"),
+        "{received}"
+    );
+    assert!(received.contains("\r\nx-kept: 1\r\n"), "{received}");
+
+    // `underscores_in_headers = true` keeps them; the key applies on reload.
+    assert!(
+        proxy
+            .reload(&with_server_keys(&toml, "underscores_in_headers = true"))
+            .await
+    );
+    let before = app.received().len();
+    assert_eq!(answer(&proxy, request).await.0, 200);
+    let received = app.received()[before..].to_ascii_lowercase();
+    assert!(
+        received.contains("\r\nx_real_ip: 6.6.6.6\r\n"),
+        "{received}"
+    );
+    assert!(
+        received.contains("\r\ntransfer_encoding: chunked\r\n"),
+        "{received}"
+    );
+    assert!(
+        received.contains("\r\nx-real-ip: 127.0.0.1\r\n"),
+        "{received}"
+    );
 }

@@ -47,6 +47,8 @@ pub struct ServerSettings {
     pub(crate) max_body_size: Option<u64>,
     /// An upgraded connection (WebSocket) with no bytes either way for this long is closed.
     pub(crate) tunnel_idle_timeout: Duration,
+    /// Request headers whose names hold an underscore are forwarded (else dropped).
+    pub(crate) underscores_in_headers: bool,
 }
 
 /// One listening socket.

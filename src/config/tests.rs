@@ -69,6 +69,7 @@ fn readme_example_parses_with_defaults() {
             max_header_size: 64 * 1024,
             max_body_size: None,
             tunnel_idle_timeout: Duration::from_secs(3600),
+            underscores_in_headers: false,
         },
         admin: Some(AdminSettings {
             listen: addr("127.0.0.1:9090"),
@@ -360,6 +361,7 @@ fn limits_timeouts_and_health_keys_parse() {
 listen = ["127.0.0.1:0"]
 max_header_size = "16KiB"
 max_body_size = "10MB"
+underscores_in_headers = true
 
 [[upstream]]
 name = "a"
@@ -379,6 +381,7 @@ request_timeout = "2s"
 "#);
     assert_eq!(c.server.max_header_size, 16 * 1024);
     assert_eq!(c.server.max_body_size, Some(10 * 1024 * 1024));
+    assert!(c.server.underscores_in_headers);
     let u = &c.upstreams[0];
     assert_eq!(u.retry_timeout, Some(Duration::from_secs(5)));
     assert_eq!(u.request_timeout, Some(Duration::from_secs(30)));
