@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
-use weir::headers::{ip_value, prepare_upstream_request, strip_hop_by_hop, Peer};
+use weir::headers::{ip_value, prepare_upstream_request, strip_hop_by_hop, Peer, Underscores};
 
 fn map(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut map = HeaderMap::new();
@@ -53,6 +53,14 @@ const FORWARDED: &[(&str, &str)] = &[
     ("accept", "*/*"),
 ];
 
+/// A client whose headers are spelled with underscores, dropped on the way.
+const UNDERSCORED: &[(&str, &str)] = &[
+    ("host", "site.test"),
+    ("x_real_ip", "6.6.6.6"),
+    ("x_forwarded_for", "6.6.6.6"),
+    ("accept", "*/*"),
+];
+
 /// What a small upstream answers with.
 const RESPONSE: &[(&str, &str)] = &[
     ("content-type", "application/json"),
@@ -68,6 +76,7 @@ fn rewrite(c: &mut Criterion) {
         ("minimal", MINIMAL, "192.0.2.7", &[][..]),
         ("browser", BROWSER, "192.0.2.7", &[][..]),
         ("trusted_chain", FORWARDED, "10.0.0.2", &trusted[..]),
+        ("underscored", UNDERSCORED, "192.0.2.7", &[][..]),
     ] {
         let ip: IpAddr = ip.parse().expect("ip");
         let value = ip_value(ip);
@@ -82,7 +91,12 @@ fn rewrite(c: &mut Criterion) {
                         proto: "http",
                         trusted,
                     };
-                    prepare_upstream_request(headers, peer, black_box(Some(&host)));
+                    prepare_upstream_request(
+                        headers,
+                        peer,
+                        black_box(Some(&host)),
+                        Underscores::Drop,
+                    );
                 },
                 criterion::BatchSize::SmallInput,
             )

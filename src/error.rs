@@ -1,5 +1,6 @@
 //! Why weir answered a request itself, and with which status.
 
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -27,7 +28,7 @@ pub enum ProxyError {
         source: ConnectError,
     },
     /// The exchange with the upstream failed before a response head arrived.
-    #[error("upstream {server} failed: {source}")]
+    #[error("upstream {server} failed: {}", Causes(source))]
     Upstream {
         /// The server.
         server: SocketAddr,
@@ -46,7 +47,7 @@ pub enum ProxyError {
     #[error("request body larger than max_body_size")]
     BodyTooLarge,
     /// Reading the client's request body failed (the client went away mid-upload).
-    #[error("client request body failed: {0}")]
+    #[error("client request body failed: {}", Causes(.0))]
     ClientBody(hyper::Error),
     /// The client's request body sent nothing for `body_read_timeout`, so its
     /// request to the upstream was cancelled.
@@ -57,6 +58,37 @@ pub enum ProxyError {
         /// The server the request was going to.
         server: SocketAddr,
     },
+    /// The request's host is missing, doubled or malformed.
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// The upstream switched protocols though the request asked for no upgrade.
+    #[error(
+        "upstream {server} answered 101 Switching Protocols to a request that asked for no upgrade"
+    )]
+    UnsolicitedUpgrade {
+        /// The server.
+        server: SocketAddr,
+    },
+}
+
+/// Why a request's host is refused with 400 (RFC 9112 §3.2, RFC 9113 §8.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// An HTTP/1.1 request without `Host`.
+    #[error("HTTP/1.1 request without a Host header")]
+    Missing,
+    /// More than one `Host` header.
+    #[error("more than one Host header")]
+    Several,
+    /// A `Host` that is not `host[:port]`.
+    #[error("Host header is not a valid host[:port]")]
+    Invalid,
+    /// An absolute-form target (or `:authority`) that is not `host[:port]`, such as one with userinfo.
+    #[error("request target's authority is not a valid host[:port]")]
+    InvalidTarget,
+    /// HTTP/2 `:authority` and `Host` name different hosts.
+    #[error(":authority and Host disagree")]
+    Mismatch,
 }
 
 impl ProxyError {
@@ -65,10 +97,12 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoServer { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Connect { .. }
+            | ProxyError::Upstream { .. }
+            | ProxyError::UnsolicitedUpgrade { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::ClientBody(_) | ProxyError::Host(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyStalled { .. } => StatusCode::REQUEST_TIMEOUT,
         }
     }
@@ -78,13 +112,32 @@ impl ProxyError {
         match self {
             ProxyError::Connect { server, .. }
             | ProxyError::Upstream { server, .. }
-            | ProxyError::Timeout { server, .. } => Some(*server),
+            | ProxyError::Timeout { server, .. }
+            | ProxyError::UnsolicitedUpgrade { server } => Some(*server),
             ProxyError::NoRoute
             | ProxyError::NoServer { .. }
             | ProxyError::BodyTooLarge
             | ProxyError::ClientBody(_)
+            | ProxyError::Host(_)
             | ProxyError::BodyStalled { .. } => None,
         }
+    }
+}
+
+/// An error with the errors that caused it, `a: b: c`: hyper's own message
+/// (`error reading a body from connection`) rarely says what went wrong.
+struct Causes<'a>(&'a dyn std::error::Error);
+
+impl fmt::Display for Causes<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        // Bounded by the depth of the error chain.
+        while let Some(error) = cause {
+            write!(f, ": {error}")?;
+            cause = error.source();
+        }
+        Ok(())
     }
 }
 

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -39,8 +39,11 @@ pub struct ResponseBody {
 enum Source {
     /// A short body weir wrote itself (error pages); taken when sent.
     Full(Option<Bytes>),
-    /// The upstream's response body.
-    Upstream(Incoming),
+    /// The upstream's response body, after its first frame if that was taken early.
+    Upstream {
+        first: Option<EarlyFrame>,
+        body: Incoming,
+    },
 }
 
 /// The end-of-exchange bookkeeping a response body carries.
@@ -58,7 +61,14 @@ pub struct Exchange {
     pub deadline: Option<Instant>,
     /// The request's metrics, recorded at the end.
     pub metrics: Option<Recording>,
+    /// The upstream body's first frame, when it had arrived with the head
+    /// ([`arrived_frame`]); sent before the rest.
+    pub first: Option<EarlyFrame>,
 }
+
+/// A body frame taken before the response head went out; boxed, as few
+/// responses have one and the exchange is moved whole.
+pub type EarlyFrame = Box<Frame<Bytes>>;
 
 impl Exchange {
     /// Ends the exchange; `upstream_body` says whether the bytes sent were
@@ -93,9 +103,12 @@ impl ResponseBody {
     }
 
     /// The upstream's body, streamed (and cut off at the exchange's deadline).
-    pub fn upstream(body: Incoming, exchange: Exchange) -> Self {
+    pub fn upstream(body: Incoming, mut exchange: Exchange) -> Self {
         Self {
-            source: Source::Upstream(body),
+            source: Source::Upstream {
+                first: exchange.first.take(),
+                body,
+            },
             deadline: exchange
                 .deadline
                 .map(|at| Box::pin(tokio::time::sleep_until(at))),
@@ -105,7 +118,7 @@ impl ResponseBody {
 
     fn finish(&mut self, complete: bool) {
         if let Some(exchange) = self.exchange.take() {
-            let upstream_body = matches!(self.source, Source::Upstream(_));
+            let upstream_body = matches!(self.source, Source::Upstream { .. });
             exchange.finish(complete, upstream_body);
         }
     }
@@ -133,7 +146,10 @@ impl Body for ResponseBody {
         }
         let frame = match &mut this.source {
             Source::Full(bytes) => bytes.take().map(|b| Ok(Frame::data(b))),
-            Source::Upstream(body) => ready!(Pin::new(body).poll_frame(cx)),
+            Source::Upstream { first, body } => match first.take() {
+                Some(frame) => Some(Ok(*frame)),
+                None => ready!(Pin::new(body).poll_frame(cx)),
+            },
         };
         match &frame {
             Some(Ok(frame)) => {
@@ -154,7 +170,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.source {
             Source::Full(bytes) => bytes.is_none(),
-            Source::Upstream(body) => body.is_end_stream(),
+            Source::Upstream { first, body } => first.is_none() && body.is_end_stream(),
         }
     }
 
@@ -162,7 +178,17 @@ impl Body for ResponseBody {
         match &self.source {
             Source::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             Source::Full(None) => SizeHint::with_exact(0),
-            Source::Upstream(body) => body.size_hint(),
+            Source::Upstream { first, body } => {
+                let mut hint = body.size_hint();
+                if let Some(data) = first.as_ref().and_then(|f| f.data_ref()) {
+                    let len = data.len() as u64;
+                    hint.set_lower(hint.lower() + len);
+                    if let Some(upper) = hint.upper() {
+                        hint.set_upper(upper + len);
+                    }
+                }
+                hint
+            }
         }
     }
 }
@@ -173,6 +199,23 @@ impl Drop for ResponseBody {
         // connection failed; the upstream connection is not reusable.
         let complete = self.is_end_stream();
         self.finish(complete);
+    }
+}
+
+/// The first frame of an upstream body whose length is not declared (chunked,
+/// or until the close), if hyper has already read it: a body that is broken
+/// from its first chunk (a malformed chunk line) is then the upstream's error,
+/// answered with 502 rather than cut off after a good-looking head. Looks
+/// without waiting; a body of known length is not looked at.
+pub fn arrived_frame(body: &mut Incoming) -> Result<Option<EarlyFrame>, hyper::Error> {
+    if body.is_end_stream() || body.size_hint().exact().is_some() {
+        return Ok(None);
+    }
+    let mut cx = Context::from_waker(Waker::noop());
+    match Pin::new(body).poll_frame(&mut cx) {
+        Poll::Ready(Some(Ok(frame))) => Ok(Some(Box::new(frame))),
+        Poll::Ready(Some(Err(error))) => Err(error),
+        Poll::Ready(None) | Poll::Pending => Ok(None),
     }
 }
 

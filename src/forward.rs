@@ -3,17 +3,20 @@
 //!
 //! A retry goes to a server not tried yet, and only
 //! - after a failed connect (nothing was sent), always;
-//! - after a reset or timeout before the response head, when the method is
-//!   idempotent and the request has no body, so it can be sent again whole.
+//! - after a reset or timeout before the response head, or an answer weir
+//!   will not pass on (a `101` the request did not ask for, a body broken
+//!   from its first chunk), when the method is idempotent and the request
+//!   has no body, so it can be sent again whole.
 //!
 //! A body that was streamed is never sent twice, and nothing is retried once
 //! the response head has been taken (no byte of it reaches the client before).
 
 use std::error::Error as _;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -22,7 +25,7 @@ use crate::access::AccessRecord;
 use crate::affinity::Affinity;
 use crate::body::{BodyProgress, BodyTooLarge, RequestBody};
 use crate::error::ProxyError;
-use crate::exchange::Exchange;
+use crate::exchange::{arrived_frame, EarlyFrame, Exchange};
 use crate::upstream::{InFlightGuard, Upstream};
 
 /// Pooled connections found closed before a request went out, retried without
@@ -38,23 +41,39 @@ pub struct Deadlines {
     pub request: Option<Instant>,
 }
 
+/// What, besides the request itself, decides how it is forwarded.
+#[derive(Debug, Clone, Copy)]
+pub struct Terms<'a> {
+    /// When the exchange must be over.
+    pub deadlines: Deadlines,
+    /// What in the request points at a server (`hash`, `sticky`).
+    pub affinity: Affinity,
+    /// The progress of the request's body, if it has one: a body cut off by
+    /// `body_read_timeout` fails the attempt, and that is the client's
+    /// doing, not the server's.
+    pub body: Option<&'a BodyProgress>,
+    /// The request asks to switch protocols; a `101` to any other request
+    /// is the upstream's error.
+    pub upgrading: bool,
+}
+
 /// Sends the request in `req` to a server of `upstream`, retrying where safe.
 /// Returns the upstream's response head and the bookkeeping its body must carry.
 ///
 /// The request is taken from the caller's `Option` rather than passed by
-/// value, so that this future does not hold a second copy of it. `affinity`
-/// is what in the request points at a server (`hash`, `sticky`). `body` is
-/// the progress of the request's body, if it has one: a body cut off by
-/// `body_read_timeout` fails the attempt, and that is the client's doing,
-/// not the server's.
+/// value, so that this future does not hold a second copy of it.
 pub async fn forward(
     upstream: &Upstream,
     req: &mut Option<Request<RequestBody>>,
     record: &mut Option<Box<AccessRecord>>,
-    deadlines: Deadlines,
-    affinity: Affinity,
-    body: Option<&BodyProgress>,
+    terms: Terms<'_>,
 ) -> Result<(Response<Incoming>, Exchange), ProxyError> {
+    let Terms {
+        deadlines,
+        affinity,
+        body,
+        upgrading,
+    } = terms;
     let cfg = &upstream.config;
     // Only a bodiless idempotent request can be sent again after it went out.
     let replayable = cfg.retries > 0
@@ -110,29 +129,33 @@ pub async fn forward(
         let sent = response_head(send, cfg.response_timeout, deadlines, body).await;
         let by_request_timeout = matches!(sent, Err(Late::Request(_)));
         let error = match sent {
-            Ok(Ok(mut resp)) => {
-                if let Some((id, cookie)) = &server.sticky {
-                    if affinity.sticky != Some(*id) {
-                        resp.headers_mut()
-                            .append(http::header::SET_COOKIE, cookie.clone());
+            Ok(Ok(mut resp)) => match admit(&mut resp, upgrading, addr) {
+                Ok(first) => {
+                    if let Some((id, cookie)) = &server.sticky {
+                        if affinity.sticky != Some(*id) {
+                            resp.headers_mut()
+                                .append(http::header::SET_COOKIE, cookie.clone());
+                        }
                     }
+                    if cfg.fail_on_status.contains(&resp.status().as_u16()) {
+                        upstream.mark_failed(index);
+                    } else {
+                        server.state.record_success();
+                    }
+                    if let Some(record) = record.as_mut() {
+                        record.answered_by(&cfg.name, addr, deadlines.started.elapsed());
+                    }
+                    let exchange = Exchange {
+                        guard: Some(guard),
+                        conn: Some(conn),
+                        record: record.take(),
+                        first,
+                        ..Exchange::default()
+                    };
+                    return Ok((resp, exchange));
                 }
-                if cfg.fail_on_status.contains(&resp.status().as_u16()) {
-                    upstream.mark_failed(index);
-                } else {
-                    server.state.record_success();
-                }
-                if let Some(record) = record.as_mut() {
-                    record.answered_by(&cfg.name, addr, deadlines.started.elapsed());
-                }
-                let exchange = Exchange {
-                    guard: Some(guard),
-                    conn: Some(conn),
-                    record: record.take(),
-                    ..Exchange::default()
-                };
-                return Ok((resp, exchange));
-            }
+                Err(error) => error,
+            },
             Ok(Err(mut error)) => {
                 if let (Some(unsent), Some(left)) =
                     (error.take_message(), stale_left.checked_sub(1))
@@ -232,6 +255,21 @@ async fn response_head<F: Future>(
         };
         seen = body.bytes();
     }
+}
+
+/// Whether the upstream's answer may go out, with the first frame of its
+/// body if that has already arrived; or the upstream's error when it must
+/// not: a `101` to a request that asked for no upgrade, or a body already
+/// known to be broken (a malformed first chunk) before its head is sent.
+fn admit(
+    resp: &mut Response<Incoming>,
+    upgrading: bool,
+    server: SocketAddr,
+) -> Result<Option<EarlyFrame>, ProxyError> {
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS && !upgrading {
+        return Err(ProxyError::UnsolicitedUpgrade { server });
+    }
+    arrived_frame(resp.body_mut()).map_err(|source| ProxyError::Upstream { server, source })
 }
 
 /// RFC 9110 §9.2.2, less CONNECT-like oddities.

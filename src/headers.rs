@@ -4,6 +4,7 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
+use tracing::debug;
 
 /// `X-Real-IP`.
 pub(crate) static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
@@ -34,9 +35,44 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none of them: one pass over their few names costs
     // less than eight hashed removals (a quarter of the instructions with five headers).
     let fixed = fixed_hop_by_hop();
-    if !headers.keys().any(|name| fixed.contains(&name)) {
-        return;
+    if headers.keys().any(|name| fixed.contains(&name)) {
+        remove_hop_by_hop(headers);
     }
+}
+
+/// Whether request headers whose names hold an underscore go upstream
+/// (`[server] underscores_in_headers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Underscores {
+    /// Dropped, as nginx does by default: gateways that read `_` as `-` would
+    /// take `X_Real_IP` for weir's `X-Real-IP`.
+    Drop,
+    /// Forwarded like any other header.
+    Keep,
+}
+
+/// What one pass over a request's header names found to remove.
+#[derive(Debug, Default)]
+struct Found {
+    hop_by_hop: bool,
+    underscored: bool,
+}
+
+impl Found {
+    fn in_request(headers: &HeaderMap, underscores: Underscores) -> Self {
+        let fixed = fixed_hop_by_hop();
+        let drop_underscored = underscores == Underscores::Drop;
+        let mut found = Found::default();
+        for name in headers.keys() {
+            found.hop_by_hop |= fixed.contains(&name);
+            found.underscored |= drop_underscored && name.as_str().as_bytes().contains(&b'_');
+        }
+        found
+    }
+}
+
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let fixed = fixed_hop_by_hop();
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -78,15 +114,24 @@ fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
     trusted.iter().any(|net| net.contains(&ip))
 }
 
-/// Rewrites a request's headers for the upstream: removes hop-by-hop headers,
-/// then sets `X-Real-IP`, `X-Forwarded-For`, `-Proto` and `-Host`.
+/// Rewrites a request's headers for the upstream: removes hop-by-hop headers
+/// (and those spelled with underscores unless `underscores` keeps them), then
+/// sets `X-Real-IP`, `X-Forwarded-For`, `-Proto` and `-Host`.
 /// `host` is the request's host (the `Host` header or the URI's authority).
 pub fn prepare_upstream_request(
     headers: &mut HeaderMap,
     peer: Peer<'_>,
     host: Option<&HeaderValue>,
+    underscores: Underscores,
 ) {
-    strip_hop_by_hop(headers);
+    // One pass over the names: most requests have nothing to remove.
+    let found = Found::in_request(headers, underscores);
+    if found.hop_by_hop {
+        remove_hop_by_hop(headers);
+    }
+    if found.underscored {
+        remove_underscored(headers, peer.ip);
+    }
     // hyper sizes the map for the headers it parsed; growing once for the four
     // added here beats growing (and rehashing) up to twice on the way.
     headers.reserve(4);
@@ -132,6 +177,19 @@ pub fn prepare_upstream_request(
                 headers.remove(&X_FORWARDED_HOST);
             }
         }
+    }
+}
+
+/// Removes the headers whose names hold an underscore.
+fn remove_underscored(headers: &mut HeaderMap, client: IpAddr) {
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for name in names {
+        debug!(%client, header = %name, "request header with an underscore dropped");
+        headers.remove(name);
     }
 }
 
@@ -189,7 +247,7 @@ mod tests {
             trusted,
         };
         let host = host.map(|h| HeaderValue::from_str(h).expect("host"));
-        prepare_upstream_request(map, peer, host.as_ref());
+        prepare_upstream_request(map, peer, host.as_ref(), Underscores::Drop);
     }
 
     #[test]
@@ -208,6 +266,39 @@ mod tests {
         strip_hop_by_hop(&mut map);
         assert_eq!(map.len(), 1);
         assert_eq!(get(&map, "x-bar"), Some("2"));
+    }
+
+    #[test]
+    fn headers_spelled_with_underscores_are_dropped_unless_kept() {
+        let sent = [
+            ("x_real_ip", "6.6.6.6"),
+            ("transfer_encoding", "chunked"),
+            ("x-ok", "1"),
+            ("connection", "close"),
+        ];
+        let mut map = headers(&sent);
+        rewrite(&mut map, "192.0.2.7", &[], None);
+        assert!(
+            map.keys().all(|name| !name.as_str().contains('_')),
+            "{map:?}"
+        );
+        assert_eq!(get(&map, "x-ok"), Some("1"));
+        assert_eq!(get(&map, "x-real-ip"), Some("192.0.2.7"));
+        assert_eq!(get(&map, "connection"), None);
+
+        let mut map = headers(&sent);
+        let ip: IpAddr = "192.0.2.7".parse().expect("ip");
+        let value = ip_value(ip);
+        let peer = Peer {
+            ip,
+            ip_value: &value,
+            proto: "http",
+            trusted: &[],
+        };
+        prepare_upstream_request(&mut map, peer, None, Underscores::Keep);
+        assert_eq!(get(&map, "x_real_ip"), Some("6.6.6.6"));
+        assert_eq!(get(&map, "transfer_encoding"), Some("chunked"));
+        assert_eq!(get(&map, "connection"), None);
     }
 
     #[test]

@@ -18,7 +18,8 @@
 //!   `exchange`: the response body and what ends with it (in-flight guard,
 //!   pooled connection, access record, metrics); `upgrade`: WebSocket and
 //!   other `Upgrade` tunnels; `headers`: what is forwarded; `affinity`: the
-//!   request key that `balance = "hash"` hashes.
+//!   request key that `balance = "hash"` hashes; `host`: which host a
+//!   request is for, and whether it is valid.
 //! - `upstream`: servers, their runtime state and connection pools;
 //!   `health`: active health checks.
 //! - `routing` and `balance`: pure lookup and selection logic.
@@ -74,6 +75,7 @@ pub(crate) mod exchange;
 pub(crate) mod forward;
 pub mod headers;
 pub(crate) mod health;
+pub(crate) mod host;
 pub(crate) mod logging;
 pub(crate) mod proxy;
 pub mod routing;

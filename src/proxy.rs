@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use tokio::time::Instant;
 use tracing::warn;
 
@@ -15,8 +15,9 @@ use crate::body::RequestBody;
 use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
 use crate::exchange::{Exchange, Recording, ResponseBody};
-use crate::forward::{forward, Deadlines};
-use crate::headers::{prepare_upstream_request, strip_hop_by_hop, Peer};
+use crate::forward::{forward, Deadlines, Terms};
+use crate::headers::{prepare_upstream_request, strip_hop_by_hop, Peer, Underscores};
+use crate::host::request_host;
 use crate::snapshot::Snapshot;
 use crate::upgrade::{self, TunnelContext, TunnelLimits, UpgradeRequest};
 use crate::upstream::{te_trailers, Upstream};
@@ -56,8 +57,13 @@ pub async fn handle(
         Ok(forwarding) => forwarding,
         Err(resp) => return resp,
     };
-    let body = metrics.body.as_deref();
-    match forward(upstream, &mut req, &mut record, deadlines, affinity, body).await {
+    let terms = Terms {
+        deadlines,
+        affinity,
+        body: metrics.body.as_deref(),
+        upgrading: upgrade.is_some(),
+    };
+    match forward(upstream, &mut req, &mut record, terms).await {
         Ok((resp, mut exchange)) => {
             exchange.deadline = deadlines.request;
             client_response(resp, exchange, metrics, upgrade, &conn, &snapshot)
@@ -98,17 +104,19 @@ fn prepare<'a>(
     let (parts, body) = req.into_parts();
     let record = access_record(snapshot, conn, &parts, started);
 
-    let host = request_host(&parts);
-    let host_str = host.as_ref().and_then(|h| h.to_str().ok());
-    let Some(target) = snapshot.route(host_str, parts.uri.path()) else {
-        let metrics = Recording::new(snapshot.stats.unrouted.clone(), started);
-        return Err(error_response(
-            ProxyError::NoRoute,
-            conn,
-            &parts,
-            record,
-            metrics,
-        ));
+    let routed = request_host(parts.version, &parts.uri, &parts.headers)
+        .map_err(ProxyError::from)
+        .and_then(|host| {
+            let host_str = host.as_ref().and_then(|h| h.to_str().ok());
+            let target = snapshot.route(host_str, parts.uri.path());
+            target.map(|t| (host, t)).ok_or(ProxyError::NoRoute)
+        });
+    let (host, target) = match routed {
+        Ok(routed) => routed,
+        Err(err) => {
+            let metrics = Recording::new(snapshot.stats.unrouted.clone(), started);
+            return Err(error_response(err, conn, &parts, record, metrics));
+        }
     };
     // Borrowed from the snapshot, which outlives the request: a clone would
     // be two more atomic operations on a line every worker shares.
@@ -174,15 +182,21 @@ fn upstream_request(
                 v.split(',')
                     .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
             });
+    let server = &snapshot.config.server;
     prepare_upstream_request(
         &mut parts.headers,
         Peer {
             ip: conn.peer.ip(),
             ip_value: &conn.peer_ip,
             proto: conn.proto,
-            trusted: &snapshot.config.server.trusted_proxies,
+            trusted: &server.trusted_proxies,
         },
         host.as_ref(),
+        if server.underscores_in_headers {
+            Underscores::Keep
+        } else {
+            Underscores::Drop
+        },
     );
     if let Some(host) = host {
         parts.headers.insert(header::HOST, host);
@@ -193,10 +207,15 @@ fn upstream_request(
     if wants_trailers {
         parts.headers.insert(header::TE, te_trailers());
     }
-    let origin_form = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+    // hyper's client sends a GET, HEAD or CONNECT whose body has no declared
+    // length as if it had none; naming the framing makes it stream the body.
+    if upstream.config.protocol == UpstreamProtocol::Http1 && has_unsized_body(&body) {
+        parts.headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+    }
+    let origin_form = origin_form(&parts.uri);
     let head = RequestHead {
         method: parts.method.clone(),
         uri: std::mem::replace(&mut parts.uri, origin_form),
@@ -253,6 +272,32 @@ struct RequestHead {
     version: Version,
 }
 
+/// The request target as an origin server gets it: the path and query of
+/// `uri`, with `/` for an empty path (RFC 9112 §3.2.1), as when an
+/// absolute-form target names no path (`http://host`, `http://host?q`,
+/// `http://host#frag`). `*` stays `*` (`OPTIONS *`).
+fn origin_form(uri: &Uri) -> Uri {
+    let Some(pq) = uri.path_and_query() else {
+        return Uri::from_static("/");
+    };
+    // Origin form already (the common case): its path is never empty.
+    if uri.scheme().is_none() {
+        return Uri::from(pq.clone());
+    }
+    // `path()` is `/` for an empty path.
+    let target = match pq.query() {
+        Some(query) => format!("{}?{query}", pq.path()),
+        None => pq.path().to_owned(),
+    };
+    target.parse().unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+/// Whether the client sends a body without a length: chunked in HTTP/1.1, or
+/// HTTP/2 data without `content-length`.
+fn has_unsized_body(body: &Incoming) -> bool {
+    !body.is_end_stream() && body.size_hint().exact().is_none()
+}
+
 /// The body length the client declared, if it declared one.
 fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
     headers
@@ -262,15 +307,6 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
         .trim()
         .parse()
         .ok()
-}
-
-/// The request's host: the URI's authority for absolute-form requests
-/// (RFC 9112 §3.2.2), else the `Host` header.
-fn request_host(parts: &http::request::Parts) -> Option<HeaderValue> {
-    match parts.uri.authority() {
-        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
-        None => parts.headers.get(header::HOST).cloned(),
-    }
 }
 
 fn error_response(
@@ -380,4 +416,25 @@ pub fn plain_response(status: StatusCode, exchange: Exchange) -> Response<Respon
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_origin_form_always_has_a_path() {
+        for (target, origin) in [
+            ("/a/b?c", "/a/b?c"),
+            ("http://h/a?b", "/a?b"),
+            ("http://h", "/"),
+            ("http://h#x", "/"),
+            ("http://h?q=1", "/?q=1"),
+            ("http://h?q#x", "/?q"),
+            ("*", "*"),
+        ] {
+            let uri: Uri = target.parse().expect("uri");
+            assert_eq!(origin_form(&uri).to_string(), origin, "{target}");
+        }
+    }
 }

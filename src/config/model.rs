@@ -55,6 +55,8 @@ pub struct ServerSettings {
     pub(crate) body_read_timeout: Duration,
     /// An upgraded connection (WebSocket) with no bytes either way for this long is closed.
     pub(crate) tunnel_idle_timeout: Duration,
+    /// Request headers whose names hold an underscore are forwarded (else dropped).
+    pub(crate) underscores_in_headers: bool,
 }
 
 /// One listening socket.

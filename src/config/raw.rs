@@ -44,6 +44,7 @@ pub(crate) struct RawServer {
     pub max_body_size: Option<Spanned<RawSize>>,
     pub body_read_timeout: Option<Spanned<String>>,
     pub tunnel_idle_timeout: Option<Spanned<String>>,
+    pub underscores_in_headers: Option<bool>,
 }
 
 /// `[server] listen`: one listener, or a list of them. `[admin] listen` is a

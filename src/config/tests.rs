@@ -71,6 +71,7 @@ fn readme_example_parses_with_defaults() {
             max_body_size: None,
             body_read_timeout: Duration::from_secs(60),
             tunnel_idle_timeout: Duration::from_secs(3600),
+            underscores_in_headers: false,
         },
         admin: Some(AdminSettings {
             listen: addr("127.0.0.1:9090"),
@@ -367,6 +368,7 @@ listen = ["127.0.0.1:0"]
 max_header_size = "16KiB"
 max_headers = 200
 max_body_size = "10MB"
+underscores_in_headers = true
 
 [[upstream]]
 name = "a"
@@ -387,6 +389,7 @@ request_timeout = "2s"
     assert_eq!(c.server.max_header_size, 16 * 1024);
     assert_eq!(c.server.max_headers, 200);
     assert_eq!(c.server.max_body_size, Some(10 * 1024 * 1024));
+    assert!(c.server.underscores_in_headers);
     let u = &c.upstreams[0];
     assert_eq!(u.retry_timeout, Some(Duration::from_secs(5)));
     assert_eq!(u.request_timeout, Some(Duration::from_secs(30)));

@@ -107,6 +107,7 @@ fn server(cx: &mut Cx<'_>, raw: RawServer) -> ServerSettings {
             Duration::from_secs(3600),
             "server.tunnel_idle_timeout",
         )),
+        underscores_in_headers: raw.underscores_in_headers.unwrap_or(false),
     }
 }
 

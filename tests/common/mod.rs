@@ -7,8 +7,8 @@
 //! - [`clients`]: HTTP clients, bodies and a steady load.
 //! - [`config`]: TOML texts for the proxy.
 //! - [`metrics`]: `/metrics` parsed, and samples looked up by labels.
-//! - [`raw`]: a raw-socket client that may misbehave, and a backend that
-//!   records the bytes it receives.
+//! - [`raw`]: a raw-socket client that may misbehave, a backend that
+//!   records the bytes it receives, and one that answers with fixed bytes.
 //! - [`logs`]: the proxy's access log lines and diagnostic log lines.
 //! - [`framing`]: checks that an upstream received only requests weir framed.
 //! - [`process`]: the real `weir` binary as a child process, and a stand-in
@@ -42,5 +42,8 @@ pub use self::{
     metrics::{metric_value, scrape},
     process::{rewrite_config, write_config, NotifySocket, Running, WEIR},
     proxy::{free_port, spawn_proxy, spawn_proxy_at, spawn_proxy_on, wait_until, Proxy},
-    raw::{raw_exchange, spawn_recording_backend, RawClient, RawResponse, RecordingBackend},
+    raw::{
+        raw_exchange, spawn_recording_backend, spawn_scripted_backend, RawClient, RawResponse,
+        RecordingBackend,
+    },
 };

@@ -72,12 +72,20 @@ impl RawClient {
     /// Reads one response; `None` if the connection closed before a whole
     /// head arrived. Panics after ten seconds without one.
     pub async fn response(&mut self) -> Option<RawResponse> {
-        tokio::time::timeout(READ_LIMIT, self.read_response())
+        tokio::time::timeout(READ_LIMIT, self.read_response(true))
             .await
             .expect("no response within 10 s")
     }
 
-    async fn read_response(&mut self) -> Option<RawResponse> {
+    /// Reads the response to a `HEAD`: its head alone, whatever its
+    /// `Content-Length` says.
+    pub async fn head_response(&mut self) -> Option<RawResponse> {
+        tokio::time::timeout(READ_LIMIT, self.read_response(false))
+            .await
+            .expect("no response within 10 s")
+    }
+
+    async fn read_response(&mut self, has_body: bool) -> Option<RawResponse> {
         loop {
             let mut headers = [httparse::EMPTY_HEADER; 64];
             let mut parsed = httparse::Response::new(&mut headers);
@@ -99,6 +107,7 @@ impl RawClient {
                     .find(|(n, _)| n == "content-length")
                     .map(|(_, v)| v.parse::<usize>().expect("numeric content-length"));
                 let body = match length {
+                    _ if !has_body => Vec::new(),
                     Some(n) => {
                         while self.buf.len() < n {
                             if !self.fill().await {
@@ -193,6 +202,57 @@ impl Drop for RecordingBackend {
 /// request body's length, recording the raw bytes it was sent.
 pub async fn spawn_recording_backend() -> RecordingBackend {
     use http_body_util::BodyExt;
+    recording(|stream, log| async move {
+        let io = Recorded { inner: stream, log };
+        let service =
+            hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async {
+                let len = match req.into_body().collect().await {
+                    Ok(body) => body.to_bytes().len(),
+                    Err(_) => 0,
+                };
+                Ok::<_, std::convert::Infallible>(http::Response::new(full(format!(
+                    "got {len} bytes"
+                ))))
+            });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+            .await;
+    })
+    .await
+}
+
+/// Starts a backend that answers each request head it receives with `answer`,
+/// byte for byte (a server that misbehaves), recording every byte it is sent.
+/// Request bodies are not looked for: the requests sent to it have none.
+pub async fn spawn_scripted_backend(answer: &'static [u8]) -> RecordingBackend {
+    recording(move |mut stream, log| async move {
+        let mut pending = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            log.record(&chunk[..n]);
+            pending.extend_from_slice(&chunk[..n]);
+            while let Some(len) = head_length(&pending) {
+                pending.drain(..len);
+                if stream.write_all(answer).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// A backend on a new port whose connections are each served by `serve`,
+/// given where to record the bytes it receives.
+async fn recording<F, Fut>(serve: F) -> RecordingBackend
+where
+    F: Fn(TcpStream, ConnLog) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let received = Arc::new(Mutex::new(Vec::new()));
@@ -203,26 +263,13 @@ pub async fn spawn_recording_backend() -> RecordingBackend {
         while let Ok((stream, _)) = listener.accept().await {
             let own = Arc::new(Mutex::new(Vec::new()));
             each.lock().expect("lock").push(own.clone());
-            let io = Recorded {
-                inner: stream,
-                log: log.clone(),
-                own,
-            };
-            conns.spawn(async move {
-                let service =
-                    hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async {
-                        let len = match req.into_body().collect().await {
-                            Ok(body) => body.to_bytes().len(),
-                            Err(_) => 0,
-                        };
-                        Ok::<_, std::convert::Infallible>(http::Response::new(full(format!(
-                            "got {len} bytes"
-                        ))))
-                    });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(io), service)
-                    .await;
-            });
+            conns.spawn(serve(
+                stream,
+                ConnLog {
+                    all: log.clone(),
+                    own,
+                },
+            ));
         }
     });
     RecordingBackend {
@@ -233,14 +280,36 @@ pub async fn spawn_recording_backend() -> RecordingBackend {
     }
 }
 
+/// The length of the complete request head at the start of `bytes`, if there is one.
+fn head_length(bytes: &[u8]) -> Option<usize> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    match httparse::Request::new(&mut headers).parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => Some(len),
+        _ => None,
+    }
+}
+
 /// Bytes received, shared between the socket that reads them and the test.
 type Log = Arc<Mutex<Vec<u8>>>;
 
-/// A socket that appends what it reads to a shared log and its own.
+/// Where one connection's received bytes go: the log all connections
+/// share, and its own.
+struct ConnLog {
+    all: Log,
+    own: Log,
+}
+
+impl ConnLog {
+    fn record(&self, bytes: &[u8]) {
+        self.all.lock().expect("lock").extend_from_slice(bytes);
+        self.own.lock().expect("lock").extend_from_slice(bytes);
+    }
+}
+
+/// A socket that records what it reads.
 struct Recorded {
     inner: TcpStream,
-    log: Log,
-    own: Log,
+    log: ConnLog,
 }
 
 impl AsyncRead for Recorded {
@@ -253,9 +322,7 @@ impl AsyncRead for Recorded {
         let before = buf.filled().len();
         let poll = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
         if poll.is_ready() {
-            let read = &buf.filled()[before..];
-            this.log.lock().expect("lock").extend_from_slice(read);
-            this.own.lock().expect("lock").extend_from_slice(read);
+            this.log.record(&buf.filled()[before..]);
         }
         poll
     }

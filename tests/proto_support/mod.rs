@@ -212,10 +212,13 @@ pub async fn cert_for(addr: SocketAddr, sni: &str) -> CertificateDer<'static> {
     cert.expect("a certificate was shown")
 }
 
-/// An HTTP/2 client on `io` (prior knowledge); the connection runs in a task.
-pub async fn h2_client<I>(io: I) -> http2::SendRequest<Empty<Bytes>>
+/// An HTTP/2 client on `io` (prior knowledge), sending bodies of type `B`;
+/// the connection runs in a task.
+pub async fn h2_client<I, B>(io: I) -> http2::SendRequest<B>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(io))
         .await
