@@ -409,18 +409,14 @@ fn upstream(cx: &mut Cx<'_>, raw: &RawUpstream, key: &str, span: Range<usize>) -
             Err(source) => dns.push(source),
         }
     }
-    let backups = servers
+    let mut backups = servers
         .iter()
         .map(|s| s.backup)
         .chain(dns.iter().map(|d| d.backup));
     let valid = servers.len() + dns.len();
     // Only when every entry is valid: an invalid one may have been the primary.
     // SRV records may hold primaries: with `discover`, backups alone are fine.
-    if valid == entries.len()
-        && valid > 0
-        && discover.is_none()
-        && backups.fold(true, |all, b| all && b)
-    {
+    if valid == entries.len() && valid > 0 && discover.is_none() && backups.all(|b| b) {
         cx.record(cx.err(
             list_span,
             &servers_key,
