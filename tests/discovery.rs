@@ -220,6 +220,106 @@ async fn srv_records_give_servers_ports_and_weights() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_address_finishes_its_requests_and_a_returning_one_ramps_up() {
+    let dns = DnsServer::start().await;
+    let (port, _plain) = three_backends().await;
+    // 127.0.0.4 holds `/hold` until the gate opens; the others answer at once.
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let held: SocketAddr = format!("127.0.0.4:{port}").parse().expect("addr");
+    let _holding = spawn_backend_at(held, {
+        let gate = gate.clone();
+        move |req: http::Request<hyper::body::Incoming>| {
+            let gate = gate.clone();
+            async move {
+                if req.uri().path() == "/hold" {
+                    let _permit = gate.acquire().await.expect("gate open");
+                }
+                Response::new(full("held"))
+            }
+        }
+    })
+    .await;
+    dns.set_addrs("app.test.", &["127.0.0.1", "127.0.0.4"], 1)
+        .await;
+    let toml = config(
+        dns.addr,
+        &format!("servers = [\"app.test:{port}\"]\nslow_start = \"30s\""),
+    );
+    let proxy = spawn_proxy(&toml).await;
+    // Round robin: of two requests, one lands on the holding server.
+    let first = tokio::spawn(get_owned(proxy.url("/hold")));
+    let second = tokio::spawn(get_owned(proxy.url("/hold")));
+    let state = proxy.server_state("app", held);
+    wait_until(|| state.in_flight() == 1).await;
+
+    dns.set_addrs("app.test.", &["127.0.0.1"], 1).await;
+    load_until(&proxy, Duration::from_secs(4), || !has(&proxy, held)).await;
+    assert_eq!(
+        state.in_flight(),
+        1,
+        "the request on the vanished server goes on"
+    );
+    gate.add_permits(1);
+    let mut bodies = vec![
+        first.await.expect("first request"),
+        second.await.expect("second request"),
+    ];
+    bodies.sort();
+    assert_eq!(bodies[0], (StatusCode::OK, "127.0.0.1".to_owned()));
+    assert_eq!(bodies[1], (StatusCode::OK, "held".to_owned()));
+    assert_eq!(state.in_flight(), 0);
+
+    dns.set_addrs("app.test.", &["127.0.0.1", "127.0.0.4"], 1)
+        .await;
+    load_until(&proxy, Duration::from_secs(4), || has(&proxy, held)).await;
+    let back = proxy.server_state("app", held);
+    let ramp = back.health(Some(Duration::from_secs(30))).ramp;
+    assert!(ramp.is_some_and(|share| share < 0.5), "{ramp:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weir_check_says_what_names_resolve_to_and_fails_on_one_that_does_not() {
+    let dns = DnsServer::start().await;
+    dns.set_addrs("app.test.", &["127.0.0.2", "127.0.0.1"], 30)
+        .await;
+    let good = write_config(&config(dns.addr, "servers = [\"app.test:3000\"]"));
+    let bad = write_config(&config(
+        dns.addr,
+        "servers = [\"app.test:3000\", \"nowhere.test:80\"]",
+    ));
+    let check = |file: &tempfile::NamedTempFile| {
+        let path = file.path().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(WEIR)
+                .args(["check", "-c"])
+                .arg(path)
+                .output()
+                .expect("weir check runs")
+        })
+    };
+    let out = check(&good).await.expect("weir check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "upstream app: app.test:3000 -> 127.0.0.2:3000 weight 1, 127.0.0.1:3000 weight 1"
+        ),
+        "{stdout}"
+    );
+    let out = check(&bad).await.expect("weir check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("upstream app: nowhere.test:80: no records"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn a_name_that_never_resolved_fails_the_start_but_not_a_reload() {
     let dns = DnsServer::start().await;

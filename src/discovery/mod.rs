@@ -404,11 +404,20 @@ async fn refresh(
         tokio::time::sleep_until(due).await;
         let now = Instant::now();
         let due: Vec<Key> = {
-            let known = lock(&known);
-            keys.iter()
+            let mut known = lock(&known);
+            let due: Vec<Key> = keys
+                .iter()
                 .filter(|k| known.is_due(k, now))
                 .cloned()
-                .collect()
+                .collect();
+            // Until its outcome is in, a key counts as failed: one whose lookup
+            // task died is retried later, not in a tight loop.
+            for key in &due {
+                if let Some(entry) = known.entries.get_mut(key) {
+                    entry.due = now + retry_after(&config.resolver);
+                }
+            }
+            due
         };
         let outcomes = resolve_all(&dns, due).await;
         count(&snapshot.load(), &outcomes);
