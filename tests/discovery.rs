@@ -261,7 +261,7 @@ async fn a_vanished_address_finishes_its_requests_and_a_returning_one_ramps_up()
         "the request on the vanished server goes on"
     );
     gate.add_permits(1);
-    let mut bodies = vec![
+    let mut bodies = [
         first.await.expect("first request"),
         second.await.expect("second request"),
     ];
