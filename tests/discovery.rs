@@ -339,5 +339,11 @@ async fn a_name_that_never_resolved_fails_the_start_but_not_a_reload() {
     let mut proxy = spawn_proxy(&fine).await;
     assert!(proxy.reload(&missing).await, "the reload stands");
     assert_eq!(spread(&proxy, 5).await.get("fixed"), Some(&5));
+    // With nothing but an unresolved name, the upstream has no server: 503, no panic.
+    let only = config(dns.addr, "servers = [\"nowhere.test:80\"]");
+    assert!(proxy.reload(&only).await, "the reload stands");
+    assert_eq!(count(&proxy), 0);
+    let (status, _) = get(&proxy.url("/")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let _ = ZONE;
 }
