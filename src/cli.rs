@@ -24,6 +24,19 @@ pub fn workers(threads: usize) -> std::io::Result<Workers> {
     }
 }
 
+/// `weir check`'s DNS step: what each server name and SRV name resolves to,
+/// one line each (nothing without names), or the names that do not resolve.
+pub fn check_names(config: &Config) -> Result<String, String> {
+    if config.upstreams.iter().all(|u| u.dns.is_empty()) {
+        return Ok(String::new());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the resolver: {e}"))?;
+    runtime.block_on(crate::discovery::check(config))
+}
+
 /// `weir run`: serves `config` (read from `path`) on `workers` until SIGTERM/SIGINT.
 pub async fn run(path: PathBuf, config: Config, workers: Workers) -> Result<(), String> {
     logging::init(&config.log);

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::config::{self, AccessLog, Config, ConfigError, ListenerConfig};
+use crate::discovery::{self, Discovery};
 use crate::health::HealthChecks;
 use crate::runtime::Workers;
 use crate::server::mode::{self, Mode};
@@ -44,6 +45,9 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A server name or SRV name did not resolve (one per line), or the resolver could not be set up.
+    #[error("{0}")]
+    Dns(String),
 }
 
 /// Why a reload changed nothing.
@@ -63,6 +67,9 @@ pub(crate) enum ReloadError {
     /// The thread building the new snapshot panicked or was cancelled.
     #[error("building the new configuration failed: {0}")]
     Aborted(String),
+    /// The resolver for the new `[resolver]` settings could not be set up.
+    #[error("{0}")]
+    Dns(String),
 }
 
 /// A running weir: its listeners and the snapshot they serve.
@@ -84,6 +91,8 @@ pub struct Daemon {
     health: HealthChecks,
     /// The admin listener, when `[admin]` is configured; stops when the daemon is dropped.
     admin: Option<crate::admin::Admin>,
+    /// Re-resolves the config's server names as their TTLs run out.
+    discovery: Discovery,
 }
 
 impl Daemon {
@@ -101,11 +110,20 @@ impl Daemon {
     ) -> Result<Self, StartError> {
         let settings = config.server.clone();
         let admin = config.admin.clone();
-        let snapshot = Snapshot::build(config, None).map_err(|source| StartError::Io {
-            what: "cannot open the access log".into(),
-            source,
-        })?;
+        // A name that does not resolve at start is an error, as in `weir check`.
+        let prepared = discovery::prepare(config, None)
+            .await
+            .map_err(StartError::Dns)?;
+        if let names @ [_, ..] = prepared.unresolved().as_slice() {
+            return Err(StartError::Dns(names.join("\n")));
+        }
+        let snapshot =
+            Snapshot::build(prepared.expanded.clone(), None).map_err(|source| StartError::Io {
+                what: "cannot open the access log".into(),
+                source,
+            })?;
         let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
+        let discovery = Discovery::start(prepared, snapshot.clone());
         let shutdown = Shutdown::new();
         let ctx = Arc::new(ServeContext::new(
             &settings,
@@ -125,6 +143,7 @@ impl Daemon {
             }),
             health: HealthChecks::default(),
             admin: None,
+            discovery,
         };
         daemon.health.sync(&daemon.snapshot.load());
         for listener in &settings.listen {
@@ -187,7 +206,17 @@ impl Daemon {
     /// reloading on each `Control::Reload`.
     pub async fn run(mut self, mut controls: mpsc::Receiver<Control>) {
         notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
-        while let Some(control) = controls.recv().await {
+        loop {
+            let control = tokio::select! {
+                control = controls.recv() => control,
+                expanded = self.discovery.changed() => {
+                    self.follow_dns(expanded).await;
+                    continue;
+                }
+            };
+            let Some(control) = control else {
+                break;
+            };
             match control {
                 Control::Reload => {
                     let now = sd_notify::NotifyState::monotonic_usec_now().ok();
@@ -253,9 +282,23 @@ impl Daemon {
         // of thousands of routes and servers (benches/reload.rs): on a blocking
         // thread, so the runtime's workers keep serving requests meanwhile.
         let path = self.path.clone();
+        let config = match tokio::task::spawn_blocking(move || config::load(&path)).await {
+            Ok(loaded) => loaded?,
+            Err(error) => return Err(ReloadError::Aborted(error.to_string())),
+        };
+        // Names are looked up afresh; one without an answer keeps the servers
+        // it last had, or has none, and the reload goes on (with a warning).
+        let prepared = discovery::prepare(config, Some(&self.discovery))
+            .await
+            .map_err(ReloadError::Dns)?;
+        let mut problems = Vec::new();
+        for name in prepared.unresolved() {
+            warn!(name = %name, "server name does not resolve; it has no servers for now");
+            problems.push(format!("{name} does not resolve"));
+        }
+        let config = prepared.expanded.clone();
         let current = self.snapshot.load_full();
         let build = move || -> Result<(Vec<ListenerConfig>, Snapshot), ReloadError> {
-            let config = config::load(&path)?;
             warn_restart_needed(&current.config, &config);
             let wanted = config.server.listen.clone();
             let what = match &config.log.access {
@@ -273,6 +316,7 @@ impl Daemon {
         let next = Arc::new(next);
         let previous = self.snapshot.swap(next.clone());
         self.health.sync(&next);
+        self.discovery = Discovery::start(prepared, self.snapshot.clone());
         // Freeing a large table costs a few milliseconds too; requests still
         // holding it drop their references wherever they finish.
         tokio::task::spawn_blocking(move || drop(previous));
@@ -289,7 +333,6 @@ impl Daemon {
                 listener.stop().await;
             }
         }
-        let mut problems = Vec::new();
         for config in wanted {
             let addr = config.addr;
             if let Some(running) = self.listeners.get(&addr) {
@@ -312,6 +355,30 @@ impl Daemon {
             }
         }
         Ok(problems)
+    }
+
+    /// Swaps in a snapshot built from `expanded` (the file's config with the
+    /// latest DNS answers), as a reload would; see `discovery` for why.
+    async fn follow_dns(&mut self, expanded: Config) {
+        let current = self.snapshot.load_full();
+        let previous = current.clone();
+        let build = move || Snapshot::build(expanded, Some(&current));
+        let next = match tokio::task::spawn_blocking(build).await {
+            Ok(Ok(next)) => Arc::new(next),
+            Ok(Err(error)) => {
+                error!(%error, "cannot apply a DNS change: the access log cannot be opened");
+                return;
+            }
+            Err(error) => {
+                error!(%error, "cannot apply a DNS change");
+                return;
+            }
+        };
+        discovery::ramp_new(&previous, &next);
+        let old = self.snapshot.swap(next.clone());
+        self.health.sync(&next);
+        drop(previous);
+        tokio::task::spawn_blocking(move || drop(old));
     }
 
     async fn shutdown(mut self, mut controls: mpsc::Receiver<Control>) {

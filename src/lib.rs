@@ -9,6 +9,9 @@
 //! - `cli`: what the subcommands do; `signals`: Unix signals as
 //!   `daemon::Control` values; `demo`: `weir demo`'s apps; `logging`.
 //! - `config`: TOML parsing and validation into domain types.
+//! - `discovery`: upstream servers by DNS name and SRV record, looked up
+//!   apart from parsing and again as TTLs run out; changes go through the
+//!   daemon's snapshot swap like a reload.
 //! - `daemon`: listeners, the live `snapshot::Snapshot`, reload and shutdown;
 //!   `runtime`: the worker runtimes; `shutdown`: the graceful-shutdown flag.
 //! - `server`: the client side — accepting connections, TLS, serving HTTP/1.1
@@ -70,6 +73,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod discovery;
 pub(crate) mod error;
 pub(crate) mod exchange;
 pub(crate) mod forward;

@@ -52,8 +52,17 @@ fn main() -> ExitCode {
                 .and_then(|cfg| weir::server::tls::check(&cfg).map(|()| cfg))
             {
                 Ok(cfg) => {
+                    let names = match weir::cli::check_names(&cfg) {
+                        Ok(names) => names,
+                        Err(error) => {
+                            for line in error.lines() {
+                                eprintln!("{}: {line}", config.display());
+                            }
+                            return ExitCode::from(1);
+                        }
+                    };
                     // A closed pipe (`weir check | head`) is not an error worth a panic.
-                    let out = format!("{}: ok\n{}", config.display(), cfg.summary());
+                    let out = format!("{}: ok\n{}{names}", config.display(), cfg.summary());
                     let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
                     ExitCode::SUCCESS
                 }

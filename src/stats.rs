@@ -197,6 +197,31 @@ pub(crate) struct UpstreamStats {
     pub(crate) retries: AtomicU64,
     /// Request bodies cut off by `body_read_timeout`.
     pub(crate) body_stalls: AtomicU64,
+    /// Lookups of the upstream's DNS names, by result.
+    pub(crate) dns: DnsCounts,
+}
+
+/// Lookups of an upstream's names and SRV records (`weir_dns_resolutions_total`).
+#[derive(Debug, Default)]
+pub(crate) struct DnsCounts {
+    /// Answers with servers.
+    pub(crate) ok: AtomicU64,
+    /// Answers without any (the name has no such records).
+    pub(crate) empty: AtomicU64,
+    /// No answer: timeout, refusal, unreachable name server.
+    pub(crate) error: AtomicU64,
+}
+
+impl DnsCounts {
+    /// Counts one lookup by its `result` label: `ok`, `empty` or `error`.
+    pub(crate) fn record(&self, result: &str) {
+        let counter = match result {
+            "ok" => &self.ok,
+            "empty" => &self.empty,
+            _ => &self.error,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl UpstreamStats {

@@ -23,6 +23,7 @@ pub(super) fn server_json(server: &Server) -> Value {
         "backup": server.config.backup,
         "weight": server.config.weight,
         "in_flight": server.state.in_flight(),
+        "from": server.config.from.as_deref(),
     })
 }
 

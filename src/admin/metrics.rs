@@ -163,6 +163,32 @@ impl Scrape {
     }
 }
 
+impl Scrape {
+    /// `weir_dns_resolutions_total{upstream,result}`, for upstreams with DNS names.
+    fn dns_resolutions(&self, d: &mut DescriptorEncoder<'_>) -> Result<(), FmtError> {
+        let help = "DNS lookups of an upstream's server names and SRV records, by result (ok, empty: no records, error: no answer)";
+        let mut enc =
+            d.encode_descriptor("weir_dns_resolutions", help, None, MetricType::Counter)?;
+        for u in self
+            .snapshot
+            .upstreams
+            .iter()
+            .filter(|u| !u.config.dns.is_empty())
+        {
+            let dns = &u.stats.dns;
+            for (result, n) in [
+                ("ok", &dns.ok),
+                ("empty", &dns.empty),
+                ("error", &dns.error),
+            ] {
+                let labels = [("upstream", u.name()), ("result", result)];
+                counter(&mut enc.encode_family(&labels)?, n.load(Ordering::Relaxed))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl prometheus_client::collector::Collector for Scrape {
     fn encode(&self, mut d: DescriptorEncoder<'_>) -> Result<(), FmtError> {
         self.requests(&mut d)?;
@@ -230,6 +256,7 @@ impl prometheus_client::collector::Collector for Scrape {
             |s| s.state.stats.bytes_out.load(Ordering::Relaxed),
         )?;
         self.transitions(&mut d)?;
+        self.dns_resolutions(&mut d)?;
 
         let stats = &self.snapshot.stats;
         for (name, help, value) in [

@@ -93,9 +93,9 @@ fn bad_address() {
     assert_eq!(
         e.to_string(),
         "weir.toml:7:30: upstream[0].servers[1]: invalid address \"127.0.0.1:99999\": \
-         expected IP:port such as 127.0.0.1:3000"
+         expected IP:port or name:port, such as 127.0.0.1:3000 or app:3000"
     );
-    let up = "name = \"app\"\nservers = [{ addr = \"localhost:3000\" }]";
+    let up = "name = \"app\"\nservers = [{ addr = \"local host:3000\" }]";
     fails(
         &doc(LISTEN, up, ROUTE),
         7,
@@ -159,7 +159,7 @@ fn missing_required_keys() {
         &doc(LISTEN, "name = \"app\"\nretries = 1", ROUTE),
         5,
         "upstream[0]",
-        "missing field `servers`",
+        "missing field `servers`: an upstream needs `servers`, `discover` or both",
     );
     fails(
         &doc(LISTEN, UP, "path = \"/\"\nhost = \"a.b\""),
@@ -531,7 +531,7 @@ fn three_mistakes_make_three_lines() {
             "weir.toml:3:16: server.idle_timeout: invalid duration \"soon\": \
              expected number at 0; expected e.g. \"500ms\", \"2s\" or \"1m\"",
             "weir.toml:7:30: upstream[0].servers[1]: invalid address \"nowhere\": \
-             expected IP:port such as 127.0.0.1:3000",
+             expected IP:port or name:port, such as 127.0.0.1:3000 or app:3000",
             "weir.toml:10:12: route[0].upstream: no upstream named \"nope\"",
         ]
     );
@@ -733,4 +733,102 @@ fn sticky_needs_a_token_cookie_name_and_secure_for_same_site_none() {
         ),
         ("weir_server", None, false, true, "Lax")
     );
+}
+
+#[test]
+fn server_names_and_discover() {
+    let ok = |up: &str| parse(&doc(LISTEN, up, ROUTE), Path::new("weir.toml"));
+    let names =
+        ok("name = \"app\"\nservers = [\"app:3000\", { addr = \"b.internal:3001\", weight = 2 }]")
+            .expect("names are servers");
+    assert_eq!(names.upstreams[0].dns.len(), 2);
+    assert!(ok("name = \"app\"\ndiscover = \"_http._tcp.app.service.consul\"").is_ok());
+    // SRV records may hold the primaries: named backups alone are fine with discover.
+    assert!(ok("name = \"app\"\nservers = [{ addr = \"app:3000\", backup = true }]\ndiscover = \"_app._tcp.x\"").is_ok());
+    fails(
+        &doc(
+            LISTEN,
+            "name = \"app\"\nservers = [\"app:3000\", \"APP:3000\"]",
+            ROUTE,
+        ),
+        7,
+        "upstream[0].servers[1]",
+        "duplicate server app:3000 in this upstream",
+    );
+    fails(
+        &doc(LISTEN, "name = \"app\"\nservers = [\"app:0\"]", ROUTE),
+        7,
+        "upstream[0].servers[0]",
+        "invalid address \"app:0\": port 0",
+    );
+    fails(
+        &doc(LISTEN, "name = \"app\"\nservers = [\"app\"]", ROUTE),
+        7,
+        "upstream[0].servers[0]",
+        "expected IP:port or name:port",
+    );
+    fails(
+        &doc(
+            LISTEN,
+            "name = \"app\"\nservers = [{ addr = \"app:1\", backup = true }]",
+            ROUTE,
+        ),
+        7,
+        "upstream[0].servers",
+        "must not be a backup",
+    );
+    fails(
+        &doc(
+            LISTEN,
+            "name = \"app\"\ndiscover = \"_http._tcp..x\"",
+            ROUTE,
+        ),
+        7,
+        "upstream[0].discover",
+        "invalid SRV name \"_http._tcp..x\"",
+    );
+    fails(
+        &doc(LISTEN, "name = \"app\"\nservers = []\ndiscover = 5", ROUTE),
+        8,
+        "upstream[0].discover",
+        "invalid type",
+    );
+}
+
+#[test]
+fn resolver_settings() {
+    let with = |resolver: &str| format!("{}[resolver]\n{resolver}\n", doc(LISTEN, UP, ROUTE));
+    let c = parse(
+        &with("nameservers = [\"127.0.0.1:8600\", \"::1\"]\nmin_ttl = \"2s\""),
+        Path::new("weir.toml"),
+    )
+    .expect("valid");
+    assert_eq!(c.resolver.nameservers[1].to_string(), "[::1]:53");
+    assert_eq!(c.resolver.min_ttl, std::time::Duration::from_secs(2));
+    assert_eq!(c.resolver.max_ttl, std::time::Duration::from_secs(60));
+    fails(
+        &with("nameservers = [\"ns1\"]"),
+        13,
+        "resolver.nameservers[0]",
+        "invalid address \"ns1\"",
+    );
+    fails(
+        &with("min_ttl = \"0s\""),
+        13,
+        "resolver.min_ttl",
+        "greater than zero",
+    );
+    fails(
+        &with("min_ttl = \"2m\""),
+        13,
+        "resolver.min_ttl",
+        "max_ttl must not be less than min_ttl",
+    );
+    fails(
+        &with("min_ttl = \"5s\"\nmax_ttl = \"2s\""),
+        14,
+        "resolver.max_ttl",
+        "max_ttl must not be less than min_ttl",
+    );
+    fails(&with("ttl = \"5s\""), 13, "resolver.ttl", "unknown field");
 }

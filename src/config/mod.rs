@@ -5,6 +5,7 @@
 //! domain types in `model`. Errors carry `file:line:column: key`; validation
 //! goes on past a mistake, so one error lists every mistake it found.
 
+mod dns;
 mod error;
 mod model;
 mod raw;

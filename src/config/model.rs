@@ -18,6 +18,8 @@ pub struct Config {
     pub admin: Option<AdminSettings>,
     /// `[log]`: diagnostics and access logging.
     pub log: LogSettings,
+    /// `[resolver]`: how names in `servers` and `discover` are looked up.
+    pub resolver: ResolverSettings,
     /// `[[upstream]]` pools, in file order; names are unique.
     pub upstreams: Vec<UpstreamConfig>,
     /// `[[route]]`s, in file order; each names an existing upstream.
@@ -236,8 +238,11 @@ pub struct UpstreamConfig {
     pub sticky: Option<StickyConfig>,
     /// `http1` (default) or `h2c`.
     pub protocol: UpstreamProtocol,
-    /// Never empty; addresses unique within the pool.
+    /// Servers given by address; addresses unique within the pool. Empty only
+    /// when `dns` is not: names are resolved apart from parsing (`discovery`).
     pub servers: Vec<ServerConfig>,
+    /// Servers found in DNS: names in `servers` and `discover`, in file order.
+    pub dns: Vec<DnsSource>,
     /// Time allowed to establish a TCP connection to a server.
     pub(crate) connect_timeout: Duration,
     /// Time allowed until the response head arrives; then 504.
@@ -271,6 +276,68 @@ pub struct ServerConfig {
     pub(crate) weight: u32,
     /// Gets traffic only when no primary server can take it.
     pub(crate) backup: bool,
+    /// The DNS name (`name:port`, or a `discover` name) it was resolved
+    /// from; `None` for an address written in the file.
+    pub(crate) from: Option<std::sync::Arc<str>>,
+}
+
+/// `[resolver]` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolverSettings {
+    /// Name servers asked instead of the system's (`/etc/resolv.conf`); empty = the system's.
+    pub nameservers: Vec<SocketAddr>,
+    /// Record TTLs shorter than this are stretched to it.
+    pub min_ttl: Duration,
+    /// Record TTLs longer than this are cut to it.
+    pub max_ttl: Duration,
+}
+
+impl Default for ResolverSettings {
+    fn default() -> Self {
+        Self {
+            nameservers: Vec::new(),
+            min_ttl: Duration::from_secs(1),
+            max_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Servers of an upstream that DNS supplies, and how they are weighted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DnsSource {
+    /// What is looked up.
+    pub kind: DnsKind,
+    /// Weight of every address of a `Host` name; SRV records carry their own.
+    pub weight: u32,
+    /// Every address of a `Host` name is a backup; SRV priorities decide instead.
+    pub backup: bool,
+}
+
+/// What a [`DnsSource`] looks up.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum DnsKind {
+    /// `servers = ["name:port"]`: every A/AAAA address of `name`, on `port`.
+    Host {
+        /// The host name, as written.
+        name: String,
+        /// The port every address gets.
+        port: u16,
+    },
+    /// `discover = "_http._tcp.name"`: SRV records give targets, ports and weights.
+    Srv {
+        /// The SRV name, as written.
+        name: String,
+    },
+}
+
+impl std::fmt::Display for DnsKind {
+    /// As the file spells it: `app:3000` or `_http._tcp.app`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DnsKind::Host { name, port } => write!(f, "{name}:{port}"),
+            DnsKind::Srv { name } => f.write_str(name),
+        }
+    }
 }
 
 /// `[upstream.health_check]`.

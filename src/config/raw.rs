@@ -21,6 +21,8 @@ pub(crate) struct RawConfig {
     pub admin: Option<RawAdmin>,
     #[serde(default, deserialize_with = "table")]
     pub log: RawLog,
+    #[serde(default, deserialize_with = "some_table")]
+    pub resolver: Option<RawResolver>,
     #[serde(default)]
     pub upstream: Vec<Spanned<RawUpstream>>,
     #[serde(default)]
@@ -124,6 +126,16 @@ pub(crate) struct RawAdmin {
     pub token: Option<Spanned<String>>,
 }
 
+/// `[resolver]`: how names in `servers` and `discover` are looked up.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawResolver {
+    #[serde(default)]
+    pub nameservers: Vec<Spanned<String>>,
+    pub min_ttl: Option<Spanned<String>>,
+    pub max_ttl: Option<Spanned<String>>,
+}
+
 /// `[log]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -197,7 +209,8 @@ pub(crate) struct RawUpstream {
     pub hash_key: Option<Spanned<String>>,
     #[serde(default)]
     pub protocol: RawProtocol,
-    pub servers: Spanned<Vec<Spanned<AddrOr<RawServerEntry>>>>,
+    pub servers: Option<Spanned<Vec<Spanned<AddrOr<RawServerEntry>>>>>,
+    pub discover: Option<Spanned<String>>,
     pub connect_timeout: Option<Spanned<String>>,
     pub response_timeout: Option<Spanned<String>>,
     pub keepalive: Option<Spanned<i64>>,

@@ -30,6 +30,15 @@ impl Config {
                 let backup = if s.backup { " backup" } else { "" };
                 let _ = writeln!(out, "  {} weight {}{}", s.addr, s.weight, backup);
             }
+            for d in &up.dns {
+                let _ = match &d.kind {
+                    DnsKind::Host { .. } => {
+                        let backup = if d.backup { " backup" } else { "" };
+                        writeln!(out, "  {} (DNS) weight {}{backup}", d.kind, d.weight)
+                    }
+                    DnsKind::Srv { .. } => writeln!(out, "  {} (SRV)", d.kind),
+                };
+            }
         }
         for r in &self.routes {
             let host = r

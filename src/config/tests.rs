@@ -47,6 +47,7 @@ fn server(a: &str) -> ServerConfig {
         addr: addr(a),
         weight: 1,
         backup: false,
+        from: None,
     }
 }
 
@@ -83,6 +84,7 @@ fn readme_example_parses_with_defaults() {
             access: AccessLog::Stdout,
             access_format: AccessFormat::Combined,
         },
+        resolver: ResolverSettings::default(),
         upstreams: vec![UpstreamConfig {
             hash_key: None,
             sticky: None,
@@ -94,6 +96,7 @@ fn readme_example_parses_with_defaults() {
                 server("127.0.0.1:3001"),
                 server("127.0.0.1:3002"),
             ],
+            dns: vec![],
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(60),
             keepalive: 64,

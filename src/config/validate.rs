@@ -42,6 +42,7 @@ pub(crate) fn validate(
     let listen = server.as_ref().map_or(&[][..], |s| s.listen.as_slice());
     let admin = raw.admin.and_then(|raw| admin(&mut cx, raw, listen));
     let log = log(&mut cx, raw.log);
+    let resolver = super::dns::resolver(&mut cx, raw.resolver.as_ref());
     let upstreams = upstreams(&mut cx, raw.upstream);
     let routes = routes(&mut cx, raw.route, &upstreams);
     let Some(server) = server else {
@@ -57,6 +58,7 @@ pub(crate) fn validate(
         server,
         admin,
         log,
+        resolver,
         upstreams,
         routes,
     })
@@ -335,8 +337,8 @@ fn upstreams(cx: &mut Cx<'_>, raw: Vec<Spanned<RawUpstream>>) -> Vec<UpstreamCon
     // doing that for every upstream would be quadratic in the file's size.
     let mut first_offset: HashMap<&str, usize> = HashMap::with_capacity(raw.len());
     let mut out = Vec::with_capacity(raw.len());
-    for (i, up) in raw.iter().enumerate() {
-        let up = up.get_ref();
+    for (i, spanned) in raw.iter().enumerate() {
+        let up = spanned.get_ref();
         let key = format!("upstream[{i}]");
         let name = up.name.get_ref();
         if name.trim().is_empty() {
@@ -356,41 +358,67 @@ fn upstreams(cx: &mut Cx<'_>, raw: Vec<Spanned<RawUpstream>>) -> Vec<UpstreamCon
             first_offset.insert(name, up.name.span().start);
         }
         // Kept even when its name is wrong, so routes to it are not reported too.
-        out.push(upstream(cx, up, &key));
+        out.push(upstream(cx, up, &key, spanned.span()));
     }
     out
 }
 
-fn upstream(cx: &mut Cx<'_>, raw: &RawUpstream, key: &str) -> UpstreamConfig {
+fn upstream(cx: &mut Cx<'_>, raw: &RawUpstream, key: &str, span: Range<usize>) -> UpstreamConfig {
     let servers_key = format!("{key}.servers");
-    let entries = raw.servers.get_ref();
-    if entries.is_empty() {
+    // An upstream has `servers`, `discover` or both.
+    let discover = (raw.discover.as_ref())
+        .and_then(|d| super::dns::discover(cx, d, &format!("{key}.discover")));
+    let (entries, list_span) = match &raw.servers {
+        Some(list) => (list.get_ref().as_slice(), list.span()),
+        None => (&[][..], span.clone()),
+    };
+    if raw.servers.is_none() && raw.discover.is_none() {
         cx.record(cx.err(
-            raw.servers.span(),
+            span,
+            key,
+            "missing field `servers`: an upstream needs `servers`, `discover` or both",
+        ));
+    } else if entries.is_empty() && raw.discover.is_none() {
+        cx.record(cx.err(
+            list_span.clone(),
             &servers_key,
             "must list at least one server",
         ));
     }
     let mut servers: Vec<ServerConfig> = Vec::with_capacity(entries.len());
+    let mut dns: Vec<DnsSource> = Vec::new();
     let mut seen: HashSet<std::net::SocketAddr> = HashSet::with_capacity(entries.len());
     for (j, entry) in entries.iter().enumerate() {
-        let Some(server) = server_entry(cx, entry, &format_args!("{servers_key}[{j}]")) else {
+        let Some(found) = server_entry(cx, entry, &format_args!("{servers_key}[{j}]")) else {
             continue;
         };
-        if !seen.insert(server.addr) {
+        let duplicate = match &found {
+            Ok(server) => (!seen.insert(server.addr)).then(|| server.addr.to_string()),
+            Err(source) => dns.contains(source).then(|| source.kind.to_string()),
+        };
+        if let Some(what) = duplicate {
             cx.record(cx.err(
                 entry.span(),
                 &format_args!("{servers_key}[{j}]"),
-                format!("duplicate server {} in this upstream", server.addr),
+                format!("duplicate server {what} in this upstream"),
             ));
             continue;
         }
-        servers.push(server);
+        match found {
+            Ok(server) => servers.push(server),
+            Err(source) => dns.push(source),
+        }
     }
+    let mut backups = servers
+        .iter()
+        .map(|s| s.backup)
+        .chain(dns.iter().map(|d| d.backup));
+    let valid = servers.len() + dns.len();
     // Only when every entry is valid: an invalid one may have been the primary.
-    if servers.len() == entries.len() && servers.iter().all(|s| s.backup) && !servers.is_empty() {
+    // SRV records may hold primaries: with `discover`, backups alone are fine.
+    if valid == entries.len() && valid > 0 && discover.is_none() && backups.all(|b| b) {
         cx.record(cx.err(
-            raw.servers.span(),
+            list_span,
             &servers_key,
             "at least one server must not be a backup",
         ));
@@ -415,6 +443,14 @@ fn upstream(cx: &mut Cx<'_>, raw: &RawUpstream, key: &str) -> UpstreamConfig {
             RawProtocol::H2c => UpstreamProtocol::H2c,
         },
         servers,
+        dns: dns
+            .into_iter()
+            .chain(discover.map(|kind| DnsSource {
+                kind,
+                weight: 1,
+                backup: false,
+            }))
+            .collect(),
         connect_timeout: cx.keep(cx.duration(
             raw.connect_timeout.as_ref(),
             Duration::from_secs(2),
@@ -532,21 +568,23 @@ fn sticky(cx: &mut Cx<'_>, raw: &Spanned<RawSticky>, key: &str) -> Option<Sticky
     })
 }
 
+/// One `servers` entry: a server (`Ok`), or a name that stands for the
+/// servers DNS gives it (`Err`).
 fn server_entry(
     cx: &mut Cx<'_>,
     entry: &Spanned<AddrOr<RawServerEntry>>,
     key: &(impl Display + ?Sized),
-) -> Option<ServerConfig> {
+) -> Option<Result<ServerConfig, DnsSource>> {
+    let target = |cx: &mut Cx<'_>, text: &str, span: Range<usize>, key: &dyn Display| {
+        let target = super::dns::server_target(text)
+            .ok_or_else(|| cx.err(span, key, super::dns::invalid_server(text)));
+        cx.check(target)
+    };
     let (addr, weight, backup) = match entry.get_ref() {
-        AddrOr::Addr(text) => {
-            let addr = text
-                .trim()
-                .parse()
-                .map_err(|_| cx.err(entry.span(), key, invalid_addr(text)));
-            (cx.check(addr), 1, false)
-        }
+        AddrOr::Addr(text) => (target(cx, text, entry.span(), &key), 1, false),
         AddrOr::Table(t) => {
-            let addr = cx.check(cx.addr(&t.addr, &format_args!("{key}.addr")));
+            let addr_key = format!("{key}.addr");
+            let addr = target(cx, t.addr.get_ref(), t.addr.span(), &addr_key);
             let weight = cx.keep(cx.int(
                 t.weight.as_ref(),
                 1,
@@ -556,19 +594,33 @@ fn server_entry(
             (addr, weight, t.backup)
         }
     };
-    let addr = addr?;
-    if addr.port() == 0 {
+    let (addr, port) = match addr? {
+        super::dns::Target::Ip(addr) => (Ok(addr), addr.port()),
+        super::dns::Target::Name(name, port) => (Err(DnsKind::Host { name, port }), port),
+    };
+    if port == 0 {
+        let shown = addr
+            .as_ref()
+            .map_or_else(ToString::to_string, ToString::to_string);
         cx.record(cx.err(
             entry.span(),
             key,
-            format!("invalid address \"{addr}\": port 0 cannot be connected to"),
+            format!("invalid address \"{shown}\": port 0 cannot be connected to"),
         ));
         return None;
     }
-    Some(ServerConfig {
-        addr,
-        weight,
-        backup,
+    Some(match addr {
+        Ok(addr) => Ok(ServerConfig {
+            addr,
+            weight,
+            backup,
+            from: None,
+        }),
+        Err(kind) => Err(DnsSource {
+            kind,
+            weight,
+            backup,
+        }),
     })
 }
 

@@ -245,8 +245,10 @@ mod tests {
                     addr: a.parse().expect("addr"),
                     weight: 1,
                     backup: false,
+                    from: None,
                 })
                 .collect(),
+            dns: vec![],
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(1),
             keepalive: 1,

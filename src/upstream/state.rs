@@ -120,6 +120,11 @@ impl ServerState {
         health
     }
 
+    /// Starts a `slow_start` ramp now: for a server DNS has just added.
+    pub(crate) fn start_ramp(&self) {
+        self.mark_back(Instant::now());
+    }
+
     fn mark_back(&self, at: Instant) {
         self.back_since_ms
             .store(self.millis_since_epoch(at).max(1), Ordering::Relaxed);

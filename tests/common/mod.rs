@@ -11,6 +11,7 @@
 //!   records the bytes it receives, and one that answers with fixed bytes.
 //! - [`logs`]: the proxy's access log lines and diagnostic log lines.
 //! - [`framing`]: checks that an upstream received only requests weir framed.
+//! - [`dns`]: a real DNS server whose zone a test changes while weir runs.
 //! - [`process`]: the real `weir` binary as a child process, and a stand-in
 //!   for systemd's notification socket.
 #![allow(dead_code)]
@@ -18,6 +19,7 @@
 mod backends;
 mod clients;
 mod config;
+mod dns;
 mod framing;
 mod logs;
 mod metrics;
@@ -37,6 +39,7 @@ pub use self::{
         TestClient,
     },
     config::{config_with, one_upstream, server, with_admin, with_server_keys},
+    dns::{DnsServer, ZONE},
     framing::weir_framed_requests,
     logs::{capture_logs, log_lines, Logs},
     metrics::{metric_value, scrape},
