@@ -26,6 +26,10 @@
 //! - `body`, `error`, `stats`: the request body, failures and their
 //!   statuses, plain counters.
 //! - `access`: the access log; `admin`: the admin listener (metrics, status page, API).
+//! - `cache`: the response cache of routes with `cache` — its entries, the
+//!   memory and Redis tiers, and `cache::serve`, the request path of a
+//!   cached route (called by `proxy`, answering with its helpers); the
+//!   response body carries its tee (`exchange`).
 #![forbid(unsafe_code)]
 
 /// The `AsyncWrite` methods of a socket wrapper that passes writes straight
@@ -66,6 +70,7 @@ pub(crate) mod admin;
 pub(crate) mod affinity;
 pub mod balance;
 pub(crate) mod body;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -12,6 +12,7 @@ use tracing::warn;
 use crate::access::AccessRecord;
 use crate::affinity::{self, Affinity};
 use crate::body::RequestBody;
+use crate::cache::RouteCache;
 use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
 use crate::exchange::{Exchange, Recording, ResponseBody};
@@ -44,6 +45,28 @@ pub async fn handle(
     // Routing and rewriting are synchronous and run in `prepare`, so only
     // what forwarding needs lives across the await: hyper moves this future
     // a few times per request, and every byte of it is copied each time.
+    let forwarding = match prepare(&snapshot, &conn, req) {
+        Ok(forwarding) => forwarding,
+        Err(resp) => return resp,
+    };
+    if let Some(cache) = forwarding.cache {
+        // Boxed: the cache's request path is larger than the plain one, and
+        // routes without a cache should not carry its size in their future.
+        return Box::pin(crate::cache::serve::serve(
+            cache, forwarding, &conn, &snapshot,
+        ))
+        .await;
+    }
+    pass(forwarding, &conn, &snapshot).await
+}
+
+/// Forwards a prepared request and streams the answer back (the whole
+/// request path of a route without a cache).
+pub(crate) async fn pass(
+    forwarding: Forwarding<'_>,
+    conn: &ConnInfo,
+    snapshot: &Snapshot,
+) -> Response<ResponseBody> {
     let Forwarding {
         upstream,
         mut req,
@@ -53,10 +76,8 @@ pub async fn handle(
         affinity,
         head,
         upgrade,
-    } = match prepare(&snapshot, &conn, req) {
-        Ok(forwarding) => forwarding,
-        Err(resp) => return resp,
-    };
+        cache: _,
+    } = forwarding;
     let terms = Terms {
         deadlines,
         affinity,
@@ -66,28 +87,30 @@ pub async fn handle(
     match forward(upstream, &mut req, &mut record, terms).await {
         Ok((resp, mut exchange)) => {
             exchange.deadline = deadlines.request;
-            client_response(resp, exchange, metrics, upgrade, &conn, &snapshot)
+            client_response(resp, exchange, metrics, upgrade, conn, snapshot)
         }
         Err(err) => {
             let failed = err.failed_server().and_then(|addr| upstream.server(addr));
             metrics.server = failed.map(|s| s.state.clone());
-            error_response_for(err, &conn, &head, record, metrics)
+            error_response_for(err, conn, &head, record, metrics)
         }
     }
 }
 
 /// A routed request, rewritten for its upstream and ready to forward.
-struct Forwarding<'a> {
-    upstream: &'a Upstream,
+pub(crate) struct Forwarding<'a> {
+    pub(crate) upstream: &'a Arc<Upstream>,
     /// Taken by the attempt that sends it.
-    req: Option<Request<RequestBody>>,
-    record: Option<Box<AccessRecord>>,
-    metrics: Recording,
-    deadlines: Deadlines,
+    pub(crate) req: Option<Request<RequestBody>>,
+    pub(crate) record: Option<Box<AccessRecord>>,
+    pub(crate) metrics: Recording,
+    pub(crate) deadlines: Deadlines,
     /// What ties the request to a server (`hash`, `sticky`).
-    affinity: Affinity,
-    head: RequestHead,
-    upgrade: Option<UpgradeRequest>,
+    pub(crate) affinity: Affinity,
+    pub(crate) head: RequestHead,
+    pub(crate) upgrade: Option<UpgradeRequest>,
+    /// The route's cache, when it has one.
+    pub(crate) cache: Option<&'a RouteCache>,
 }
 
 /// Routes `req` and rewrites it for its upstream, or answers it at once
@@ -156,6 +179,7 @@ fn prepare<'a>(
         affinity,
         head,
         upgrade,
+        cache: target.cache.as_ref(),
     })
 }
 
@@ -265,7 +289,7 @@ fn client_response(
 }
 
 /// The parts of the request head kept for logging after the request was sent.
-struct RequestHead {
+pub(crate) struct RequestHead {
     method: http::Method,
     uri: Uri,
     /// The client's HTTP version.
@@ -325,7 +349,7 @@ fn error_response(
 }
 
 /// The plain-text answer for a request weir could not forward, logged once with its reason.
-fn error_response_for(
+pub(crate) fn error_response_for(
     err: ProxyError,
     conn: &ConnInfo,
     head: &RequestHead,
@@ -347,7 +371,7 @@ fn error_response_for(
 
 /// What ends with an answer weir wrote itself: its access record and its
 /// metrics, both with its status.
-fn own_answer(
+pub(crate) fn own_answer(
     mut record: Option<Box<AccessRecord>>,
     mut metrics: Recording,
     status: StatusCode,
