@@ -534,3 +534,94 @@ async fn routes_without_cache_are_untouched() {
     fetch(&proxy, "/", &[]).await;
     assert_eq!(origin.hits(), 2);
 }
+
+#[tokio::test]
+async fn answers_from_the_cache_are_logged() {
+    let origin = spawn_origin(&[("cache-control", "max-age=60")]).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("access.log");
+    let toml = cached(&origin, "", "").replace(
+        "access = \"off\"",
+        &format!("access = \"{}\"\naccess_format = \"json\"", log.display()),
+    );
+    let proxy = spawn_proxy(&toml).await;
+    fetch(&proxy, "/logged", &[]).await;
+    fetch(&proxy, "/logged", &[]).await;
+    let lines = log_lines(&log, 2).await;
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("/logged") && l.contains("200")),
+        "{lines:?}"
+    );
+}
+
+/// Not a check but a measurement, run by hand:
+/// `cargo test --test cache -- --ignored --nocapture measure`.
+/// Same-run figures for a debug build: sequential keep-alive requests served
+/// from the cache, passed through on the same route (`no-store` request),
+/// and proxied by a route without a cache; then the origin's load for a hot
+/// key under 16 clients with and without a 1 s micro-cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_hits_against_misses() {
+    const N: usize = 3000;
+    let origin = spawn_origin(&[("cache-control", "max-age=600")]).await;
+    origin.script.lock().expect("script").padding = 1024;
+    let cached_proxy = spawn_proxy(&cached(&origin, "", "")).await;
+    let plain = spawn_proxy(&one_upstream(
+        "round_robin",
+        &[server(origin.backend.addr)],
+        "",
+    ))
+    .await;
+    let client = client();
+    let run = |proxy: &Proxy, no_store: bool| {
+        let url = proxy.url("/measured");
+        let client = client.clone();
+        async move {
+            let started = std::time::Instant::now();
+            for _ in 0..N {
+                let mut req = Request::get(&url);
+                if no_store {
+                    req = req.header("cache-control", "no-store");
+                }
+                let (status, _) =
+                    send_with(&client, req.body(Full::new(Bytes::new())).expect("req")).await;
+                assert_eq!(status, StatusCode::OK);
+            }
+            started.elapsed() / N as u32
+        }
+    };
+    run(&cached_proxy, false).await;
+    let before = origin.hits();
+    let hit = run(&cached_proxy, false).await;
+    assert_eq!(origin.hits(), before, "all hits");
+    let bypass = run(&cached_proxy, true).await;
+    let proxied = run(&plain, false).await;
+    println!(
+        "per request: cache hit {hit:?}, cache route bypassed {bypass:?}, no cache {proxied:?}"
+    );
+
+    let micro = spawn_origin(&[]).await;
+    let hot = spawn_proxy(&cached(&micro, "ttl = \"1s\"", "")).await;
+    for (name, proxy) in [("ttl = 1s", &hot), ("no cache", &plain)] {
+        let start_hits = if name == "no cache" {
+            origin.hits()
+        } else {
+            micro.hits()
+        };
+        let load = Load::start(proxy.url("/hot"), 16);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (ok, failed) = load.stop().await;
+        let hits = if name == "no cache" {
+            origin.hits()
+        } else {
+            micro.hits()
+        } - start_hits;
+        println!(
+            "hot key, 16 clients, 3 s, {name}: {ok} answered ({failed} failed), origin saw {hits}"
+        );
+    }
+}

@@ -32,7 +32,7 @@ use crate::upstream::Upstream;
 /// Answers a request on a cached route.
 pub(crate) async fn serve(
     route: &RouteCache,
-    fw: Forwarding<'_>,
+    mut fw: Forwarding<'_>,
     conn: &ConnInfo,
     snapshot: &Snapshot,
 ) -> Response<ResponseBody> {
@@ -48,18 +48,23 @@ pub(crate) async fn serve(
             .insert(X_CACHE.clone(), Outcome::Bypass.header());
         return resp;
     };
-    let Some(head) = fw.req.as_ref().map(head_of) else {
+    // Taken out while the cache answers from its entries: a hit needs no
+    // copy of the request, only what it says.
+    let Some(req) = fw.req.take() else {
         return pass(fw, conn, snapshot).await;
     };
     let now = cache.now();
-    match cache.lookup(&key, &head, &route.config, now).await {
-        Some((entry, Standing::Fresh)) => return hit(route, &entry, fw, &head, Outcome::Hit, now),
+    match cache.lookup(&key, &req, &route.config, now).await {
+        Some((entry, Standing::Fresh)) => {
+            return hit(route, &entry, fw, &req, Outcome::Hit, now);
+        }
         Some((entry, _)) => {
             if entry.within(route.config.stale_while_revalidate, now) {
-                refresh(route, key, entry.clone(), &head, fw.upstream.clone(), &fw);
-                return hit(route, &entry, fw, &head, Outcome::Stale, now);
+                refresh(route, key, entry.clone(), &req, fw.upstream.clone(), &fw);
+                return hit(route, &entry, fw, &req, Outcome::Stale, now);
             }
-            return fetch(route, key, Some(entry), None, fw, head, conn).await;
+            fw.req = Some(req);
+            return fetch(route, key, Some(entry), None, fw, conn).await;
         }
         None => {}
     }
@@ -71,14 +76,15 @@ pub(crate) async fn serve(
             let _ = tokio::time::timeout(cache.lock_timeout(), done.changed()).await;
             let now = cache.now();
             if let Some((entry, Standing::Fresh)) =
-                cache.lookup(&key, &head, &route.config, now).await
+                cache.lookup(&key, &req, &route.config, now).await
             {
-                return hit(route, &entry, fw, &head, Outcome::Hit, now);
+                return hit(route, &entry, fw, &req, Outcome::Hit, now);
             }
             None
         }
     };
-    fetch(route, key, None, lock, fw, head, conn).await
+    fw.req = Some(req);
+    fetch(route, key, None, lock, fw, conn).await
 }
 
 /// Whether the request itself keeps the cache out: a body, or `no-store`.
@@ -97,12 +103,12 @@ fn head_of<B>(req: &Request<B>) -> Request<()> {
     head
 }
 
-/// The answer from `entry`, written by weir: logged and counted like any other.
-fn hit(
+/// The answer from `entry` to `req`, written by weir: logged and counted like any other.
+fn hit<B>(
     route: &RouteCache,
     entry: &Entry,
     fw: Forwarding<'_>,
-    head: &Request<()>,
+    head: &Request<B>,
     outcome: Outcome,
     now: SystemTime,
 ) -> Response<ResponseBody> {
@@ -123,10 +129,11 @@ async fn fetch(
     stale: Option<Arc<Entry>>,
     lock: Option<LockGuard>,
     mut fw: Forwarding<'_>,
-    head: Request<()>,
     conn: &ConnInfo,
 ) -> Response<ResponseBody> {
     let cache = &route.cache;
+    // Kept for the policy (`Vary`) and for answering once the request went upstream.
+    let head = fw.req.as_ref().map(head_of).unwrap_or_default();
     if let (Some(entry), Some(req)) = (&stale, fw.req.as_mut()) {
         // The stored answer's validators, not the client's: a 304 then
         // speaks of the stored body, and the client's own conditions are
@@ -254,7 +261,7 @@ fn refresh(
     route: &RouteCache,
     key: Key,
     entry: Arc<Entry>,
-    head: &Request<()>,
+    head: &Request<RequestBody>,
     upstream: Arc<Upstream>,
     fw: &Forwarding<'_>,
 ) {
