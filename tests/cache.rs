@@ -186,10 +186,13 @@ async fn what_must_not_be_stored_is_never_stored() {
     let auth = [("authorization", "Bearer t")];
     assert_eq!(fetch(&proxy, "/", &auth).await.x_cache, "MISS");
     assert_eq!(fetch(&proxy, "/", &auth).await.x_cache, "HIT");
-    // A request with a body, and any method but GET and HEAD, bypass the cache.
+    // Any method but GET and HEAD bypasses the cache, and one that may
+    // change the resource drops its stored answers.
     let post = fetch_method(&proxy, "POST", "/", &[]).await;
     assert_eq!(post.x_cache, "BYPASS");
     assert_eq!(origin.hits(), 2);
+    assert_eq!(fetch(&proxy, "/", &auth).await.x_cache, "MISS");
+    assert_eq!(origin.hits(), 3);
 }
 
 #[tokio::test]

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use http::Request;
+use http::{HeaderMap, Request};
 
 use crate::config::{CacheSettings, Config, RouteCacheConfig};
 pub use entry::Outcome;
@@ -173,6 +173,25 @@ impl Cache {
             shared.purge(host, path).await;
         }
         purged
+    }
+
+    /// Drops the memory tier's `GET` and `HEAD` answers for the target of
+    /// `req` (an unsafe method's).
+    fn invalidate<B>(&self, req: &Request<B>) {
+        let mut get = Request::new(());
+        *get.uri_mut() = req.uri().clone();
+        *get.headers_mut() = HeaderMap::with_capacity(1);
+        if let Some(host) = req.headers().get(http::header::HOST) {
+            get.headers_mut().insert(http::header::HOST, host.clone());
+        }
+        if let Some(key) = Key::of(&get) {
+            let head = Key {
+                head: true,
+                ..key.clone()
+            };
+            self.memory.invalidate(&key);
+            self.memory.invalidate(&head);
+        }
     }
 
     /// Moves the cache's clock on by `by` (tests: expiry without waiting).

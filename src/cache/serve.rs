@@ -42,6 +42,11 @@ pub(crate) async fn serve(
         _ => None,
     };
     let Some(key) = key else {
+        if let Some(req) = fw.req.as_ref().filter(|r| !r.method().is_safe()) {
+            // RFC 9111 §4.4: a request that may change the resource makes
+            // its stored answers (here) invalid.
+            cache.invalidate(req);
+        }
         route.counters.count(Outcome::Bypass);
         let mut resp = pass(fw, conn, snapshot).await;
         resp.headers_mut()

@@ -89,6 +89,11 @@ impl Memory {
         self.entries.insert(key, value);
     }
 
+    /// Drops `key`.
+    pub(crate) fn invalidate(&self, key: &Key) {
+        self.entries.invalidate(key);
+    }
+
     /// Drops every key of `host` (every host when `None`) under the path prefix `path`.
     pub(crate) fn purge(&self, host: Option<&str>, path: &str) -> u64 {
         let host = host.map(str::to_owned);
