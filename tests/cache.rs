@@ -48,6 +48,7 @@ struct Answer {
     status: StatusCode,
     x_cache: String,
     age: Option<u64>,
+    length: Option<u64>,
     body: String,
 }
 
@@ -74,6 +75,7 @@ async fn fetch_method(proxy: &Proxy, method: &str, path: &str, headers: &[(&str,
     };
     let x_cache = header("x-cache").unwrap_or_default();
     let age = header("age").and_then(|a| a.parse().ok());
+    let length = header("content-length").and_then(|a| a.parse().ok());
     let body = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect())
         .await
         .expect("body within 10 s")
@@ -83,6 +85,7 @@ async fn fetch_method(proxy: &Proxy, method: &str, path: &str, headers: &[(&str,
         status,
         x_cache,
         age,
+        length,
         body: String::from_utf8_lossy(&body).into_owned(),
     }
 }
@@ -121,6 +124,11 @@ async fn a_fresh_answer_is_served_from_the_cache_until_it_expires() {
     );
     let head = fetch_method(&proxy, "HEAD", "/a?x=1", &[]).await;
     assert_eq!((head.x_cache.as_str(), head.body.as_str()), ("HIT", ""));
+    assert_eq!(
+        head.length,
+        Some(first.body.len() as u64),
+        "HEAD keeps the length"
+    );
     assert_eq!(origin.hits(), 3);
 
     advance(&proxy, Duration::from_secs(30));
