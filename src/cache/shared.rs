@@ -153,8 +153,13 @@ impl SharedTier {
         let ms = u64::try_from(keep.as_millis())
             .unwrap_or(u64::MAX)
             .max(1000);
+        // A body may end while its runtime shuts down, outside of it: the
+        // write is then skipped rather than panicking.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let tier = self.clone();
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             let name = redis_key(&key);
             let _: Option<()> = tier
                 .call(|mut c| async move { c.pset_ex(name, value, ms).await })
