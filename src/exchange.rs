@@ -20,6 +20,7 @@ use tracing::info;
 
 use crate::access::AccessRecord;
 use crate::body::{BodyProgress, BoxError};
+use crate::cache::Fill;
 use crate::stats::UpstreamStats;
 use crate::upstream::{InFlightGuard, PooledConn, ServerState};
 
@@ -64,6 +65,9 @@ pub struct Exchange {
     /// The upstream body's first frame, when it had arrived with the head
     /// ([`arrived_frame`]); sent before the rest.
     pub first: Option<EarlyFrame>,
+    /// The cache entry the body is copied into as it streams (cached
+    /// routes only), stored when the body ends whole.
+    pub(crate) fill: Option<Box<Fill>>,
 }
 
 /// A body frame taken before the response head went out; boxed, as few
@@ -74,6 +78,9 @@ impl Exchange {
     /// Ends the exchange; `upstream_body` says whether the bytes sent were
     /// the server's (and not an answer weir wrote itself).
     fn finish(mut self, complete: bool, upstream_body: bool) {
+        if let Some(fill) = self.fill.take().filter(|_| complete) {
+            fill.complete();
+        }
         if complete {
             if let Some(conn) = self.conn.take() {
                 conn.release();
@@ -155,6 +162,13 @@ impl Body for ResponseBody {
             Some(Ok(frame)) => {
                 if let (Some(data), Some(exchange)) = (frame.data_ref(), this.exchange.as_mut()) {
                     exchange.bytes += data.len() as u64;
+                    if let Some(fill) = exchange.fill.as_mut() {
+                        if !fill.push(data) {
+                            // Too large to store: streamed on, and the
+                            // waiters for its key go upstream themselves.
+                            exchange.fill = None;
+                        }
+                    }
                 }
                 // hyper stops polling once the body says it ended, so finish here.
                 if this.is_end_stream() {

@@ -3,7 +3,8 @@
 //! # Layout
 //!
 //! Imports run one way, from the request's entry down to the leaves:
-//! `daemon` → `server` → `proxy` → `forward` → `upstream` → `balance`, with
+//! `daemon` → `server` → `proxy` → (`cache` →) `pass` → `forward` →
+//! `upstream` → `balance`, with
 //! `config`, `stats`, `body` and `error` at the bottom.
 //!
 //! - `cli`: what the subcommands do; `signals`: Unix signals as
@@ -16,8 +17,9 @@
 //!   `runtime`: the worker runtimes; `shutdown`: the graceful-shutdown flag.
 //! - `server`: the client side — accepting connections, TLS, serving HTTP/1.1
 //!   and HTTP/2 on each, its deadlines, parking idle ones, the listener's mode.
-//! - `proxy`: the request path: route, rewrite, forward, stream back;
-//!   `forward`: picking a server, connecting, sending, retrying where safe;
+//! - `proxy`: the request path: route and rewrite, then hand the request to
+//!   the route's cache or straight to `pass`; `pass`: forward and stream the
+//!   answer back, and the answers weir writes itself; `forward`: picking a server, connecting, sending, retrying where safe;
 //!   `exchange`: the response body and what ends with it (in-flight guard,
 //!   pooled connection, access record, metrics); `upgrade`: WebSocket and
 //!   other `Upgrade` tunnels; `headers`: what is forwarded; `affinity`: the
@@ -29,6 +31,10 @@
 //! - `body`, `error`, `stats`: the request body, failures and their
 //!   statuses, plain counters.
 //! - `access`: the access log; `admin`: the admin listener (metrics, status page, API).
+//! - `cache`: the response cache of routes with `cache` — its entries, the
+//!   memory and Redis tiers, and `cache::serve`, the request path of a
+//!   cached route, which goes upstream through `pass`; the response body
+//!   carries its tee (`exchange`).
 #![forbid(unsafe_code)]
 
 /// The `AsyncWrite` methods of a socket wrapper that passes writes straight
@@ -69,6 +75,7 @@ pub(crate) mod admin;
 pub(crate) mod affinity;
 pub mod balance;
 pub(crate) mod body;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -81,6 +88,7 @@ pub mod headers;
 pub(crate) mod health;
 pub(crate) mod host;
 pub(crate) mod logging;
+pub(crate) mod pass;
 pub(crate) mod proxy;
 pub mod routing;
 pub mod runtime;

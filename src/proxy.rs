@@ -1,39 +1,26 @@
 //! The request path: route, pick a server, forward, stream the answer back.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body as _, Incoming};
 use tokio::time::Instant;
-use tracing::warn;
 
 use crate::access::AccessRecord;
-use crate::affinity::{self, Affinity};
+use crate::affinity;
 use crate::body::RequestBody;
+use crate::cache::RouteCache;
 use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
 use crate::exchange::{Exchange, Recording, ResponseBody};
-use crate::forward::{forward, Deadlines, Terms};
-use crate::headers::{prepare_upstream_request, strip_hop_by_hop, Peer, Underscores};
+use crate::forward::Deadlines;
+use crate::headers::{prepare_upstream_request, Peer, Underscores};
 use crate::host::request_host;
+use crate::pass::{error_response, own_answer, pass, ConnInfo, Forwarding, RequestHead};
 use crate::snapshot::Snapshot;
-use crate::upgrade::{self, TunnelContext, TunnelLimits, UpgradeRequest};
+use crate::upgrade::{self, UpgradeRequest};
 use crate::upstream::{te_trailers, Upstream};
-
-/// What weir knows about the client connection a request came on.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// `peer`'s address as a header value, rendered once for all its requests.
-    pub peer_ip: HeaderValue,
-    /// `http` or `https`.
-    pub proto: &'static str,
-    /// What a tunnel opened by an `Upgrade` on this connection holds on to.
-    pub tunnel: TunnelContext,
-}
 
 /// Handles one client request against `snapshot`; never fails: errors become responses.
 pub async fn handle(
@@ -44,54 +31,23 @@ pub async fn handle(
     // Routing and rewriting are synchronous and run in `prepare`, so only
     // what forwarding needs lives across the await: hyper moves this future
     // a few times per request, and every byte of it is copied each time.
-    let Forwarding {
-        upstream,
-        mut req,
-        mut record,
-        mut metrics,
-        deadlines,
-        affinity,
-        head,
-        upgrade,
-    } = match prepare(&snapshot, &conn, req) {
-        Ok(forwarding) => forwarding,
+    let (forwarding, cache) = match prepare(&snapshot, &conn, req) {
+        Ok(prepared) => prepared,
         Err(resp) => return resp,
     };
-    let terms = Terms {
-        deadlines,
-        affinity,
-        body: metrics.body.as_deref(),
-        upgrading: upgrade.is_some(),
-    };
-    match forward(upstream, &mut req, &mut record, terms).await {
-        Ok((resp, mut exchange)) => {
-            exchange.deadline = deadlines.request;
-            client_response(resp, exchange, metrics, upgrade, &conn, &snapshot)
-        }
-        Err(err) => {
-            let failed = err.failed_server().and_then(|addr| upstream.server(addr));
-            metrics.server = failed.map(|s| s.state.clone());
-            error_response_for(err, &conn, &head, record, metrics)
-        }
+    if let Some(cache) = cache {
+        // Boxed: the cache's request path is larger than the plain one, and
+        // routes without a cache should not carry its size in their future.
+        return Box::pin(crate::cache::serve::serve(
+            cache, forwarding, &conn, &snapshot,
+        ))
+        .await;
     }
-}
-
-/// A routed request, rewritten for its upstream and ready to forward.
-struct Forwarding<'a> {
-    upstream: &'a Upstream,
-    /// Taken by the attempt that sends it.
-    req: Option<Request<RequestBody>>,
-    record: Option<Box<AccessRecord>>,
-    metrics: Recording,
-    deadlines: Deadlines,
-    /// What ties the request to a server (`hash`, `sticky`).
-    affinity: Affinity,
-    head: RequestHead,
-    upgrade: Option<UpgradeRequest>,
+    pass(forwarding, &conn, &snapshot).await
 }
 
 /// Routes `req` and rewrites it for its upstream, or answers it at once
-/// when it cannot be forwarded.
+/// when it cannot be forwarded; with the route's cache, if it has one.
 // The error is the answer, returned once by value; boxing it would only add
 // an allocation.
 #[allow(clippy::result_large_err)]
@@ -99,7 +55,7 @@ fn prepare<'a>(
     snapshot: &'a Snapshot,
     conn: &ConnInfo,
     req: Request<Incoming>,
-) -> Result<Forwarding<'a>, Response<ResponseBody>> {
+) -> Result<(Forwarding<'a>, Option<&'a RouteCache>), Response<ResponseBody>> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let record = access_record(snapshot, conn, &parts, started);
@@ -147,7 +103,7 @@ fn prepare<'a>(
         let progress = metrics.meter(&body, conn.peer);
         RequestBody::client(body, max_body, stall_after, progress)
     });
-    Ok(Forwarding {
+    let forwarding = Forwarding {
         upstream,
         req: Some(req),
         record,
@@ -156,7 +112,8 @@ fn prepare<'a>(
         affinity,
         head,
         upgrade,
-    })
+    };
+    Ok((forwarding, target.cache.as_ref()))
 }
 
 /// The client's request rewritten for `upstream`: hop-by-hop headers out (an
@@ -225,53 +182,6 @@ fn upstream_request(
     (Request::from_parts(parts, body), head, upgrade)
 }
 
-/// The upstream's response as the client gets it: hop-by-hop headers out, the
-/// body carrying the exchange's bookkeeping, and a tunnel opened after a `101`.
-fn client_response(
-    resp: Response<Incoming>,
-    mut exchange: Exchange,
-    mut metrics: Recording,
-    upgrade: Option<UpgradeRequest>,
-    conn: &ConnInfo,
-    snapshot: &Snapshot,
-) -> Response<ResponseBody> {
-    let (mut parts, body) = resp.into_parts();
-    let tunnel = upgrade.and_then(|u| u.accept(&mut parts));
-    strip_hop_by_hop(&mut parts.headers);
-    if let Some(record) = exchange.record.as_mut() {
-        record.status = parts.status;
-    }
-    metrics.status = parts.status.as_u16();
-    // Counted against the server of the exchange's in-flight guard;
-    // a tunnel takes the guard away, so it names the server here.
-    if tunnel.is_some() {
-        metrics.server = exchange.guard.as_ref().map(|g| g.server().clone());
-    }
-    exchange.metrics = Some(metrics);
-    if let Some(tunnel) = tunnel {
-        let server = &snapshot.config.server;
-        let limits = TunnelLimits {
-            idle: server.tunnel_idle_timeout,
-            shutdown: server.shutdown_timeout,
-        };
-        tunnel.open(
-            &mut parts.headers,
-            &mut exchange,
-            conn.tunnel.clone(),
-            limits,
-        );
-    }
-    Response::from_parts(parts, ResponseBody::upstream(body, exchange))
-}
-
-/// The parts of the request head kept for logging after the request was sent.
-struct RequestHead {
-    method: http::Method,
-    uri: Uri,
-    /// The client's HTTP version.
-    version: Version,
-}
-
 /// The request target as an origin server gets it: the path and query of
 /// `uri`, with `/` for an empty path (RFC 9112 §3.2.1), as when an
 /// absolute-form target names no path (`http://host`, `http://host?q`,
@@ -309,60 +219,6 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
         .ok()
 }
 
-fn error_response(
-    err: ProxyError,
-    conn: &ConnInfo,
-    parts: &http::request::Parts,
-    record: Option<Box<AccessRecord>>,
-    metrics: Recording,
-) -> Response<ResponseBody> {
-    let head = RequestHead {
-        method: parts.method.clone(),
-        uri: parts.uri.clone(),
-        version: parts.version,
-    };
-    error_response_for(err, conn, &head, record, metrics)
-}
-
-/// The plain-text answer for a request weir could not forward, logged once with its reason.
-fn error_response_for(
-    err: ProxyError,
-    conn: &ConnInfo,
-    head: &RequestHead,
-    record: Option<Box<AccessRecord>>,
-    metrics: Recording,
-) -> Response<ResponseBody> {
-    let status = err.status();
-    warn!(status = status.as_u16(), client = %conn.peer, method = %head.method,
-        path = head.uri.path(), reason = %err, "request failed");
-    let mut resp = plain_response(status, own_answer(record, metrics, status));
-    // RFC 9110 §15.5.9: weir gave up waiting; the rest of the body will not
-    // be read, so the connection cannot carry another request.
-    if status == StatusCode::REQUEST_TIMEOUT && head.version < Version::HTTP_2 {
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    resp
-}
-
-/// What ends with an answer weir wrote itself: its access record and its
-/// metrics, both with its status.
-fn own_answer(
-    mut record: Option<Box<AccessRecord>>,
-    mut metrics: Recording,
-    status: StatusCode,
-) -> Exchange {
-    if let Some(record) = record.as_mut() {
-        record.status = status;
-    }
-    metrics.status = status.as_u16();
-    Exchange {
-        record,
-        metrics: Some(metrics),
-        ..Exchange::default()
-    }
-}
-
 /// The access record of a request that arrived at `started`, when access logging is on.
 fn access_record(
     snapshot: &Snapshot,
@@ -395,27 +251,6 @@ pub(crate) fn unrouted_exchange(
     let record = access_record(snapshot, conn, parts, started);
     let metrics = Recording::new(snapshot.stats.unrouted.clone(), started);
     own_answer(record, metrics, status)
-}
-
-/// The body of every answer weir writes itself: `502 Bad Gateway` and a newline.
-pub(crate) fn plain_text(status: StatusCode) -> String {
-    format!(
-        "{} {}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    )
-}
-
-/// A short plain-text response weir writes itself.
-pub fn plain_response(status: StatusCode, exchange: Exchange) -> Response<ResponseBody> {
-    let text = plain_text(status);
-    let mut resp = Response::new(ResponseBody::full(text, exchange));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use std::io;
 use std::sync::Arc;
 
 use crate::access::AccessLogger;
+use crate::cache::{Cache, RouteCache};
 use crate::config::Config;
 use crate::routing::Router;
 use crate::stats::DaemonStats;
@@ -16,6 +17,8 @@ pub(crate) struct RouteTarget {
     pub(crate) upstream: Arc<Upstream>,
     /// The route's own `request_timeout`, overriding the upstream's.
     pub(crate) request_timeout: Option<std::time::Duration>,
+    /// The route's response cache, when it has `cache`.
+    pub(crate) cache: Option<RouteCache>,
 }
 
 /// An immutable routing table built from one configuration.
@@ -33,6 +36,8 @@ pub struct Snapshot {
     pub access: Option<AccessLogger>,
     /// Daemon-wide counters, handed from snapshot to snapshot.
     pub stats: Arc<DaemonStats>,
+    /// The response cache, handed from snapshot to snapshot.
+    pub cache: Option<Arc<Cache>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -55,6 +60,7 @@ impl Snapshot {
                 Arc::new(Upstream::new(u.clone(), old.map(|o| &**o)))
             })
             .collect();
+        let cache = Cache::build(&config, previous.and_then(|p| p.cache.as_ref()));
         let routes = config
             .routes
             .iter()
@@ -63,6 +69,10 @@ impl Snapshot {
                 let target = RouteTarget {
                     upstream: upstream.clone(),
                     request_timeout: r.request_timeout,
+                    cache: cache
+                        .as_ref()
+                        .zip(r.cache)
+                        .map(|(cache, config)| cache.route(&r.label(), config)),
                 };
                 Some((r.host.clone(), r.path.clone(), target))
             })
@@ -77,6 +87,7 @@ impl Snapshot {
             upstreams,
             access,
             stats: previous.map(|p| p.stats.clone()).unwrap_or_default(),
+            cache,
             config: Arc::new(config),
         })
     }

@@ -304,6 +304,9 @@ impl prometheus_client::collector::Collector for Scrape {
             None,
             count,
         )?)?;
+        if let Some(cache) = &self.snapshot.cache {
+            super::cache::encode(cache, &mut d)?;
+        }
         Ok(())
     }
 }

@@ -6,6 +6,7 @@
 //! when asked; the only state of its own is the status page's history ring.
 
 mod api;
+mod cache;
 mod history;
 mod metrics;
 mod status;
@@ -114,7 +115,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req)) }
+                async move { Ok::<_, Infallible>(handle(&state, req).await) }
             });
             if let Err(error) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -127,7 +128,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
 }
 
 /// Routes one admin request.
-fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
+async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     if path == "/healthz" {
@@ -155,6 +156,12 @@ fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
                 return not_allowed("POST");
             }
             api::set_draining(state, name, addr, *action == "drain")
+        }
+        ["api", "cache", "purge"] => {
+            if method != Method::POST {
+                return not_allowed("POST");
+            }
+            cache::purge(state, req.uri().query()).await
         }
         _ => text(
             StatusCode::NOT_FOUND,

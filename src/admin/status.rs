@@ -98,5 +98,6 @@ pub(super) fn document(state: &State) -> Value {
             "last_success_unix": reloads.last_success_unix,
         },
         "upstreams": upstreams,
+        "cache": snapshot.cache.as_deref().map(super::cache::status),
     })
 }

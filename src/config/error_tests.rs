@@ -832,3 +832,69 @@ fn resolver_settings() {
     );
     fails(&with("ttl = \"5s\""), 13, "resolver.ttl", "unknown field");
 }
+
+#[test]
+fn cache_mistakes_name_their_keys() {
+    let route = "upstream = \"app\"\ncache = { ttl = \"5s\" }";
+    fails(
+        &doc(LISTEN, UP, route),
+        11,
+        "route[0].cache",
+        "needs a [cache] section",
+    );
+    let with_cache =
+        |route: &str, cache: &str| format!("{}\n[cache]\n{cache}\n", doc(LISTEN, UP, route));
+    assert!(parse(&with_cache(route, ""), Path::new("weir.toml")).is_ok());
+    fails(
+        &with_cache("upstream = \"app\"\ncache = { ttl = \"soon\" }", ""),
+        11,
+        "route[0].cache.ttl",
+        "invalid duration",
+    );
+    fails(
+        &with_cache(
+            "upstream = \"app\"\ncache = { stale_if_error = \"0s\" }",
+            "",
+        ),
+        11,
+        "route[0].cache.stale_if_error",
+        "greater than zero",
+    );
+    fails(
+        &with_cache("upstream = \"app\"\ncache = { shared = true }", ""),
+        11,
+        "route[0].cache.shared",
+        "needs a [redis] section",
+    );
+    fails(
+        &with_cache(route, "memory = \"lots\""),
+        14,
+        "cache.memory",
+        "positive size",
+    );
+    fails(
+        &with_cache(route, "lock_timeout = \"0s\""),
+        14,
+        "cache.lock_timeout",
+        "greater than zero",
+    );
+    fails(
+        &with_cache("upstream = \"app\"\ncache = { ttl = \"1s\", tll = 1 }", ""),
+        11,
+        "route[0].cache.tll",
+        "unknown field `tll`",
+    );
+    let shared = format!(
+        "{}\n[redis]\nurl = \"redis://127.0.0.1:6379\"\n",
+        with_cache(
+            "upstream = \"app\"\ncache = { shared = true }",
+            "memory = \"1MiB\""
+        )
+    );
+    let config = parse(&shared, Path::new("weir.toml")).expect("valid");
+    assert_eq!(config.cache.map(|c| c.memory), Some(1 << 20));
+    assert_eq!(
+        config.redis.map(|r| r.url),
+        Some("redis://127.0.0.1:6379".into())
+    );
+}

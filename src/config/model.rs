@@ -24,6 +24,48 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// `[[route]]`s, in file order; each names an existing upstream.
     pub(crate) routes: Vec<RouteConfig>,
+    /// `[cache]`: the response cache, when some route caches.
+    pub cache: Option<CacheSettings>,
+    /// `[redis]`: the Redis that several weir instances share.
+    pub redis: Option<RedisSettings>,
+}
+
+/// `[cache] memory` by default: the in-process tier's bound in bytes.
+pub(crate) const DEFAULT_CACHE_MEMORY: u64 = 256 << 20;
+/// `[cache] max_entry_size` by default: larger bodies are streamed, not stored.
+pub(crate) const DEFAULT_CACHE_MAX_ENTRY: u64 = 1 << 20;
+/// `[cache] lock_timeout` by default.
+pub(crate) const DEFAULT_CACHE_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `[cache]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// The in-process tier's bound: body and header bytes of all entries.
+    pub memory: u64,
+    /// Responses with larger bodies are passed through and not stored.
+    pub max_entry_size: u64,
+    /// How long concurrent misses for one key wait for the first one's answer.
+    pub lock_timeout: Duration,
+}
+
+/// `[redis]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `redis://host:port[/db]`.
+    pub url: String,
+}
+
+/// `route.cache`: how a route caches its responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteCacheConfig {
+    /// Freshness for responses that declare none of their own.
+    pub ttl: Option<Duration>,
+    /// How long after going stale an entry may stand in for a failed upstream.
+    pub stale_if_error: Duration,
+    /// How long after going stale an entry is served while it is refreshed.
+    pub stale_while_revalidate: Duration,
+    /// Whether entries are also read from and written to `[redis]`.
+    pub shared: bool,
 }
 
 /// `max_headers` by default: hyper's own limit, for which it keeps room on the stack.
@@ -370,6 +412,21 @@ pub(crate) struct RouteConfig {
     pub(crate) upstream: String,
     /// Overrides the upstream's `request_timeout` for this route.
     pub(crate) request_timeout: Option<Duration>,
+    /// Response caching, when on.
+    pub(crate) cache: Option<RouteCacheConfig>,
+}
+
+impl RouteConfig {
+    /// The route's name in metrics and on the status page: its host (or
+    /// `*`) and path, e.g. `yoursite.com/api`.
+    pub(crate) fn label(&self) -> String {
+        let host = match &self.host {
+            None => "*".to_owned(),
+            Some(HostPattern::Exact(host)) => host.clone(),
+            Some(HostPattern::Wildcard(suffix)) => format!("*{suffix}"),
+        };
+        format!("{host}{}", self.path)
+    }
 }
 
 /// A route's host, normalised to lower case without a trailing dot.

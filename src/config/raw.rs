@@ -27,6 +27,26 @@ pub(crate) struct RawConfig {
     pub upstream: Vec<Spanned<RawUpstream>>,
     #[serde(default)]
     pub route: Vec<Spanned<RawRoute>>,
+    #[serde(default, deserialize_with = "some_table")]
+    pub cache: Option<RawCache>,
+    #[serde(default, deserialize_with = "some_table")]
+    pub redis: Option<RawRedis>,
+}
+
+/// `[cache]`: the response cache's shared settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCache {
+    pub memory: Option<Spanned<RawSize>>,
+    pub max_entry_size: Option<Spanned<RawSize>>,
+    pub lock_timeout: Option<Spanned<String>>,
+}
+
+/// `[redis]`: state shared by several weir instances.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRedis {
+    pub url: Spanned<String>,
 }
 
 /// `[server]`.
@@ -281,6 +301,18 @@ pub(crate) struct RawRoute {
     pub path: Option<Spanned<String>>,
     pub upstream: Spanned<String>,
     pub request_timeout: Option<Spanned<String>>,
+    pub cache: Option<Spanned<RawRouteCache>>,
+}
+
+/// `route.cache`: caching the route's responses.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRouteCache {
+    pub ttl: Option<Spanned<String>>,
+    pub stale_if_error: Option<Spanned<String>>,
+    pub stale_while_revalidate: Option<Spanned<String>>,
+    #[serde(default)]
+    pub shared: bool,
 }
 
 /// A value written either as a bare address string or as a table with more keys.

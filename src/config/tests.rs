@@ -114,7 +114,10 @@ fn readme_example_parses_with_defaults() {
             path: "/".into(),
             upstream: "express_servers".into(),
             request_timeout: None,
+            cache: None,
         }],
+        cache: None,
+        redis: None,
     };
     assert_eq!(c, expected);
 }

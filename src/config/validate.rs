@@ -44,7 +44,11 @@ pub(crate) fn validate(
     let log = log(&mut cx, raw.log);
     let resolver = super::dns::resolver(&mut cx, raw.resolver.as_ref());
     let upstreams = upstreams(&mut cx, raw.upstream);
-    let routes = routes(&mut cx, raw.route, &upstreams);
+    let cache = raw.cache.map(|raw| cache(&mut cx, raw));
+    let redis = raw.redis.map(|raw| RedisSettings {
+        url: raw.url.into_inner(),
+    });
+    let routes = routes(&mut cx, raw.route, &upstreams, &cache, &redis);
     let Some(server) = server else {
         // Reported first, as before validation went on past a mistake.
         let missing = cx.err(
@@ -61,6 +65,63 @@ pub(crate) fn validate(
         resolver,
         upstreams,
         routes,
+        cache,
+        redis,
+    })
+}
+
+fn cache(cx: &mut Cx<'_>, raw: RawCache) -> CacheSettings {
+    let memory = cx.keep(cx.size(raw.memory.as_ref(), "cache.memory"));
+    let max_entry_size = cx.keep(cx.size(raw.max_entry_size.as_ref(), "cache.max_entry_size"));
+    let lock_timeout = cx.keep(cx.duration(
+        raw.lock_timeout.as_ref(),
+        DEFAULT_CACHE_LOCK_TIMEOUT,
+        "cache.lock_timeout",
+    ));
+    CacheSettings {
+        memory: memory.unwrap_or(DEFAULT_CACHE_MEMORY),
+        max_entry_size: max_entry_size.unwrap_or(DEFAULT_CACHE_MAX_ENTRY),
+        lock_timeout,
+    }
+}
+
+/// A route's `cache = { ... }`, which needs `[cache]` (and `[redis]` when shared).
+fn route_cache(
+    cx: &mut Cx<'_>,
+    raw: &Spanned<RawRouteCache>,
+    i: usize,
+    cache: &Option<CacheSettings>,
+    redis: &Option<RedisSettings>,
+) -> Option<RouteCacheConfig> {
+    let r = raw.get_ref();
+    if cache.is_none() {
+        cx.record(cx.err(
+            raw.span(),
+            &format_args!("route[{i}].cache"),
+            "needs a [cache] section, e.g. [cache] memory = \"256MiB\"",
+        ));
+    }
+    if r.shared && redis.is_none() {
+        cx.record(cx.err(
+            raw.span(),
+            &format_args!("route[{i}].cache.shared"),
+            "needs a [redis] section with url",
+        ));
+    }
+    let ttl = cx.keep(cx.optional_duration(r.ttl.as_ref(), &format_args!("route[{i}].cache.ttl")));
+    let stale_if_error = cx.keep(cx.optional_duration(
+        r.stale_if_error.as_ref(),
+        &format_args!("route[{i}].cache.stale_if_error"),
+    ));
+    let stale_while_revalidate = cx.keep(cx.optional_duration(
+        r.stale_while_revalidate.as_ref(),
+        &format_args!("route[{i}].cache.stale_while_revalidate"),
+    ));
+    Some(RouteCacheConfig {
+        ttl,
+        stale_if_error: stale_if_error.unwrap_or_default(),
+        stale_while_revalidate: stale_while_revalidate.unwrap_or_default(),
+        shared: r.shared,
     })
 }
 
@@ -667,6 +728,8 @@ fn routes(
     cx: &mut Cx<'_>,
     raw: Vec<Spanned<RawRoute>>,
     upstreams: &[UpstreamConfig],
+    cache: &Option<CacheSettings>,
+    redis: &Option<RedisSettings>,
 ) -> Vec<RouteConfig> {
     if raw.is_empty() {
         cx.record(cx.err(0..0, "route", "at least one [[route]] is required"));
@@ -701,12 +764,17 @@ fn routes(
             r.request_timeout.as_ref(),
             &format_args!("route[{i}].request_timeout"),
         ));
+        let route_cache = r
+            .cache
+            .as_ref()
+            .and_then(|c| route_cache(cx, c, i, cache, redis));
         comparable.push(host.is_some() && path.is_some());
         out.push(RouteConfig {
             host: host.flatten(),
             path: path.unwrap_or_default(),
             upstream: upstream.clone(),
             request_timeout,
+            cache: route_cache,
         });
     }
     // Duplicates among the valid routes: keyed by reference, not by copies.

@@ -32,7 +32,8 @@ use super::refusal::{self, Unreadable};
 use super::ServeContext;
 use crate::body::BoxError;
 use crate::exchange::ResponseBody;
-use crate::proxy::{self, ConnInfo};
+use crate::pass::ConnInfo;
+use crate::proxy;
 use crate::upgrade::TunnelContext;
 
 /// Serves one accepted connection until it closes.

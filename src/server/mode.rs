@@ -14,7 +14,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{ConfigError, ListenerConfig};
 use crate::exchange::ResponseBody;
-use crate::proxy::{plain_response, unrouted_exchange, ConnInfo};
+use crate::pass::{plain_response, ConnInfo};
+use crate::proxy::unrouted_exchange;
 use crate::snapshot::Snapshot;
 
 /// How a listener serves a connection it accepted.

@@ -20,7 +20,7 @@ use tracing::{debug, warn};
 
 use crate::access::AccessRecord;
 use crate::exchange::Recording;
-use crate::proxy::plain_text;
+use crate::pass::plain_text;
 use crate::snapshot::Snapshot;
 
 /// How long the client may go on sending once answered, before the close.

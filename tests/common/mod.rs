@@ -7,6 +7,7 @@
 //! - [`clients`]: HTTP clients, bodies and a steady load.
 //! - [`config`]: TOML texts for the proxy.
 //! - [`metrics`]: `/metrics` parsed, and samples looked up by labels.
+//! - [`origin`]: an origin for cache tests, answering with the headers a test sets.
 //! - [`raw`]: a raw-socket client that may misbehave, a backend that
 //!   records the bytes it receives, and one that answers with fixed bytes.
 //! - [`logs`]: the proxy's access log lines and diagnostic log lines.
@@ -23,6 +24,7 @@ mod dns;
 mod framing;
 mod logs;
 mod metrics;
+mod origin;
 mod process;
 mod proxy;
 mod raw;
@@ -43,6 +45,7 @@ pub use self::{
     framing::weir_framed_requests,
     logs::{capture_logs, log_lines, Logs},
     metrics::{metric_value, scrape},
+    origin::{spawn_origin, Origin},
     process::{rewrite_config, write_config, NotifySocket, Running, WEIR},
     proxy::{free_port, spawn_proxy, spawn_proxy_at, spawn_proxy_on, wait_until, Proxy},
     raw::{

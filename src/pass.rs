@@ -1,0 +1,208 @@
+//! The plain request path: a routed, rewritten request forwarded and its
+//! answer streamed back (the whole path of a route without a cache, and the
+//! cache's way upstream), and the answers weir writes itself.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use tracing::warn;
+
+use crate::access::AccessRecord;
+use crate::affinity::Affinity;
+use crate::body::RequestBody;
+use crate::error::ProxyError;
+use crate::exchange::{Exchange, Recording, ResponseBody};
+use crate::forward::{forward, Deadlines, Terms};
+use crate::headers::strip_hop_by_hop;
+use crate::snapshot::Snapshot;
+use crate::upgrade::{TunnelContext, TunnelLimits, UpgradeRequest};
+use crate::upstream::Upstream;
+
+/// What weir knows about the client connection a request came on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// `peer`'s address as a header value, rendered once for all its requests.
+    pub peer_ip: HeaderValue,
+    /// `http` or `https`.
+    pub proto: &'static str,
+    /// What a tunnel opened by an `Upgrade` on this connection holds on to.
+    pub tunnel: TunnelContext,
+}
+
+/// Forwards a prepared request and streams the answer back (the whole
+/// request path of a route without a cache).
+pub(crate) async fn pass(
+    forwarding: Forwarding<'_>,
+    conn: &ConnInfo,
+    snapshot: &Snapshot,
+) -> Response<ResponseBody> {
+    let Forwarding {
+        upstream,
+        mut req,
+        mut record,
+        mut metrics,
+        deadlines,
+        affinity,
+        head,
+        upgrade,
+    } = forwarding;
+    let terms = Terms {
+        deadlines,
+        affinity,
+        body: metrics.body.as_deref(),
+        upgrading: upgrade.is_some(),
+    };
+    match forward(upstream, &mut req, &mut record, terms).await {
+        Ok((resp, mut exchange)) => {
+            exchange.deadline = deadlines.request;
+            client_response(resp, exchange, metrics, upgrade, conn, snapshot)
+        }
+        Err(err) => {
+            let failed = err.failed_server().and_then(|addr| upstream.server(addr));
+            metrics.server = failed.map(|s| s.state.clone());
+            error_response_for(err, conn, &head, record, metrics)
+        }
+    }
+}
+
+/// A routed request, rewritten for its upstream and ready to forward.
+pub(crate) struct Forwarding<'a> {
+    pub(crate) upstream: &'a Arc<Upstream>,
+    /// Taken by the attempt that sends it.
+    pub(crate) req: Option<Request<RequestBody>>,
+    pub(crate) record: Option<Box<AccessRecord>>,
+    pub(crate) metrics: Recording,
+    pub(crate) deadlines: Deadlines,
+    /// What ties the request to a server (`hash`, `sticky`).
+    pub(crate) affinity: Affinity,
+    pub(crate) head: RequestHead,
+    pub(crate) upgrade: Option<UpgradeRequest>,
+}
+
+/// The upstream's response as the client gets it: hop-by-hop headers out, the
+/// body carrying the exchange's bookkeeping, and a tunnel opened after a `101`.
+fn client_response(
+    resp: Response<Incoming>,
+    mut exchange: Exchange,
+    mut metrics: Recording,
+    upgrade: Option<UpgradeRequest>,
+    conn: &ConnInfo,
+    snapshot: &Snapshot,
+) -> Response<ResponseBody> {
+    let (mut parts, body) = resp.into_parts();
+    let tunnel = upgrade.and_then(|u| u.accept(&mut parts));
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(record) = exchange.record.as_mut() {
+        record.status = parts.status;
+    }
+    metrics.status = parts.status.as_u16();
+    // Counted against the server of the exchange's in-flight guard;
+    // a tunnel takes the guard away, so it names the server here.
+    if tunnel.is_some() {
+        metrics.server = exchange.guard.as_ref().map(|g| g.server().clone());
+    }
+    exchange.metrics = Some(metrics);
+    if let Some(tunnel) = tunnel {
+        let server = &snapshot.config.server;
+        let limits = TunnelLimits {
+            idle: server.tunnel_idle_timeout,
+            shutdown: server.shutdown_timeout,
+        };
+        tunnel.open(
+            &mut parts.headers,
+            &mut exchange,
+            conn.tunnel.clone(),
+            limits,
+        );
+    }
+    Response::from_parts(parts, ResponseBody::upstream(body, exchange))
+}
+
+/// The parts of the request head kept for logging after the request was sent.
+pub(crate) struct RequestHead {
+    pub(crate) method: http::Method,
+    pub(crate) uri: Uri,
+    /// The client's HTTP version.
+    pub(crate) version: Version,
+}
+
+/// The plain-text answer for a request refused before it was rewritten.
+pub(crate) fn error_response(
+    err: ProxyError,
+    conn: &ConnInfo,
+    parts: &http::request::Parts,
+    record: Option<Box<AccessRecord>>,
+    metrics: Recording,
+) -> Response<ResponseBody> {
+    let head = RequestHead {
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        version: parts.version,
+    };
+    error_response_for(err, conn, &head, record, metrics)
+}
+
+/// The plain-text answer for a request weir could not forward, logged once with its reason.
+pub(crate) fn error_response_for(
+    err: ProxyError,
+    conn: &ConnInfo,
+    head: &RequestHead,
+    record: Option<Box<AccessRecord>>,
+    metrics: Recording,
+) -> Response<ResponseBody> {
+    let status = err.status();
+    warn!(status = status.as_u16(), client = %conn.peer, method = %head.method,
+        path = head.uri.path(), reason = %err, "request failed");
+    let mut resp = plain_response(status, own_answer(record, metrics, status));
+    // RFC 9110 §15.5.9: weir gave up waiting; the rest of the body will not
+    // be read, so the connection cannot carry another request.
+    if status == StatusCode::REQUEST_TIMEOUT && head.version < Version::HTTP_2 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// What ends with an answer weir wrote itself: its access record and its
+/// metrics, both with its status.
+pub(crate) fn own_answer(
+    mut record: Option<Box<AccessRecord>>,
+    mut metrics: Recording,
+    status: StatusCode,
+) -> Exchange {
+    if let Some(record) = record.as_mut() {
+        record.status = status;
+    }
+    metrics.status = status.as_u16();
+    Exchange {
+        record,
+        metrics: Some(metrics),
+        ..Exchange::default()
+    }
+}
+
+/// The body of every answer weir writes itself: `502 Bad Gateway` and a newline.
+pub(crate) fn plain_text(status: StatusCode) -> String {
+    format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    )
+}
+
+/// A short plain-text response weir writes itself.
+pub fn plain_response(status: StatusCode, exchange: Exchange) -> Response<ResponseBody> {
+    let text = plain_text(status);
+    let mut resp = Response::new(ResponseBody::full(text, exchange));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
