@@ -7,7 +7,7 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body as _, Incoming};
 use tokio::time::Instant;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::access::AccessRecord;
 use crate::affinity::{self, Affinity};
@@ -18,6 +18,7 @@ use crate::exchange::{Exchange, Recording, ResponseBody};
 use crate::forward::{forward, Deadlines, Terms};
 use crate::headers::{prepare_upstream_request, strip_hop_by_hop, Peer, Underscores};
 use crate::host::request_host;
+use crate::ratelimit::{Refusal, RouteLimiter};
 use crate::snapshot::Snapshot;
 use crate::upgrade::{self, TunnelContext, TunnelLimits, UpgradeRequest};
 use crate::upstream::{te_trailers, Upstream};
@@ -53,10 +54,16 @@ pub async fn handle(
         affinity,
         head,
         upgrade,
+        limit,
     } = match prepare(&snapshot, &conn, req) {
         Ok(forwarding) => forwarding,
         Err(resp) => return resp,
     };
+    if let (Some(limiter), Some(req)) = (limit, &req) {
+        if let Err(refusal) = limiter.admit(req.headers()).await {
+            return refused(limiter, refusal, &conn, &head, record, metrics);
+        }
+    }
     let terms = Terms {
         deadlines,
         affinity,
@@ -88,6 +95,8 @@ struct Forwarding<'a> {
     affinity: Affinity,
     head: RequestHead,
     upgrade: Option<UpgradeRequest>,
+    /// The route's rate limit, checked before forwarding.
+    limit: Option<&'a RouteLimiter>,
 }
 
 /// Routes `req` and rewrites it for its upstream, or answers it at once
@@ -156,7 +165,34 @@ fn prepare<'a>(
         affinity,
         head,
         upgrade,
+        limit: target.rate_limit.as_deref(),
     })
+}
+
+/// weir's answer to a request its route's rate limit refused: 429 with when
+/// to retry, or 503 when Redis cannot be asked and `[redis] fail = "closed"`.
+/// Logged at debug only: a client over its limit is the limit working, and
+/// Redis failures are logged (once per interval) where they happen.
+fn refused(
+    limiter: &RouteLimiter,
+    refusal: Refusal,
+    conn: &ConnInfo,
+    head: &RequestHead,
+    record: Option<Box<AccessRecord>>,
+    metrics: Recording,
+) -> Response<ResponseBody> {
+    let status = match refusal {
+        Refusal::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
+        Refusal::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    debug!(status = status.as_u16(), client = %conn.peer, method = %head.method,
+        path = head.uri.path(), route = %limiter.route, "request refused by rate limit");
+    let mut resp = plain_response(status, own_answer(record, metrics, status));
+    if let Refusal::Limited(retry_after) = refusal {
+        resp.headers_mut()
+            .extend(limiter.denied_headers(retry_after));
+    }
+    resp
 }
 
 /// The client's request rewritten for `upstream`: hop-by-hop headers out (an

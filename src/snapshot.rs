@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use crate::access::AccessLogger;
 use crate::config::Config;
+use crate::ratelimit::{Limiters, RouteLimiter};
+use crate::redis::RedisClient;
 use crate::routing::Router;
 use crate::stats::DaemonStats;
 use crate::upstream::Upstream;
@@ -16,6 +18,8 @@ pub(crate) struct RouteTarget {
     pub(crate) upstream: Arc<Upstream>,
     /// The route's own `request_timeout`, overriding the upstream's.
     pub(crate) request_timeout: Option<std::time::Duration>,
+    /// The route's `rate_limit`, when it has one.
+    pub(crate) rate_limit: Option<Arc<RouteLimiter>>,
 }
 
 /// An immutable routing table built from one configuration.
@@ -33,6 +37,11 @@ pub struct Snapshot {
     pub access: Option<AccessLogger>,
     /// Daemon-wide counters, handed from snapshot to snapshot.
     pub stats: Arc<DaemonStats>,
+    /// The routes' rate limiters by route label, handed over to the next
+    /// snapshot for routes whose limit is unchanged.
+    pub(crate) limiters: Limiters,
+    /// `[redis]`'s client, kept across reloads while `[redis]` is unchanged.
+    pub(crate) redis: Option<Arc<RedisClient>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -47,6 +56,16 @@ impl Snapshot {
     /// Builds a snapshot, carrying per-server state, pools and the access log
     /// over from `previous` where they are still configured the same way.
     pub fn build(config: Config, previous: Option<&Snapshot>) -> io::Result<Self> {
+        let stats: Arc<DaemonStats> = previous.map(|p| p.stats.clone()).unwrap_or_default();
+        let redis =
+            config
+                .redis
+                .as_ref()
+                .map(|settings| match previous.and_then(|p| p.redis.as_ref()) {
+                    Some(old) if old.settings == *settings => old.clone(),
+                    _ => Arc::new(RedisClient::new(settings.clone(), stats.clone())),
+                });
+        let mut limiters = Limiters::default();
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
             .iter()
@@ -60,9 +79,12 @@ impl Snapshot {
             .iter()
             .filter_map(|r| {
                 let upstream = upstreams.iter().find(|u| u.name() == r.upstream)?;
+                let rate_limit =
+                    limiters.for_route(r, redis.as_ref(), previous.map(|p| &p.limiters));
                 let target = RouteTarget {
                     upstream: upstream.clone(),
                     request_timeout: r.request_timeout,
+                    rate_limit,
                 };
                 Some((r.host.clone(), r.path.clone(), target))
             })
@@ -76,7 +98,9 @@ impl Snapshot {
             router: Router::new(routes),
             upstreams,
             access,
-            stats: previous.map(|p| p.stats.clone()).unwrap_or_default(),
+            stats,
+            limiters,
+            redis,
             config: Arc::new(config),
         })
     }

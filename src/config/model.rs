@@ -22,6 +22,62 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// `[[route]]`s, in file order; each names an existing upstream.
     pub(crate) routes: Vec<RouteConfig>,
+    /// `[redis]`: the store shared with other weir instances, when configured.
+    pub redis: Option<RedisSettings>,
+}
+
+/// `[redis]` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `redis://host:port[/db]`, as the `redis` crate reads it.
+    pub url: String,
+    /// What a request that needs Redis meets while Redis cannot be reached.
+    pub fail: RedisFail,
+    /// Bound on one Redis call, so a hung Redis never stalls requests.
+    pub timeout: Duration,
+}
+
+/// `[redis] fail`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisFail {
+    /// Serve on as if the limit allowed the request (logged, counted).
+    Open,
+    /// Answer 503.
+    Closed,
+}
+
+/// A route's `rate_limit`: a bucket of `burst` requests per key, refilled at
+/// `requests` per `per`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    /// Requests added back to a bucket per `per`; at least 1.
+    pub requests: u32,
+    /// The refill period.
+    pub per: Duration,
+    /// The bucket's size: requests allowed at once; at least 1.
+    pub burst: u32,
+    /// What tells clients apart.
+    pub key: LimitKey,
+    /// Where the buckets live.
+    pub scope: LimitScope,
+}
+
+/// `rate_limit.key`: what a bucket belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LimitKey {
+    /// The client address as weir resolved it (the one in `X-Real-IP`).
+    Ip,
+    /// A request header's value; requests without it share one bucket.
+    Header(http::HeaderName),
+}
+
+/// `rate_limit.scope`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LimitScope {
+    /// Buckets in this process, shared by its worker threads.
+    Local,
+    /// Buckets in Redis, shared by every weir with the same `[redis] url`.
+    Global,
 }
 
 /// `max_headers` by default: hyper's own limit, for which it keeps room on the stack.
@@ -303,6 +359,8 @@ pub(crate) struct RouteConfig {
     pub(crate) upstream: String,
     /// Overrides the upstream's `request_timeout` for this route.
     pub(crate) request_timeout: Option<Duration>,
+    /// Requests over this limit get 429.
+    pub(crate) rate_limit: Option<RateLimitConfig>,
 }
 
 /// A route's host, normalised to lower case without a trailing dot.

@@ -111,7 +111,9 @@ fn readme_example_parses_with_defaults() {
             path: "/".into(),
             upstream: "express_servers".into(),
             request_timeout: None,
+            rate_limit: None,
         }],
+        redis: None,
     };
     assert_eq!(c, expected);
 }

@@ -43,7 +43,8 @@ pub(crate) fn validate(
     let admin = raw.admin.and_then(|raw| admin(&mut cx, raw, listen));
     let log = log(&mut cx, raw.log);
     let upstreams = upstreams(&mut cx, raw.upstream);
-    let routes = routes(&mut cx, raw.route, &upstreams);
+    let routes = routes(&mut cx, raw.route, &upstreams, raw.redis.is_some());
+    let redis = raw.redis.as_ref().and_then(|r| redis(&mut cx, r));
     let Some(server) = server else {
         // Reported first, as before validation went on past a mistake.
         let missing = cx.err(
@@ -59,6 +60,101 @@ pub(crate) fn validate(
         log,
         upstreams,
         routes,
+        redis,
+    })
+}
+
+/// `[redis]`: the URL is parsed here (no connection is made), so a typo is a config error.
+fn redis(cx: &mut Cx<'_>, raw: &RawRedis) -> Option<RedisSettings> {
+    let url = raw.url.get_ref().trim();
+    let parsed = redis::Client::open(url).map(|_| ()).map_err(|e| {
+        cx.err(
+            raw.url.span(),
+            "redis.url",
+            format!("invalid Redis URL \"{url}\": {e}; expected e.g. \"redis://127.0.0.1:6379\""),
+        )
+    });
+    let url = cx.check(parsed).map(|()| url.to_owned());
+    let timeout = cx.keep(cx.duration(
+        raw.timeout.as_ref(),
+        Duration::from_millis(100),
+        "redis.timeout",
+    ));
+    Some(RedisSettings {
+        url: url?,
+        fail: match raw.fail {
+            RawRedisFail::Open => RedisFail::Open,
+            RawRedisFail::Closed => RedisFail::Closed,
+        },
+        timeout,
+    })
+}
+
+/// A route's `rate_limit`; `global` needs `[redis]`.
+fn rate_limit(
+    cx: &mut Cx<'_>,
+    raw: &Spanned<Table<RawRateLimit>>,
+    key: &str,
+    has_redis: bool,
+) -> Option<RateLimitConfig> {
+    let table = &raw.get_ref().0;
+    let k = |field: &str| format!("{key}.{field}");
+    let requests: Option<u32> = cx.check(cx.int(
+        Some(&table.requests),
+        0,
+        (1, Some(i64::from(u32::MAX))),
+        &k("requests"),
+    ));
+    let per = cx.check(cx.duration(Some(&table.per), Duration::ZERO, &k("per")));
+    let burst: Option<Option<u32>> = cx.check(
+        table
+            .burst
+            .as_ref()
+            .map(|b| cx.int(Some(b), 0, (1, Some(i64::from(u32::MAX))), &k("burst")))
+            .transpose(),
+    );
+    let limit_key = match &table.key {
+        None => Some(LimitKey::Ip),
+        Some(value) => {
+            let text = value.get_ref().as_str();
+            let parsed = match text.split_once(':') {
+                None if text == "ip" => Some(LimitKey::Ip),
+                Some(("header", name)) => http::HeaderName::from_bytes(name.as_bytes())
+                    .ok()
+                    .map(LimitKey::Header),
+                _ => None,
+            };
+            if parsed.is_none() {
+                cx.record(cx.err(
+                    value.span(),
+                    &k("key"),
+                    format!("invalid key \"{text}\": expected ip or header:NAME"),
+                ));
+            }
+            parsed
+        }
+    };
+    let scope = match &table.scope {
+        Some(s) if *s.get_ref() == RawScope::Global => {
+            if !has_redis {
+                cx.record(cx.err(
+                    s.span(),
+                    &k("scope"),
+                    "scope = \"global\" needs a [redis] section with its url",
+                ));
+                return None;
+            }
+            LimitScope::Global
+        }
+        _ => LimitScope::Local,
+    };
+    let requests = requests?;
+    Some(RateLimitConfig {
+        requests,
+        per: per?,
+        burst: burst?.unwrap_or(requests),
+        key: limit_key?,
+        scope,
     })
 }
 
@@ -615,6 +711,7 @@ fn routes(
     cx: &mut Cx<'_>,
     raw: Vec<Spanned<RawRoute>>,
     upstreams: &[UpstreamConfig],
+    has_redis: bool,
 ) -> Vec<RouteConfig> {
     if raw.is_empty() {
         cx.record(cx.err(0..0, "route", "at least one [[route]] is required"));
@@ -649,12 +746,17 @@ fn routes(
             r.request_timeout.as_ref(),
             &format_args!("route[{i}].request_timeout"),
         ));
+        let rate_limit = r
+            .rate_limit
+            .as_ref()
+            .and_then(|rl| rate_limit(cx, rl, &format!("route[{i}].rate_limit"), has_redis));
         comparable.push(host.is_some() && path.is_some());
         out.push(RouteConfig {
             host: host.flatten(),
             path: path.unwrap_or_default(),
             upstream: upstream.clone(),
             request_timeout,
+            rate_limit,
         });
     }
     // Duplicates among the valid routes: keyed by reference, not by copies.
