@@ -13,6 +13,7 @@
 //! - [`framing`]: checks that an upstream received only requests weir framed.
 //! - [`process`]: the real `weir` binary as a child process, and a stand-in
 //!   for systemd's notification socket.
+//! - [`redis`]: a real `redis-server` on a free port, killed when dropped.
 #![allow(dead_code)]
 
 mod backends;
@@ -24,6 +25,7 @@ mod metrics;
 mod process;
 mod proxy;
 mod raw;
+mod redis;
 
 // Each test crate uses a different part of these.
 #[allow(unused_imports)]
@@ -46,4 +48,5 @@ pub use self::{
         raw_exchange, spawn_recording_backend, spawn_scripted_backend, RawClient, RawResponse,
         RecordingBackend,
     },
+    redis::RedisServer,
 };
