@@ -8,8 +8,9 @@
 //! its own hash instead of hashing it a second time.
 //!
 //! Memory: an entry is the 8-byte digest and governor's 8-byte state in a
-//! hashbrown slot (plus a control byte) — measured at about 40 bytes per
-//! key with the table's spare room (`examples/ratelimit_memory.rs`). Idle keys
+//! hashbrown slot (plus a control byte); with the table's spare room, 1 M
+//! distinct keys measured 35 MiB resident, 37 bytes per key
+//! (`memory_of_a_million_keys` below), and a sweep gives it back. Idle keys
 //! are dropped by [`LocalLimiter::sweep`], which the owner runs on a timer:
 //! a key whose bucket has refilled completely is indistinguishable from a
 //! key never seen, so dropping it changes no answer.
@@ -208,5 +209,42 @@ mod tests {
             l.check(Some(&i.to_be_bytes()));
         }
         assert_eq!(l.len(), 100_000);
+    }
+
+    /// Resident memory of this process in bytes (Linux).
+    fn rss() -> u64 {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+        let pages: u64 = statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        pages * 4096
+    }
+
+    /// The figure in this module's doc: run with
+    /// `cargo test --release --lib memory_of_a_million_keys -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn memory_of_a_million_keys() {
+        let clock = FakeRelativeClock::default();
+        let l = LocalLimiter::with_clock(&limit(10, Duration::from_secs(1), 10), clock.clone());
+        let before = rss();
+        for i in 0u32..1_000_000 {
+            l.check(Some(&i.to_be_bytes()));
+        }
+        let after = rss();
+        println!(
+            "1M keys: {} MiB resident, {} bytes per key",
+            (after - before) >> 20,
+            (after - before) / 1_000_000
+        );
+        clock.advance(Duration::from_secs(2));
+        l.sweep();
+        println!(
+            "after the sweep: {} keys, {} MiB resident above the start",
+            l.len(),
+            rss().saturating_sub(before) >> 20
+        );
     }
 }
