@@ -185,8 +185,14 @@ fn refused(
         Refusal::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
         Refusal::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
     };
+    // The key itself (an API key, say) is not logged.
+    let retry_after_ms = match refusal {
+        Refusal::Limited(wait) => u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        Refusal::Unavailable => 0,
+    };
     debug!(status = status.as_u16(), client = %conn.peer, method = %head.method,
-        path = head.uri.path(), route = %limiter.route, "request refused by rate limit");
+        path = head.uri.path(), route = %limiter.route, retry_after_ms,
+        "request refused by rate limit");
     let mut resp = plain_response(status, own_answer(record, metrics, status));
     if let Refusal::Limited(retry_after) = refusal {
         resp.headers_mut()

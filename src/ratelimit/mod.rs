@@ -23,7 +23,6 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use tracing::debug;
 
 use crate::config::{HostPattern, LimitKey, LimitScope, RateLimitConfig, RedisFail, RouteConfig};
 use crate::headers::X_REAL_IP;
@@ -131,10 +130,8 @@ impl RouteLimiter {
             // future, which hyper moves around, should not grow by it.
             Buckets::Global(global) => Box::pin(global.check(key.map(HeaderValue::as_bytes))).await,
         };
-        if let Verdict::Deny { retry_after } = verdict {
+        if let Verdict::Deny { .. } = verdict {
             self.limited.fetch_add(1, Ordering::Relaxed);
-            debug!(route = %self.route, key = ?key, retry_after_ms = retry_after.as_millis() as u64,
-                "rate limited");
         }
         verdict
     }
