@@ -24,7 +24,10 @@
 //!   pooled connection, access record, metrics); `upgrade`: WebSocket and
 //!   other `Upgrade` tunnels; `headers`: what is forwarded; `affinity`: the
 //!   request key that `balance = "hash"` hashes; `host`: which host a
-//!   request is for, and whether it is valid.
+//!   request is for, and whether it is valid; `ratelimit`: per-route rate
+//!   limits, local (in-process GCRA) or global (GCRA in Redis).
+//! - `redis`: the shared Redis client (timeout, backoff, counted failures)
+//!   that global limits use.
 //! - `upstream`: servers, their runtime state and connection pools;
 //!   `health`: active health checks.
 //! - `routing` and `balance`: pure lookup and selection logic.
@@ -90,6 +93,8 @@ pub(crate) mod host;
 pub(crate) mod logging;
 pub(crate) mod pass;
 pub(crate) mod proxy;
+pub(crate) mod ratelimit;
+pub(crate) mod redis;
 pub mod routing;
 pub mod runtime;
 pub mod server;

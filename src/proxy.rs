@@ -6,19 +6,22 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body as _, Incoming};
 use tokio::time::Instant;
+use tracing::debug;
 
 use crate::access::AccessRecord;
 use crate::affinity;
 use crate::body::RequestBody;
-use crate::cache::RouteCache;
 use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
 use crate::exchange::{Exchange, Recording, ResponseBody};
 use crate::forward::Deadlines;
 use crate::headers::{prepare_upstream_request, Peer, Underscores};
 use crate::host::request_host;
-use crate::pass::{error_response, own_answer, pass, ConnInfo, Forwarding, RequestHead};
-use crate::snapshot::Snapshot;
+use crate::pass::{
+    error_response, own_answer, pass, plain_response, ConnInfo, Forwarding, RequestHead,
+};
+use crate::ratelimit::{Refusal, RouteLimiter};
+use crate::snapshot::{RouteTarget, Snapshot};
 use crate::upgrade::{self, UpgradeRequest};
 use crate::upstream::{te_trailers, Upstream};
 
@@ -31,11 +34,22 @@ pub async fn handle(
     // Routing and rewriting are synchronous and run in `prepare`, so only
     // what forwarding needs lives across the await: hyper moves this future
     // a few times per request, and every byte of it is copied each time.
-    let (forwarding, cache) = match prepare(&snapshot, &conn, req) {
+    let (forwarding, target) = match prepare(&snapshot, &conn, req) {
         Ok(prepared) => prepared,
         Err(resp) => return resp,
     };
-    if let Some(cache) = cache {
+    if let (Some(limiter), Some(req)) = (target.rate_limit.as_deref(), &forwarding.req) {
+        if let Err(refusal) = limiter.admit(req.headers()).await {
+            let Forwarding {
+                record,
+                metrics,
+                head,
+                ..
+            } = forwarding;
+            return refused(limiter, refusal, &conn, &head, record, metrics);
+        }
+    }
+    if let Some(cache) = &target.cache {
         // Boxed: the cache's request path is larger than the plain one, and
         // routes without a cache should not carry its size in their future.
         return Box::pin(crate::cache::serve::serve(
@@ -47,7 +61,7 @@ pub async fn handle(
 }
 
 /// Routes `req` and rewrites it for its upstream, or answers it at once
-/// when it cannot be forwarded; with the route's cache, if it has one.
+/// when it cannot be forwarded; with the route's target (its cache and rate limit).
 // The error is the answer, returned once by value; boxing it would only add
 // an allocation.
 #[allow(clippy::result_large_err)]
@@ -55,7 +69,7 @@ fn prepare<'a>(
     snapshot: &'a Snapshot,
     conn: &ConnInfo,
     req: Request<Incoming>,
-) -> Result<(Forwarding<'a>, Option<&'a RouteCache>), Response<ResponseBody>> {
+) -> Result<(Forwarding<'a>, &'a RouteTarget), Response<ResponseBody>> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let record = access_record(snapshot, conn, &parts, started);
@@ -113,7 +127,39 @@ fn prepare<'a>(
         head,
         upgrade,
     };
-    Ok((forwarding, target.cache.as_ref()))
+    Ok((forwarding, target))
+}
+
+/// weir's answer to a request its route's rate limit refused: 429 with when
+/// to retry, or 503 when Redis cannot be asked and `[redis] fail = "closed"`.
+/// Logged at debug only: a client over its limit is the limit working, and
+/// Redis failures are logged (once per interval) where they happen.
+fn refused(
+    limiter: &RouteLimiter,
+    refusal: Refusal,
+    conn: &ConnInfo,
+    head: &RequestHead,
+    record: Option<Box<AccessRecord>>,
+    metrics: Recording,
+) -> Response<ResponseBody> {
+    let status = match refusal {
+        Refusal::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
+        Refusal::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    // The key itself (an API key, say) is not logged.
+    let retry_after_ms = match refusal {
+        Refusal::Limited(wait) => u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        Refusal::Unavailable => 0,
+    };
+    debug!(status = status.as_u16(), client = %conn.peer, method = %head.method,
+        path = head.uri.path(), route = %limiter.route, retry_after_ms,
+        "request refused by rate limit");
+    let mut resp = plain_response(status, own_answer(record, metrics, status));
+    if let Refusal::Limited(retry_after) = refusal {
+        resp.headers_mut()
+            .extend(limiter.denied_headers(retry_after));
+    }
+    resp
 }
 
 /// The client's request rewritten for `upstream`: hop-by-hop headers out (an

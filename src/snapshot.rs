@@ -6,6 +6,8 @@ use std::sync::Arc;
 use crate::access::AccessLogger;
 use crate::cache::{Cache, RouteCache};
 use crate::config::Config;
+use crate::ratelimit::{Limiters, RouteLimiter};
+use crate::redis::RedisClient;
 use crate::routing::Router;
 use crate::stats::DaemonStats;
 use crate::upstream::Upstream;
@@ -19,6 +21,8 @@ pub(crate) struct RouteTarget {
     pub(crate) request_timeout: Option<std::time::Duration>,
     /// The route's response cache, when it has `cache`.
     pub(crate) cache: Option<RouteCache>,
+    /// The route's `rate_limit`, when it has one.
+    pub(crate) rate_limit: Option<Arc<RouteLimiter>>,
 }
 
 /// An immutable routing table built from one configuration.
@@ -38,6 +42,11 @@ pub struct Snapshot {
     pub stats: Arc<DaemonStats>,
     /// The response cache, handed from snapshot to snapshot.
     pub cache: Option<Arc<Cache>>,
+    /// The routes' rate limiters by route label, handed over to the next
+    /// snapshot for routes whose limit is unchanged.
+    pub(crate) limiters: Limiters,
+    /// `[redis]`'s client, kept across reloads while `[redis]` is unchanged.
+    pub(crate) redis: Option<Arc<RedisClient>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -52,6 +61,16 @@ impl Snapshot {
     /// Builds a snapshot, carrying per-server state, pools and the access log
     /// over from `previous` where they are still configured the same way.
     pub fn build(config: Config, previous: Option<&Snapshot>) -> io::Result<Self> {
+        let stats: Arc<DaemonStats> = previous.map(|p| p.stats.clone()).unwrap_or_default();
+        let redis =
+            config
+                .redis
+                .as_ref()
+                .map(|settings| match previous.and_then(|p| p.redis.as_ref()) {
+                    Some(old) if old.settings == *settings => old.clone(),
+                    _ => Arc::new(RedisClient::new(settings.clone(), stats.clone())),
+                });
+        let mut limiters = Limiters::default();
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
             .iter()
@@ -66,6 +85,8 @@ impl Snapshot {
             .iter()
             .filter_map(|r| {
                 let upstream = upstreams.iter().find(|u| u.name() == r.upstream)?;
+                let rate_limit =
+                    limiters.for_route(r, redis.as_ref(), previous.map(|p| &p.limiters));
                 let target = RouteTarget {
                     upstream: upstream.clone(),
                     request_timeout: r.request_timeout,
@@ -73,6 +94,7 @@ impl Snapshot {
                         .as_ref()
                         .zip(r.cache)
                         .map(|(cache, config)| cache.route(&r.label(), config)),
+                    rate_limit,
                 };
                 Some((r.host.clone(), r.path.clone(), target))
             })
@@ -86,8 +108,10 @@ impl Snapshot {
             router: Router::new(routes),
             upstreams,
             access,
-            stats: previous.map(|p| p.stats.clone()).unwrap_or_default(),
+            stats,
             cache,
+            limiters,
+            redis,
             config: Arc::new(config),
         })
     }

@@ -249,6 +249,9 @@ pub struct DaemonStats {
     /// Connections closed with a 408 because a request head begun was not
     /// finished within `header_read_timeout`.
     pub(crate) header_timeouts: AtomicU64,
+    /// Redis calls that got no answer (failed, timed out, or skipped while
+    /// backing off after a failure): `weir_redis_errors_total`.
+    pub(crate) redis_errors: AtomicU64,
 }
 
 impl DaemonStats {

@@ -136,6 +136,36 @@ impl Scrape {
         Ok(())
     }
 
+    /// `weir_rate_limited_total{route}`, and `weir_redis_errors_total` when `[redis]` is set.
+    fn rate_limits(&self, d: &mut DescriptorEncoder<'_>) -> Result<(), FmtError> {
+        let mut limiters: Vec<_> = self.snapshot.limiters.iter().collect();
+        if !limiters.is_empty() {
+            limiters.sort_by(|a, b| a.route.cmp(&b.route));
+            let help =
+                "Requests answered 429 by a route's rate limit, by route (host or *, and path)";
+            let mut enc =
+                d.encode_descriptor("weir_rate_limited", help, None, MetricType::Counter)?;
+            for limiter in limiters {
+                let labels = [("route", &*limiter.route)];
+                counter(
+                    &mut enc.encode_family(&labels)?,
+                    limiter.limited.load(Ordering::Relaxed),
+                )?;
+            }
+        }
+        if self.snapshot.redis.is_some() {
+            let errors =
+                ConstCounter::new(self.snapshot.stats.redis_errors.load(Ordering::Relaxed));
+            errors.encode(d.encode_descriptor(
+                "weir_redis_errors",
+                "Redis calls that got no answer: failed, timed out, or skipped while backing off after a failure",
+                None,
+                MetricType::Counter,
+            )?)?;
+        }
+        Ok(())
+    }
+
     fn transitions(&self, d: &mut DescriptorEncoder<'_>) -> Result<(), FmtError> {
         let help =
             "Health state changes of a server, by check (passive, active) and new state (up, down)";
@@ -297,6 +327,7 @@ impl prometheus_client::collector::Collector for Scrape {
             None,
             gauge,
         )?)?;
+        self.rate_limits(&mut d)?;
         let dropped = ConstCounter::new(self.snapshot.access.as_ref().map_or(0, |a| a.dropped()));
         dropped.encode(d.encode_descriptor(
             "weir_access_log_dropped_lines",

@@ -898,3 +898,136 @@ fn cache_mistakes_name_their_keys() {
         Some("redis://127.0.0.1:6379".into())
     );
 }
+
+#[test]
+fn rate_limit_errors() {
+    // The route's `rate_limit` is line 12.
+    let route = |limit: &str| doc(LISTEN, UP, &format!("{ROUTE}\nrate_limit = {limit}"));
+    fails(
+        &route("{ requests = 10, per = \"1s\", scope = \"global\" }"),
+        12,
+        "route[0].rate_limit.scope",
+        "needs a [redis] section",
+    );
+    fails(
+        &route("{ requests = 10, per = \"soon\" }"),
+        12,
+        "route[0].rate_limit.per",
+        "invalid duration",
+    );
+    fails(
+        &route("{ requests = 10, per = \"0s\" }"),
+        12,
+        "route[0].rate_limit.per",
+        "greater than zero",
+    );
+    fails(
+        &route("{ requests = 0, per = \"1s\" }"),
+        12,
+        "route[0].rate_limit.requests",
+        "between 1 and",
+    );
+    fails(
+        &route("{ requests = 5, per = \"1s\", burst = 0 }"),
+        12,
+        "route[0].rate_limit.burst",
+        "between 1 and",
+    );
+    for bad in ["cookie:a", "header:", "header:a b", "IP", "address"] {
+        fails(
+            &route(&format!(
+                "{{ requests = 5, per = \"1s\", key = \"{bad}\" }}"
+            )),
+            12,
+            "route[0].rate_limit.key",
+            "expected ip or header:NAME",
+        );
+    }
+    fails(
+        &route("{ requests = 5 }"),
+        12,
+        "route[0].rate_limit",
+        "missing field `per`",
+    );
+    fails(
+        &route("{ requests = 5, per = \"1s\", scope = \"world\" }"),
+        12,
+        "route[0].rate_limit.scope",
+        "unknown variant",
+    );
+
+    let cfg = parse(
+        &route("{ requests = 5, per = \"1m\", key = \"header:X-Api-Key\" }"),
+        Path::new("weir.toml"),
+    )
+    .expect("valid");
+    let limit = cfg.routes[0].rate_limit.clone().expect("rate_limit");
+    assert_eq!(
+        (limit.requests, limit.per, limit.burst, limit.scope),
+        (
+            5,
+            std::time::Duration::from_secs(60),
+            5,
+            super::LimitScope::Local
+        ),
+        "burst defaults to requests, scope to local"
+    );
+    assert_eq!(
+        limit.key,
+        super::LimitKey::Header(http::HeaderName::from_static("x-api-key"))
+    );
+}
+
+#[test]
+fn redis_errors() {
+    let with_redis = |redis: &str| {
+        format!(
+            "{}\n[redis]\n{redis}\n",
+            doc(
+                LISTEN,
+                UP,
+                &format!(
+                    "{ROUTE}\nrate_limit = {{ requests = 5, per = \"1s\", scope = \"global\" }}"
+                )
+            )
+        )
+    };
+    // [redis] is line 14.
+    fails(
+        &with_redis("url = \"http://127.0.0.1:6379\""),
+        15,
+        "redis.url",
+        "invalid Redis URL",
+    );
+    fails(
+        &with_redis("url = \"redis://127.0.0.1:6379\"\nfail = \"maybe\""),
+        16,
+        "redis.fail",
+        "unknown variant",
+    );
+    fails(
+        &with_redis("url = \"redis://127.0.0.1:6379\"\ntimeout = \"fast\""),
+        16,
+        "redis.timeout",
+        "invalid duration",
+    );
+    fails(
+        &with_redis("fail = \"open\""),
+        14,
+        "redis",
+        "missing field `url`",
+    );
+    let cfg = parse(
+        &with_redis("url = \"redis://127.0.0.1:6379\"\nfail = \"closed\""),
+        Path::new("weir.toml"),
+    )
+    .expect("valid");
+    let redis = cfg.redis.expect("redis");
+    assert_eq!(
+        (redis.fail, redis.timeout),
+        (
+            super::RedisFail::Closed,
+            std::time::Duration::from_millis(100)
+        )
+    );
+}

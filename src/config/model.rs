@@ -48,13 +48,6 @@ pub struct CacheSettings {
     pub lock_timeout: Duration,
 }
 
-/// `[redis]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RedisSettings {
-    /// `redis://host:port[/db]`.
-    pub url: String,
-}
-
 /// `route.cache`: how a route caches its responses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouteCacheConfig {
@@ -66,6 +59,60 @@ pub struct RouteCacheConfig {
     pub stale_while_revalidate: Duration,
     /// Whether entries are also read from and written to `[redis]`.
     pub shared: bool,
+}
+
+/// `[redis]` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `redis://host:port[/db]`, as the `redis` crate reads it.
+    pub url: String,
+    /// What a request that needs Redis meets while Redis cannot be reached.
+    pub fail: RedisFail,
+    /// Bound on one Redis call, so a hung Redis never stalls requests.
+    pub timeout: Duration,
+}
+
+/// `[redis] fail`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisFail {
+    /// Serve on as if the limit allowed the request (logged, counted).
+    Open,
+    /// Answer 503.
+    Closed,
+}
+
+/// A route's `rate_limit`: a bucket of `burst` requests per key, refilled at
+/// `requests` per `per`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    /// Requests added back to a bucket per `per`; at least 1.
+    pub requests: u32,
+    /// The refill period.
+    pub per: Duration,
+    /// The bucket's size: requests allowed at once; at least 1.
+    pub burst: u32,
+    /// What tells clients apart.
+    pub key: LimitKey,
+    /// Where the buckets live.
+    pub scope: LimitScope,
+}
+
+/// `rate_limit.key`: what a bucket belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LimitKey {
+    /// The client address as weir resolved it (the one in `X-Real-IP`).
+    Ip,
+    /// A request header's value; requests without it share one bucket.
+    Header(http::HeaderName),
+}
+
+/// `rate_limit.scope`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LimitScope {
+    /// Buckets in this process, shared by its worker threads.
+    Local,
+    /// Buckets in Redis, shared by every weir with the same `[redis] url`.
+    Global,
 }
 
 /// `max_headers` by default: hyper's own limit, for which it keeps room on the stack.
@@ -414,6 +461,8 @@ pub(crate) struct RouteConfig {
     pub(crate) request_timeout: Option<Duration>,
     /// Response caching, when on.
     pub(crate) cache: Option<RouteCacheConfig>,
+    /// Requests over this limit get 429.
+    pub(crate) rate_limit: Option<RateLimitConfig>,
 }
 
 impl RouteConfig {

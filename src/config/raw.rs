@@ -42,11 +42,43 @@ pub(crate) struct RawCache {
     pub lock_timeout: Option<Spanned<String>>,
 }
 
-/// `[redis]`: state shared by several weir instances.
+/// `[redis]`: the store several weir instances share.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRedis {
     pub url: Spanned<String>,
+    #[serde(default)]
+    pub fail: RawRedisFail,
+    pub timeout: Option<Spanned<String>>,
+}
+
+/// `redis.fail`: what a request meets while Redis cannot be reached.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawRedisFail {
+    #[default]
+    Open,
+    Closed,
+}
+
+/// `route.rate_limit`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRateLimit {
+    pub requests: Spanned<i64>,
+    pub per: Spanned<String>,
+    pub burst: Option<Spanned<i64>>,
+    pub key: Option<Spanned<String>>,
+    pub scope: Option<Spanned<RawScope>>,
+}
+
+/// `rate_limit.scope`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawScope {
+    #[default]
+    Local,
+    Global,
 }
 
 /// `[server]`.
@@ -302,6 +334,7 @@ pub(crate) struct RawRoute {
     pub upstream: Spanned<String>,
     pub request_timeout: Option<Spanned<String>>,
     pub cache: Option<Spanned<RawRouteCache>>,
+    pub rate_limit: Option<Spanned<Table<RawRateLimit>>>,
 }
 
 /// `route.cache`: caching the route's responses.

@@ -115,6 +115,7 @@ fn readme_example_parses_with_defaults() {
             upstream: "express_servers".into(),
             request_timeout: None,
             cache: None,
+            rate_limit: None,
         }],
         cache: None,
         redis: None,

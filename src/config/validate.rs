@@ -45,10 +45,8 @@ pub(crate) fn validate(
     let resolver = super::dns::resolver(&mut cx, raw.resolver.as_ref());
     let upstreams = upstreams(&mut cx, raw.upstream);
     let cache = raw.cache.map(|raw| cache(&mut cx, raw));
-    let redis = raw.redis.map(|raw| RedisSettings {
-        url: raw.url.into_inner(),
-    });
-    let routes = routes(&mut cx, raw.route, &upstreams, &cache, &redis);
+    let redis = raw.redis.as_ref().and_then(|r| redis(&mut cx, r));
+    let routes = routes(&mut cx, raw.route, &upstreams, &cache, raw.redis.is_some());
     let Some(server) = server else {
         // Reported first, as before validation went on past a mistake.
         let missing = cx.err(
@@ -91,7 +89,7 @@ fn route_cache(
     raw: &Spanned<RawRouteCache>,
     i: usize,
     cache: &Option<CacheSettings>,
-    redis: &Option<RedisSettings>,
+    has_redis: bool,
 ) -> Option<RouteCacheConfig> {
     let r = raw.get_ref();
     if cache.is_none() {
@@ -101,7 +99,7 @@ fn route_cache(
             "needs a [cache] section, e.g. [cache] memory = \"256MiB\"",
         ));
     }
-    if r.shared && redis.is_none() {
+    if r.shared && !has_redis {
         cx.record(cx.err(
             raw.span(),
             &format_args!("route[{i}].cache.shared"),
@@ -122,6 +120,100 @@ fn route_cache(
         stale_if_error: stale_if_error.unwrap_or_default(),
         stale_while_revalidate: stale_while_revalidate.unwrap_or_default(),
         shared: r.shared,
+    })
+}
+
+/// `[redis]`: the URL is parsed here (no connection is made), so a typo is a config error.
+fn redis(cx: &mut Cx<'_>, raw: &RawRedis) -> Option<RedisSettings> {
+    let url = raw.url.get_ref().trim();
+    let parsed = redis::Client::open(url).map(|_| ()).map_err(|e| {
+        cx.err(
+            raw.url.span(),
+            "redis.url",
+            format!("invalid Redis URL \"{url}\": {e}; expected e.g. \"redis://127.0.0.1:6379\""),
+        )
+    });
+    let url = cx.check(parsed).map(|()| url.to_owned());
+    let timeout = cx.keep(cx.duration(
+        raw.timeout.as_ref(),
+        Duration::from_millis(100),
+        "redis.timeout",
+    ));
+    Some(RedisSettings {
+        url: url?,
+        fail: match raw.fail {
+            RawRedisFail::Open => RedisFail::Open,
+            RawRedisFail::Closed => RedisFail::Closed,
+        },
+        timeout,
+    })
+}
+
+/// A route's `rate_limit`; `global` needs `[redis]`.
+fn rate_limit(
+    cx: &mut Cx<'_>,
+    raw: &Spanned<Table<RawRateLimit>>,
+    key: &str,
+    has_redis: bool,
+) -> Option<RateLimitConfig> {
+    let table = &raw.get_ref().0;
+    let k = |field: &str| format!("{key}.{field}");
+    let requests: Option<u32> = cx.check(cx.int(
+        Some(&table.requests),
+        0,
+        (1, Some(i64::from(u32::MAX))),
+        &k("requests"),
+    ));
+    let per = cx.check(cx.duration(Some(&table.per), Duration::ZERO, &k("per")));
+    let burst: Option<Option<u32>> = cx.check(
+        table
+            .burst
+            .as_ref()
+            .map(|b| cx.int(Some(b), 0, (1, Some(i64::from(u32::MAX))), &k("burst")))
+            .transpose(),
+    );
+    let limit_key = match &table.key {
+        None => Some(LimitKey::Ip),
+        Some(value) => {
+            let text = value.get_ref().as_str();
+            let parsed = match text.split_once(':') {
+                None if text == "ip" => Some(LimitKey::Ip),
+                Some(("header", name)) => http::HeaderName::from_bytes(name.as_bytes())
+                    .ok()
+                    .map(LimitKey::Header),
+                _ => None,
+            };
+            if parsed.is_none() {
+                cx.record(cx.err(
+                    value.span(),
+                    &k("key"),
+                    format!("invalid key \"{text}\": expected ip or header:NAME"),
+                ));
+            }
+            parsed
+        }
+    };
+    let scope = match &table.scope {
+        Some(s) if *s.get_ref() == RawScope::Global => {
+            if !has_redis {
+                cx.record(cx.err(
+                    s.span(),
+                    &k("scope"),
+                    "scope = \"global\" needs a [redis] section with its url",
+                ));
+                return None;
+            }
+            LimitScope::Global
+        }
+        _ => LimitScope::Local,
+    };
+    let requests = requests?;
+    Some(RateLimitConfig {
+        requests,
+        per: per?,
+        burst: burst?.unwrap_or(requests),
+        key: limit_key?,
+        scope,
     })
 }
 
@@ -729,7 +821,7 @@ fn routes(
     raw: Vec<Spanned<RawRoute>>,
     upstreams: &[UpstreamConfig],
     cache: &Option<CacheSettings>,
-    redis: &Option<RedisSettings>,
+    has_redis: bool,
 ) -> Vec<RouteConfig> {
     if raw.is_empty() {
         cx.record(cx.err(0..0, "route", "at least one [[route]] is required"));
@@ -767,7 +859,11 @@ fn routes(
         let route_cache = r
             .cache
             .as_ref()
-            .and_then(|c| route_cache(cx, c, i, cache, redis));
+            .and_then(|c| route_cache(cx, c, i, cache, has_redis));
+        let rate_limit = r
+            .rate_limit
+            .as_ref()
+            .and_then(|rl| rate_limit(cx, rl, &format!("route[{i}].rate_limit"), has_redis));
         comparable.push(host.is_some() && path.is_some());
         out.push(RouteConfig {
             host: host.flatten(),
@@ -775,6 +871,7 @@ fn routes(
             upstream: upstream.clone(),
             request_timeout,
             cache: route_cache,
+            rate_limit,
         });
     }
     // Duplicates among the valid routes: keyed by reference, not by copies.

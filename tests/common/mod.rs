@@ -15,6 +15,7 @@
 //! - [`dns`]: a real DNS server whose zone a test changes while weir runs.
 //! - [`process`]: the real `weir` binary as a child process, and a stand-in
 //!   for systemd's notification socket.
+//! - [`redis`]: a real `redis-server` on a free port, killed when dropped.
 #![allow(dead_code)]
 
 mod backends;
@@ -28,6 +29,7 @@ mod origin;
 mod process;
 mod proxy;
 mod raw;
+mod redis;
 
 // Each test crate uses a different part of these.
 #[allow(unused_imports)]
@@ -52,4 +54,5 @@ pub use self::{
         raw_exchange, spawn_recording_backend, spawn_scripted_backend, RawClient, RawResponse,
         RecordingBackend,
     },
+    redis::RedisServer,
 };
