@@ -17,14 +17,16 @@
 //!   `forward`: picking a server, connecting, sending, retrying where safe;
 //!   `exchange`: the response body and what ends with it (in-flight guard,
 //!   pooled connection, access record, metrics); `upgrade`: WebSocket and
-//!   other `Upgrade` tunnels; `headers`: what is forwarded; `affinity`: the
+//!   other `Upgrade` tunnels; `headers`: what is forwarded; `rewrite`: the
+//!   request target a route's `strip_prefix` rewrites; `affinity`: the
 //!   request key that `balance = "hash"` hashes; `host`: which host a
 //!   request is for, and whether it is valid.
 //! - `upstream`: servers, their runtime state and connection pools;
 //!   `health`: active health checks.
 //! - `routing` and `balance`: pure lookup and selection logic.
 //! - `body`, `error`, `stats`: the request body, failures and their
-//!   statuses, plain counters.
+//!   statuses, plain counters; `compress`: response compression (`compress
+//!   = true`), which the response body streams through.
 //! - `access`: the access log; `admin`: the admin listener (metrics, status page, API).
 #![forbid(unsafe_code)]
 
@@ -67,6 +69,7 @@ pub(crate) mod affinity;
 pub mod balance;
 pub(crate) mod body;
 pub mod cli;
+pub mod compress;
 pub mod config;
 pub mod daemon;
 pub mod demo;
@@ -78,6 +81,7 @@ pub(crate) mod health;
 pub(crate) mod host;
 pub(crate) mod logging;
 pub(crate) mod proxy;
+pub(crate) mod rewrite;
 pub mod routing;
 pub mod runtime;
 pub mod server;

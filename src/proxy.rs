@@ -12,13 +12,15 @@ use tracing::warn;
 use crate::access::AccessRecord;
 use crate::affinity::{self, Affinity};
 use crate::body::RequestBody;
-use crate::config::UpstreamProtocol;
+use crate::compress::{self, Plan};
+use crate::config::{HeaderRules, UpstreamProtocol};
 use crate::error::ProxyError;
 use crate::exchange::{Exchange, Recording, ResponseBody};
 use crate::forward::{forward, Deadlines, Terms};
 use crate::headers::{prepare_upstream_request, strip_hop_by_hop, Peer, Underscores};
 use crate::host::request_host;
-use crate::snapshot::Snapshot;
+use crate::rewrite;
+use crate::snapshot::{RouteTarget, Snapshot};
 use crate::upgrade::{self, TunnelContext, TunnelLimits, UpgradeRequest};
 use crate::upstream::{te_trailers, Upstream};
 
@@ -53,6 +55,7 @@ pub async fn handle(
         affinity,
         head,
         upgrade,
+        answer,
     } = match prepare(&snapshot, &conn, req) {
         Ok(forwarding) => forwarding,
         Err(resp) => return resp,
@@ -66,7 +69,7 @@ pub async fn handle(
     match forward(upstream, &mut req, &mut record, terms).await {
         Ok((resp, mut exchange)) => {
             exchange.deadline = deadlines.request;
-            client_response(resp, exchange, metrics, upgrade, &conn, &snapshot)
+            client_response(resp, exchange, metrics, upgrade, &conn, &snapshot, answer)
         }
         Err(err) => {
             let failed = err.failed_server().and_then(|addr| upstream.server(addr));
@@ -88,6 +91,15 @@ struct Forwarding<'a> {
     affinity: Affinity,
     head: RequestHead,
     upgrade: Option<UpgradeRequest>,
+    answer: Answer<'a>,
+}
+
+/// What the route and the request ask of the response.
+struct Answer<'a> {
+    /// The route's `response_headers`.
+    rules: &'a HeaderRules,
+    /// Whether and how the body is compressed.
+    compress: Plan,
 }
 
 /// Routes `req` and rewrites it for its upstream, or answers it at once
@@ -141,7 +153,12 @@ fn prepare<'a>(
         ));
     }
 
-    let (req, head, upgrade) = upstream_request(parts, body, host, upstream, conn, snapshot);
+    // Read before the request's headers are rewritten for the upstream.
+    let answer = Answer {
+        rules: &target.response_headers,
+        compress: Plan::for_request(target.compress, &parts.method, &parts.headers),
+    };
+    let (req, head, upgrade) = upstream_request(parts, body, host, target, conn, snapshot);
     let affinity = affinity::of(&upstream.config, &req);
     let req = req.map(|body| {
         let progress = metrics.meter(&body, conn.peer);
@@ -156,20 +173,23 @@ fn prepare<'a>(
         affinity,
         head,
         upgrade,
+        answer,
     })
 }
 
-/// The client's request rewritten for `upstream`: hop-by-hop headers out (an
+/// The client's request rewritten for `target`'s upstream: hop-by-hop headers out (an
 /// `Upgrade` handshake back in), forwarding headers in, origin-form URI,
-/// HTTP/1.1. Also returns what is kept for logging and the upgrade, if any.
+/// HTTP/1.1, the route's prefix cut when it says so. Also returns what is
+/// kept for logging and the upgrade, if any.
 fn upstream_request(
     mut parts: http::request::Parts,
     body: Incoming,
     host: Option<HeaderValue>,
-    upstream: &Upstream,
+    target: &RouteTarget,
     conn: &ConnInfo,
     snapshot: &Snapshot,
 ) -> (Request<Incoming>, RequestHead, Option<UpgradeRequest>) {
+    let upstream = &*target.upstream;
     let upgrade = upgrade::take(&mut parts);
     // TE is hop-by-hop, but `trailers` is the one value HTTP/2 carries, and
     // gRPC servers refuse requests without it; weir passes trailers through.
@@ -201,6 +221,10 @@ fn upstream_request(
     if let Some(host) = host {
         parts.headers.insert(header::HOST, host);
     }
+    // After weir's own headers, which validation keeps rules away from.
+    if !target.request_headers.is_empty() {
+        target.request_headers.apply(&mut parts.headers);
+    }
     if let Some(upgrade) = &upgrade {
         upgrade.restore(&mut parts.headers);
     }
@@ -215,7 +239,10 @@ fn upstream_request(
             HeaderValue::from_static("chunked"),
         );
     }
-    let origin_form = origin_form(&parts.uri);
+    let mut origin_form = origin_form(&parts.uri);
+    if let Some(len) = target.strip_prefix {
+        origin_form = rewrite::strip_prefix(&origin_form, len);
+    }
     let head = RequestHead {
         method: parts.method.clone(),
         uri: std::mem::replace(&mut parts.uri, origin_form),
@@ -226,7 +253,8 @@ fn upstream_request(
 }
 
 /// The upstream's response as the client gets it: hop-by-hop headers out, the
-/// body carrying the exchange's bookkeeping, and a tunnel opened after a `101`.
+/// route's header rules applied, the body carrying the exchange's
+/// bookkeeping, and a tunnel opened after a `101`.
 fn client_response(
     resp: Response<Incoming>,
     mut exchange: Exchange,
@@ -234,10 +262,16 @@ fn client_response(
     upgrade: Option<UpgradeRequest>,
     conn: &ConnInfo,
     snapshot: &Snapshot,
+    answer: Answer<'_>,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = resp.into_parts();
     let tunnel = upgrade.and_then(|u| u.accept(&mut parts));
     strip_hop_by_hop(&mut parts.headers);
+    if !answer.rules.is_empty() {
+        answer.rules.apply(&mut parts.headers);
+    }
+    // After the rules, so the compressed head is what the client gets.
+    let coding = compress::rewrite_head(answer.compress, parts.status, &mut parts.headers);
     if let Some(record) = exchange.record.as_mut() {
         record.status = parts.status;
     }
@@ -261,7 +295,11 @@ fn client_response(
             limits,
         );
     }
-    Response::from_parts(parts, ResponseBody::upstream(body, exchange))
+    let body = match coding {
+        Some(coding) => ResponseBody::compressed(body, exchange, coding),
+        None => ResponseBody::upstream(body, exchange),
+    };
+    Response::from_parts(parts, body)
 }
 
 /// The parts of the request head kept for logging after the request was sent.

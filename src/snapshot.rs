@@ -4,7 +4,7 @@ use std::io;
 use std::sync::Arc;
 
 use crate::access::AccessLogger;
-use crate::config::Config;
+use crate::config::{Config, HeaderRules};
 use crate::routing::Router;
 use crate::stats::DaemonStats;
 use crate::upstream::Upstream;
@@ -16,6 +16,15 @@ pub(crate) struct RouteTarget {
     pub(crate) upstream: Arc<Upstream>,
     /// The route's own `request_timeout`, overriding the upstream's.
     pub(crate) request_timeout: Option<std::time::Duration>,
+    /// The length of the path prefix cut before forwarding (`strip_prefix`);
+    /// `None` when nothing is cut.
+    pub(crate) strip_prefix: Option<usize>,
+    /// Whether responses are compressed (`compress`).
+    pub(crate) compress: bool,
+    /// `request_headers`, applied after weir's forwarding headers.
+    pub(crate) request_headers: HeaderRules,
+    /// `response_headers`, applied to the upstream's responses.
+    pub(crate) response_headers: HeaderRules,
 }
 
 /// An immutable routing table built from one configuration.
@@ -63,6 +72,11 @@ impl Snapshot {
                 let target = RouteTarget {
                     upstream: upstream.clone(),
                     request_timeout: r.request_timeout,
+                    // Cutting `/` would leave every path as it was.
+                    strip_prefix: (r.strip_prefix && r.path != "/").then_some(r.path.len()),
+                    compress: r.compress,
+                    request_headers: r.request_headers.clone(),
+                    response_headers: r.response_headers.clone(),
                 };
                 Some((r.host.clone(), r.path.clone(), target))
             })

@@ -6,6 +6,7 @@
 //! goes on past a mistake, so one error lists every mistake it found.
 
 mod error;
+mod header_rules;
 mod model;
 mod raw;
 mod summary;
@@ -28,6 +29,7 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 pub use error::ConfigError;
+pub use header_rules::HeaderRules;
 pub use model::*;
 
 /// Parses and validates a config document. `file` is only used in error messages.

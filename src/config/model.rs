@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use super::header_rules::HeaderRules;
+
 /// A whole, validated weir configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -303,6 +305,14 @@ pub(crate) struct RouteConfig {
     pub(crate) upstream: String,
     /// Overrides the upstream's `request_timeout` for this route.
     pub(crate) request_timeout: Option<Duration>,
+    /// Whether `path` is cut from the request path before forwarding.
+    pub(crate) strip_prefix: bool,
+    /// Whether responses are compressed for clients that accept it.
+    pub(crate) compress: bool,
+    /// Changes to the request sent upstream, after weir's forwarding headers.
+    pub(crate) request_headers: HeaderRules,
+    /// Changes to the upstream's response.
+    pub(crate) response_headers: HeaderRules,
 }
 
 /// A route's host, normalised to lower case without a trailing dot.

@@ -268,6 +268,20 @@ pub(crate) struct RawRoute {
     pub path: Option<Spanned<String>>,
     pub upstream: Spanned<String>,
     pub request_timeout: Option<Spanned<String>>,
+    pub strip_prefix: Option<bool>,
+    pub compress: Option<bool>,
+    pub request_headers: Option<Spanned<RawHeaderRules>>,
+    pub response_headers: Option<Spanned<RawHeaderRules>>,
+}
+
+/// A route's `request_headers` / `response_headers`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHeaderRules {
+    #[serde(default)]
+    pub set: std::collections::BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    pub remove: Vec<Spanned<String>>,
 }
 
 /// A value written either as a bare address string or as a table with more keys.

@@ -111,6 +111,10 @@ fn readme_example_parses_with_defaults() {
             path: "/".into(),
             upstream: "express_servers".into(),
             request_timeout: None,
+            strip_prefix: false,
+            compress: false,
+            request_headers: HeaderRules::default(),
+            response_headers: HeaderRules::default(),
         }],
     };
     assert_eq!(c, expected);

@@ -12,6 +12,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::ConfigError;
+use super::header_rules::{header_rules, Side};
 use super::model::*;
 use super::raw::*;
 use super::values::{cidr, host_pattern, invalid_addr, path, Cx};
@@ -655,6 +656,20 @@ fn routes(
             path: path.unwrap_or_default(),
             upstream: upstream.clone(),
             request_timeout,
+            strip_prefix: r.strip_prefix.unwrap_or(false),
+            compress: r.compress.unwrap_or(false),
+            request_headers: header_rules(
+                cx,
+                r.request_headers.as_ref(),
+                Side::Request,
+                &format_args!("route[{i}].request_headers"),
+            ),
+            response_headers: header_rules(
+                cx,
+                r.response_headers.as_ref(),
+                Side::Response,
+                &format_args!("route[{i}].response_headers"),
+            ),
         });
     }
     // Duplicates among the valid routes: keyed by reference, not by copies.
