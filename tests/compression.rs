@@ -277,3 +277,77 @@ async fn a_compressed_exchange_releases_its_server_and_connection() {
     assert_eq!(app.open.load(Ordering::SeqCst), 1);
     assert_eq!(app.hits(), 4);
 }
+
+/// The receiving end of a channel as a body stream.
+struct Chunks(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl futures_core::Stream for Chunks {
+    type Item = Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|c| c.map(|c| Ok(Frame::data(c))))
+    }
+}
+
+#[tokio::test]
+async fn a_slow_stream_reaches_the_client_as_it_is_sent() {
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let gate = release.clone();
+    let app = spawn_backend_with(move |_req| {
+        let gate = gate.clone();
+        async move {
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            tokio::spawn(async move {
+                let _ = tx.send(Bytes::from_static(b"data: hello\n\n")).await;
+                gate.notified().await;
+                let _ = tx.send(Bytes::from_static(b"data: bye\n\n")).await;
+            });
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(StreamBody::new(Chunks(rx)).boxed())
+                .expect("response")
+        }
+    })
+    .await;
+    let proxy = spawn_proxy(&config(app.addr)).await;
+    let req = Request::get(proxy.url("/events"))
+        .header("accept-encoding", "gzip")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(10), client().request(req))
+        .await
+        .expect("head within 10 s")
+        .expect("response");
+    assert_eq!(resp.headers()["content-encoding"], "gzip");
+    let mut body = resp.into_body();
+    // Everything compressed so far is flushed while the upstream waits.
+    let mut seen = Vec::new();
+    let mut text = String::new();
+    for _ in 0..10 {
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("the first event arrives while the upstream holds the rest")
+            .expect("a frame")
+            .expect("no error");
+        seen.extend_from_slice(&frame.into_data().expect("data"));
+        let mut decoder = flate2::read::GzDecoder::new(&seen[..]);
+        let mut buf = [0u8; 64];
+        if let Ok(n) = decoder.read(&mut buf) {
+            text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        }
+        if text.contains("hello") {
+            break;
+        }
+    }
+    assert_eq!(text, "data: hello\n\n");
+    release.notify_one();
+    let rest = tokio::time::timeout(Duration::from_secs(10), body.collect())
+        .await
+        .expect("the end within 10 s")
+        .expect("body")
+        .to_bytes();
+    seen.extend_from_slice(&rest);
+    assert_eq!(decode("gzip", &seen), b"data: hello\n\ndata: bye\n\n");
+}
