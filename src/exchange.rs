@@ -21,6 +21,7 @@ use tracing::info;
 use crate::access::AccessRecord;
 use crate::body::{BodyProgress, BoxError};
 use crate::cache::Fill;
+use crate::compress::{Coding, Compressed};
 use crate::stats::UpstreamStats;
 use crate::upstream::{InFlightGuard, PooledConn, ServerState};
 
@@ -45,6 +46,9 @@ enum Source {
         first: Option<EarlyFrame>,
         body: Incoming,
     },
+    /// The upstream's response body, compressed as it streams (`compress`);
+    /// boxed, as the encoder's state is large and most responses have none.
+    Compressed(Box<Compressed>),
 }
 
 /// The end-of-exchange bookkeeping a response body carries.
@@ -123,9 +127,21 @@ impl ResponseBody {
         }
     }
 
+    /// The upstream's body compressed with `coding`, otherwise as [`ResponseBody::upstream`].
+    pub fn compressed(body: Incoming, mut exchange: Exchange, coding: Coding) -> Self {
+        let first = exchange.first.take();
+        Self {
+            source: Source::Compressed(Box::new(Compressed::new(body, first, coding))),
+            deadline: exchange
+                .deadline
+                .map(|at| Box::pin(tokio::time::sleep_until(at))),
+            exchange: Some(Box::new(exchange)),
+        }
+    }
+
     fn finish(&mut self, complete: bool) {
         if let Some(exchange) = self.exchange.take() {
-            let upstream_body = matches!(self.source, Source::Upstream { .. });
+            let upstream_body = !matches!(self.source, Source::Full(_));
             exchange.finish(complete, upstream_body);
         }
     }
@@ -155,8 +171,9 @@ impl Body for ResponseBody {
             Source::Full(bytes) => bytes.take().map(|b| Ok(Frame::data(b))),
             Source::Upstream { first, body } => match first.take() {
                 Some(frame) => Some(Ok(*frame)),
-                None => ready!(Pin::new(body).poll_frame(cx)),
+                None => ready!(Pin::new(body).poll_frame(cx)).map(|f| f.map_err(Into::into)),
             },
+            Source::Compressed(body) => ready!(Pin::new(&mut **body).poll_frame(cx)),
         };
         match &frame {
             Some(Ok(frame)) => {
@@ -178,13 +195,14 @@ impl Body for ResponseBody {
             Some(Err(_)) => this.finish(false),
             None => this.finish(true),
         }
-        Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.source {
             Source::Full(bytes) => bytes.is_none(),
             Source::Upstream { first, body } => first.is_none() && body.is_end_stream(),
+            Source::Compressed(body) => body.is_end_stream(),
         }
     }
 
@@ -203,6 +221,8 @@ impl Body for ResponseBody {
                 }
                 hint
             }
+            // Unknown until the encoder is done.
+            Source::Compressed(_) => SizeHint::default(),
         }
     }
 }

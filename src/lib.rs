@@ -22,7 +22,8 @@
 //!   answer back, and the answers weir writes itself; `forward`: picking a server, connecting, sending, retrying where safe;
 //!   `exchange`: the response body and what ends with it (in-flight guard,
 //!   pooled connection, access record, metrics); `upgrade`: WebSocket and
-//!   other `Upgrade` tunnels; `headers`: what is forwarded; `affinity`: the
+//!   other `Upgrade` tunnels; `headers`: what is forwarded; `rewrite`: the
+//!   request target a route's `strip_prefix` rewrites; `affinity`: the
 //!   request key that `balance = "hash"` hashes; `host`: which host a
 //!   request is for, and whether it is valid; `ratelimit`: per-route rate
 //!   limits, local (in-process GCRA) or global (GCRA in Redis).
@@ -32,7 +33,8 @@
 //!   `health`: active health checks.
 //! - `routing` and `balance`: pure lookup and selection logic.
 //! - `body`, `error`, `stats`: the request body, failures and their
-//!   statuses, plain counters.
+//!   statuses, plain counters; `compress`: response compression (`compress
+//!   = true`), which the response body streams through.
 //! - `access`: the access log; `admin`: the admin listener (metrics, status page, API).
 //! - `cache`: the response cache of routes with `cache` — its entries, the
 //!   memory and Redis tiers, and `cache::serve`, the request path of a
@@ -80,6 +82,7 @@ pub mod balance;
 pub(crate) mod body;
 pub mod cache;
 pub mod cli;
+pub mod compress;
 pub mod config;
 pub mod daemon;
 pub mod demo;
@@ -95,6 +98,7 @@ pub(crate) mod pass;
 pub(crate) mod proxy;
 pub(crate) mod ratelimit;
 pub(crate) mod redis;
+pub(crate) mod rewrite;
 pub mod routing;
 pub mod runtime;
 pub mod server;

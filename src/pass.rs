@@ -13,6 +13,8 @@ use tracing::warn;
 use crate::access::AccessRecord;
 use crate::affinity::Affinity;
 use crate::body::RequestBody;
+use crate::compress::{self, Plan};
+use crate::config::HeaderRules;
 use crate::error::ProxyError;
 use crate::exchange::{Exchange, Recording, ResponseBody};
 use crate::forward::{forward, Deadlines, Terms};
@@ -50,6 +52,7 @@ pub(crate) async fn pass(
         affinity,
         head,
         upgrade,
+        answer,
     } = forwarding;
     let terms = Terms {
         deadlines,
@@ -60,7 +63,7 @@ pub(crate) async fn pass(
     match forward(upstream, &mut req, &mut record, terms).await {
         Ok((resp, mut exchange)) => {
             exchange.deadline = deadlines.request;
-            client_response(resp, exchange, metrics, upgrade, conn, snapshot)
+            client_response(resp, exchange, metrics, upgrade, conn, snapshot, answer)
         }
         Err(err) => {
             let failed = err.failed_server().and_then(|addr| upstream.server(addr));
@@ -82,10 +85,21 @@ pub(crate) struct Forwarding<'a> {
     pub(crate) affinity: Affinity,
     pub(crate) head: RequestHead,
     pub(crate) upgrade: Option<UpgradeRequest>,
+    /// What the route and the request ask of the response.
+    pub(crate) answer: Answer<'a>,
+}
+
+/// What the route and the request ask of the response.
+pub(crate) struct Answer<'a> {
+    /// The route's `response_headers`.
+    pub(crate) rules: &'a HeaderRules,
+    /// Whether and how the body is compressed.
+    pub(crate) compress: Plan,
 }
 
 /// The upstream's response as the client gets it: hop-by-hop headers out, the
-/// body carrying the exchange's bookkeeping, and a tunnel opened after a `101`.
+/// route's header rules applied, the body carrying the exchange's
+/// bookkeeping (compressed when the plan says so), and a tunnel opened after a `101`.
 fn client_response(
     resp: Response<Incoming>,
     mut exchange: Exchange,
@@ -93,10 +107,16 @@ fn client_response(
     upgrade: Option<UpgradeRequest>,
     conn: &ConnInfo,
     snapshot: &Snapshot,
+    answer: Answer<'_>,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = resp.into_parts();
     let tunnel = upgrade.and_then(|u| u.accept(&mut parts));
     strip_hop_by_hop(&mut parts.headers);
+    if !answer.rules.is_empty() {
+        answer.rules.apply(&mut parts.headers);
+    }
+    // After the rules, so the compressed head is what the client gets.
+    let coding = compress::rewrite_head(answer.compress, parts.status, &mut parts.headers);
     if let Some(record) = exchange.record.as_mut() {
         record.status = parts.status;
     }
@@ -120,7 +140,11 @@ fn client_response(
             limits,
         );
     }
-    Response::from_parts(parts, ResponseBody::upstream(body, exchange))
+    let body = match coding {
+        Some(coding) => ResponseBody::compressed(body, exchange, coding),
+        None => ResponseBody::upstream(body, exchange),
+    };
+    Response::from_parts(parts, body)
 }
 
 /// The parts of the request head kept for logging after the request was sent.

@@ -11,6 +11,7 @@ use tracing::debug;
 use crate::access::AccessRecord;
 use crate::affinity;
 use crate::body::RequestBody;
+use crate::compress::Plan;
 use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
 use crate::exchange::{Exchange, Recording, ResponseBody};
@@ -18,12 +19,13 @@ use crate::forward::Deadlines;
 use crate::headers::{prepare_upstream_request, Peer, Underscores};
 use crate::host::request_host;
 use crate::pass::{
-    error_response, own_answer, pass, plain_response, ConnInfo, Forwarding, RequestHead,
+    error_response, own_answer, pass, plain_response, Answer, ConnInfo, Forwarding, RequestHead,
 };
 use crate::ratelimit::{Refusal, RouteLimiter};
+use crate::rewrite;
 use crate::snapshot::{RouteTarget, Snapshot};
 use crate::upgrade::{self, UpgradeRequest};
-use crate::upstream::{te_trailers, Upstream};
+use crate::upstream::te_trailers;
 
 /// Handles one client request against `snapshot`; never fails: errors become responses.
 pub async fn handle(
@@ -111,7 +113,12 @@ fn prepare<'a>(
         ));
     }
 
-    let (req, head, upgrade) = upstream_request(parts, body, host, upstream, conn, snapshot);
+    // Read before the request's headers are rewritten for the upstream.
+    let answer = Answer {
+        rules: &target.response_headers,
+        compress: Plan::for_request(target.compress, &parts.method, &parts.headers),
+    };
+    let (req, head, upgrade) = upstream_request(parts, body, host, target, conn, snapshot);
     let affinity = affinity::of(&upstream.config, &req);
     let req = req.map(|body| {
         let progress = metrics.meter(&body, conn.peer);
@@ -126,6 +133,7 @@ fn prepare<'a>(
         affinity,
         head,
         upgrade,
+        answer,
     };
     Ok((forwarding, target))
 }
@@ -162,17 +170,19 @@ fn refused(
     resp
 }
 
-/// The client's request rewritten for `upstream`: hop-by-hop headers out (an
+/// The client's request rewritten for `target`'s upstream: hop-by-hop headers out (an
 /// `Upgrade` handshake back in), forwarding headers in, origin-form URI,
-/// HTTP/1.1. Also returns what is kept for logging and the upgrade, if any.
+/// HTTP/1.1, the route's prefix cut when it says so. Also returns what is
+/// kept for logging and the upgrade, if any.
 fn upstream_request(
     mut parts: http::request::Parts,
     body: Incoming,
     host: Option<HeaderValue>,
-    upstream: &Upstream,
+    target: &RouteTarget,
     conn: &ConnInfo,
     snapshot: &Snapshot,
 ) -> (Request<Incoming>, RequestHead, Option<UpgradeRequest>) {
+    let upstream = &*target.upstream;
     let upgrade = upgrade::take(&mut parts);
     // TE is hop-by-hop, but `trailers` is the one value HTTP/2 carries, and
     // gRPC servers refuse requests without it; weir passes trailers through.
@@ -204,6 +214,10 @@ fn upstream_request(
     if let Some(host) = host {
         parts.headers.insert(header::HOST, host);
     }
+    // After weir's own headers, which validation keeps rules away from.
+    if !target.request_headers.is_empty() {
+        target.request_headers.apply(&mut parts.headers);
+    }
     if let Some(upgrade) = &upgrade {
         upgrade.restore(&mut parts.headers);
     }
@@ -218,7 +232,10 @@ fn upstream_request(
             HeaderValue::from_static("chunked"),
         );
     }
-    let origin_form = origin_form(&parts.uri);
+    let mut origin_form = origin_form(&parts.uri);
+    if let Some(len) = target.strip_prefix {
+        origin_form = rewrite::strip_prefix(&origin_form, len);
+    }
     let head = RequestHead {
         method: parts.method.clone(),
         uri: std::mem::replace(&mut parts.uri, origin_form),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::access::AccessLogger;
 use crate::cache::{Cache, RouteCache};
-use crate::config::Config;
+use crate::config::{Config, HeaderRules};
 use crate::ratelimit::{Limiters, RouteLimiter};
 use crate::redis::RedisClient;
 use crate::routing::Router;
@@ -23,6 +23,15 @@ pub(crate) struct RouteTarget {
     pub(crate) cache: Option<RouteCache>,
     /// The route's `rate_limit`, when it has one.
     pub(crate) rate_limit: Option<Arc<RouteLimiter>>,
+    /// The length of the path prefix cut before forwarding (`strip_prefix`);
+    /// `None` when nothing is cut.
+    pub(crate) strip_prefix: Option<usize>,
+    /// Whether responses are compressed (`compress`).
+    pub(crate) compress: bool,
+    /// `request_headers`, applied after weir's forwarding headers.
+    pub(crate) request_headers: HeaderRules,
+    /// `response_headers`, applied to the upstream's responses.
+    pub(crate) response_headers: HeaderRules,
 }
 
 /// An immutable routing table built from one configuration.
@@ -95,6 +104,11 @@ impl Snapshot {
                         .zip(r.cache)
                         .map(|(cache, config)| cache.route(&r.label(), config)),
                     rate_limit,
+                    // Cutting `/` would leave every path as it was.
+                    strip_prefix: (r.strip_prefix && r.path != "/").then_some(r.path.len()),
+                    compress: r.compress,
+                    request_headers: r.request_headers.clone(),
+                    response_headers: r.response_headers.clone(),
                 };
                 Some((r.host.clone(), r.path.clone(), target))
             })

@@ -119,7 +119,12 @@ fn hit<B>(
 ) -> Response<ResponseBody> {
     route.counters.count(outcome);
     let resp = entry.answer(head.method(), head.headers(), outcome, now);
-    let (parts, body) = resp.into_parts();
+    let (mut parts, body) = resp.into_parts();
+    // The route's response rules, as on every answer from the upstream
+    // (entries are stored without them).
+    if !fw.answer.rules.is_empty() {
+        fw.answer.rules.apply(&mut parts.headers);
+    }
     let exchange = own_answer(fw.record, fw.metrics, parts.status);
     Response::from_parts(parts, ResponseBody::full(body, exchange))
 }
@@ -226,6 +231,11 @@ async fn fetch(
     fw.metrics.status = parts.status.as_u16();
     exchange.metrics = Some(fw.metrics);
     exchange.fill = fill;
+    // After `storable` took the stored head: entries are kept without the
+    // route's rules, which every answer then gets.
+    if !fw.answer.rules.is_empty() {
+        fw.answer.rules.apply(&mut parts.headers);
+    }
     Response::from_parts(parts, ResponseBody::upstream(body, exchange))
 }
 

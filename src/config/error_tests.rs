@@ -900,6 +900,17 @@ fn cache_mistakes_name_their_keys() {
 }
 
 #[test]
+fn compress_and_cache_are_not_combined_yet() {
+    let route = "upstream = \"app\"\ncompress = true\ncache = { ttl = \"5s\" }";
+    fails(
+        &format!("{}\n[cache]\n", doc(LISTEN, UP, route)),
+        12,
+        "route[0].compress",
+        "compress and cache on one route are not supported yet",
+    );
+}
+
+#[test]
 fn rate_limit_errors() {
     // The route's `rate_limit` is line 12.
     let route = |limit: &str| doc(LISTEN, UP, &format!("{ROUTE}\nrate_limit = {limit}"));
@@ -1030,4 +1041,87 @@ fn redis_errors() {
             std::time::Duration::from_millis(100)
         )
     );
+}
+
+#[test]
+fn header_rules_cannot_touch_weir_s_own_headers() {
+    let route = |rules: &str| format!("{ROUTE}\n{rules}");
+    for (rules, key, msg) in [
+        (
+            "request_headers = { remove = [\"X-Forwarded-For\"] }",
+            "route[0].request_headers.remove[0]",
+            "\"X-Forwarded-For\" is a forwarding header weir sets",
+        ),
+        (
+            "request_headers = { set = { \"host\" = \"evil\" } }",
+            "route[0].request_headers.set.host",
+            "\"host\" is a forwarding header weir sets",
+        ),
+        (
+            "request_headers = { set = { \"X-Real-IP\" = \"1.2.3.4\" } }",
+            "route[0].request_headers.set.X-Real-IP",
+            "cannot be changed by a rule",
+        ),
+        (
+            "response_headers = { remove = [\"Transfer-Encoding\"] }",
+            "route[0].response_headers.remove[0]",
+            "\"Transfer-Encoding\" frames the message",
+        ),
+        (
+            "response_headers = { set = { \"Content-Length\" = \"3\" } }",
+            "route[0].response_headers.set.Content-Length",
+            "frames the message",
+        ),
+        (
+            "request_headers = { remove = [\"connection\"] }",
+            "route[0].request_headers.remove[0]",
+            "frames the message",
+        ),
+        (
+            "response_headers = { set = { \"Content-Encoding\" = \"gzip\" } }",
+            "route[0].response_headers.set.Content-Encoding",
+            "cannot be changed by a rule",
+        ),
+    ] {
+        fails(&doc(LISTEN, UP, &route(rules)), 12, key, msg);
+    }
+}
+
+#[test]
+fn header_rules_need_valid_names_and_values() {
+    let route = |rules: &str| format!("{ROUTE}\n{rules}");
+    for (rules, key, msg) in [
+        (
+            "response_headers = { remove = [\"X Powered\"] }",
+            "route[0].response_headers.remove[0]",
+            "invalid header name \"X Powered\"",
+        ),
+        (
+            "request_headers = { set = { \":path\" = \"/\" } }",
+            "route[0].request_headers.set.:path",
+            "invalid header name",
+        ),
+        (
+            "response_headers = { set = { \"X-A\" = \"a\\nb\" } }",
+            "route[0].response_headers.set.X-A",
+            "invalid header value",
+        ),
+        (
+            "response_headers = { set = { \"X-A\" = \"1\" }, remove = [\"x-a\"] }",
+            "route[0].response_headers.set.X-A",
+            "is both set and removed",
+        ),
+        (
+            "response_headers = { set = { \"X-A\" = \"1\", \"x-a\" = \"2\" } }",
+            "route[0].response_headers.set.x-a",
+            "is set twice",
+        ),
+        (
+            "response_headers = { add = { \"X-A\" = \"1\" } }",
+            "route[0].response_headers.add",
+            "unknown field `add`",
+        ),
+    ] {
+        fails(&doc(LISTEN, UP, &route(rules)), 12, key, msg);
+    }
 }

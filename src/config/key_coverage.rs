@@ -214,9 +214,15 @@ impl<'de> Deserializer<'de> for Tracer {
         visitor.visit_borrowed_str("")
     }
 
+    fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, TraceError> {
+        // A table of the user's own keys (`set = { NAME = "value" }`): they
+        // are not config keys, so an empty table will do.
+        visitor.visit_map(Probe { asked: true })
+    }
+
     forward_to_deserialize_any! {
         i8 i16 i32 i128 u8 u16 u32 u128 f32 f64 char bytes byte_buf unit
-        unit_struct newtype_struct tuple tuple_struct map identifier ignored_any
+        unit_struct newtype_struct tuple tuple_struct identifier ignored_any
     }
 }
 

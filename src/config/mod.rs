@@ -7,6 +7,7 @@
 
 mod dns;
 mod error;
+mod header_rules;
 mod model;
 mod raw;
 mod summary;

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
 /// A whole, validated weir configuration.
@@ -463,6 +464,14 @@ pub(crate) struct RouteConfig {
     pub(crate) cache: Option<RouteCacheConfig>,
     /// Requests over this limit get 429.
     pub(crate) rate_limit: Option<RateLimitConfig>,
+    /// Whether `path` is cut from the request path before forwarding.
+    pub(crate) strip_prefix: bool,
+    /// Whether responses are compressed for clients that accept it.
+    pub(crate) compress: bool,
+    /// Changes to the request sent upstream, after weir's forwarding headers.
+    pub(crate) request_headers: HeaderRules,
+    /// Changes to the upstream's response.
+    pub(crate) response_headers: HeaderRules,
 }
 
 impl RouteConfig {
@@ -485,4 +494,31 @@ pub enum HostPattern {
     Exact(String),
     /// `*.example.com` is stored as `.example.com` and matches any subdomain of it.
     Wildcard(String),
+}
+
+/// Header changes a route makes to a request or a response.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderRules {
+    /// Headers deleted.
+    pub(crate) remove: Vec<HeaderName>,
+    /// Headers replaced (every earlier value goes) or added.
+    pub(crate) set: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl HeaderRules {
+    /// Whether the rules change nothing.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.set.is_empty()
+    }
+
+    /// Applies the rules to `headers`: removals, then replacements. Cloning a
+    /// parsed name or value copies no header bytes.
+    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, value) in &self.set {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
 }

@@ -335,6 +335,20 @@ pub(crate) struct RawRoute {
     pub request_timeout: Option<Spanned<String>>,
     pub cache: Option<Spanned<RawRouteCache>>,
     pub rate_limit: Option<Spanned<Table<RawRateLimit>>>,
+    pub strip_prefix: Option<bool>,
+    pub compress: Option<bool>,
+    pub request_headers: Option<Spanned<RawHeaderRules>>,
+    pub response_headers: Option<Spanned<RawHeaderRules>>,
+}
+
+/// A route's `request_headers` / `response_headers`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHeaderRules {
+    #[serde(default)]
+    pub set: std::collections::BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    pub remove: Vec<Spanned<String>>,
 }
 
 /// `route.cache`: caching the route's responses.

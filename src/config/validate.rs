@@ -12,6 +12,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::ConfigError;
+use super::header_rules::{header_rules, Side};
 use super::model::*;
 use super::raw::*;
 use super::values::{cidr, host_pattern, invalid_addr, path, Cx};
@@ -860,6 +861,14 @@ fn routes(
             .cache
             .as_ref()
             .and_then(|c| route_cache(cx, c, i, cache, has_redis));
+        if let (Some(c), Some(true)) = (&r.cache, r.compress) {
+            cx.record(cx.err(
+                c.span(),
+                &format_args!("route[{i}].compress"),
+                "compress and cache on one route are not supported yet (cached answers \
+                 would go out uncompressed); compress in the app or drop one of them",
+            ));
+        }
         let rate_limit = r
             .rate_limit
             .as_ref()
@@ -872,6 +881,20 @@ fn routes(
             request_timeout,
             cache: route_cache,
             rate_limit,
+            strip_prefix: r.strip_prefix.unwrap_or(false),
+            compress: r.compress.unwrap_or(false),
+            request_headers: header_rules(
+                cx,
+                r.request_headers.as_ref(),
+                Side::Request,
+                &format_args!("route[{i}].request_headers"),
+            ),
+            response_headers: header_rules(
+                cx,
+                r.response_headers.as_ref(),
+                Side::Response,
+                &format_args!("route[{i}].response_headers"),
+            ),
         });
     }
     // Duplicates among the valid routes: keyed by reference, not by copies.
