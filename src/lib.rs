@@ -12,7 +12,8 @@
 //! - `daemon`: listeners, the live `snapshot::Snapshot`, reload and shutdown;
 //!   `runtime`: the worker runtimes; `shutdown`: the graceful-shutdown flag.
 //! - `server`: the client side — accepting connections, TLS, serving HTTP/1.1
-//!   and HTTP/2 on each, its deadlines, parking idle ones, the listener's mode.
+//!   and HTTP/2 on each, its deadlines, parking idle ones, the listener's mode,
+//!   the PROXY protocol header a load balancer sends first.
 //! - `proxy`: the request path: route, rewrite, forward, stream back;
 //!   `forward`: picking a server, connecting, sending, retrying where safe;
 //!   `exchange`: the response body and what ends with it (in-flight guard,

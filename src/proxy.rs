@@ -25,8 +25,12 @@ use crate::upstream::{te_trailers, Upstream};
 /// What weir knows about the client connection a request came on.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
-    /// The client's address.
+    /// The client's address: the connection's peer, or the client its
+    /// PROXY protocol header named.
     pub peer: SocketAddr,
+    /// Whether `peer` came from a PROXY header. Such a client is untrusted
+    /// whatever its address: its own forwarding headers are replaced.
+    pub proxied: bool,
     /// `peer`'s address as a header value, rendered once for all its requests.
     pub peer_ip: HeaderValue,
     /// `http` or `https`.
@@ -185,12 +189,7 @@ fn upstream_request(
     let server = &snapshot.config.server;
     prepare_upstream_request(
         &mut parts.headers,
-        Peer {
-            ip: conn.peer.ip(),
-            ip_value: &conn.peer_ip,
-            proto: conn.proto,
-            trusted: &server.trusted_proxies,
-        },
+        client_side(conn, snapshot),
         host.as_ref(),
         if server.underscores_in_headers {
             Underscores::Keep
@@ -223,6 +222,21 @@ fn upstream_request(
     };
     parts.version = Version::HTTP_11;
     (Request::from_parts(parts, body), head, upgrade)
+}
+
+/// The client side of `conn`, as the forwarding headers and the client
+/// address see it: a client named by a PROXY header is never a trusted proxy.
+fn client_side<'a>(conn: &'a ConnInfo, snapshot: &'a Snapshot) -> Peer<'a> {
+    Peer {
+        ip: conn.peer.ip(),
+        ip_value: &conn.peer_ip,
+        proto: conn.proto,
+        trusted: if conn.proxied {
+            &[]
+        } else {
+            &snapshot.config.server.trusted_proxies
+        },
+    }
 }
 
 /// The upstream's response as the client gets it: hop-by-hop headers out, the

@@ -734,3 +734,22 @@ fn sticky_needs_a_token_cookie_name_and_secure_for_same_site_none() {
         ("weir_server", None, false, true, "Lax")
     );
 }
+
+#[test]
+fn proxy_protocol_needs_trusted_proxies() {
+    let server = "listen = [\"127.0.0.1:8080\"]\nproxy_protocol = true";
+    fails(
+        &doc(server, UP, ROUTE),
+        3,
+        "server.proxy_protocol",
+        "needs trusted_proxies",
+    );
+    let server =
+        "listen = [\"127.0.0.1:8080\",\n  { addr = \"127.0.0.1:8081\", proxy_protocol = true }]";
+    fails(
+        &doc(server, UP, ROUTE),
+        3,
+        "server.listen[1].proxy_protocol",
+        "needs trusted_proxies",
+    );
+}

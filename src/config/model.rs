@@ -68,6 +68,9 @@ pub struct ListenerConfig {
     pub(crate) tls: Option<TlsSettings>,
     /// Answer every request with a 301 to `https://` instead of proxying it (cleartext only).
     pub(crate) redirect_https: bool,
+    /// Connections must open with a PROXY protocol header (v1 or v2) from a
+    /// trusted proxy (the listener's own key, else `[server] proxy_protocol`).
+    pub(crate) proxy_protocol: bool,
 }
 
 /// The certificates of a TLS listener; the first is the default for unknown or absent SNI.

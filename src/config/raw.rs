@@ -45,6 +45,7 @@ pub(crate) struct RawServer {
     pub body_read_timeout: Option<Spanned<String>>,
     pub tunnel_idle_timeout: Option<Spanned<String>>,
     pub underscores_in_headers: Option<bool>,
+    pub proxy_protocol: Option<Spanned<bool>>,
 }
 
 /// `[server] listen`: one listener, or a list of them. `[admin] listen` is a
@@ -106,6 +107,7 @@ pub(crate) struct RawListener {
     pub addr: Spanned<String>,
     pub tls: Option<Spanned<OneOrMany<RawCert>>>,
     pub redirect_https: Option<Spanned<bool>>,
+    pub proxy_protocol: Option<Spanned<bool>>,
 }
 
 /// One certificate of a TLS listener: `{ cert = "site.pem", key = "site.key" }`.

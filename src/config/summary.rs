@@ -12,10 +12,16 @@ impl Config {
             .server
             .listen
             .iter()
-            .map(|l| match (&l.tls, l.redirect_https) {
-                (Some(tls), _) => format!("{} (tls, {} cert(s))", l.addr, tls.certs.len()),
-                (None, true) => format!("{} (redirect to https)", l.addr),
-                (None, false) => l.addr.to_string(),
+            .map(|l| {
+                let kind = match (&l.tls, l.redirect_https) {
+                    (Some(tls), _) => format!("{} (tls, {} cert(s))", l.addr, tls.certs.len()),
+                    (None, true) => format!("{} (redirect to https)", l.addr),
+                    (None, false) => l.addr.to_string(),
+                };
+                match l.proxy_protocol {
+                    true => format!("{kind} (proxy protocol)"),
+                    false => kind,
+                }
             })
             .collect();
         // Writing to a String cannot fail.

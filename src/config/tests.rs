@@ -59,6 +59,7 @@ fn readme_example_parses_with_defaults() {
                 addr: addr("0.0.0.0:80"),
                 tls: None,
                 redirect_https: false,
+                proxy_protocol: false,
             }],
             threads: 0,
             max_connections: 20_000,
@@ -425,6 +426,7 @@ fn a_single_listener_may_be_a_plain_string_or_one_table() {
             addr: addr("127.0.0.1:8080"),
             tls: None,
             redirect_https: true,
+            proxy_protocol: false,
         }]
     );
     let tls = ok(&listen(

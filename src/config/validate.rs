@@ -64,8 +64,19 @@ pub(crate) fn validate(
 
 fn server(cx: &mut Cx<'_>, raw: RawServer) -> ServerSettings {
     // Field by field in the order of the file's sections, so errors come out so.
+    let proxy = ProxyDefault {
+        on: raw.proxy_protocol.as_ref().is_some_and(|p| *p.get_ref()),
+        trusted: !raw.trusted_proxies.is_empty(),
+    };
+    if let Some(on) = raw
+        .proxy_protocol
+        .as_ref()
+        .filter(|_| proxy.on && !proxy.trusted)
+    {
+        cx.record(cx.err(on.span(), "server.proxy_protocol", PROXY_NEEDS_TRUST));
+    }
     ServerSettings {
-        listen: listeners(cx, &raw.listen),
+        listen: listeners(cx, &raw.listen, proxy),
         threads: cx.keep(cx.int(raw.threads.as_ref(), 0, (0, None), "server.threads")),
         max_connections: cx.keep(cx.int(
             raw.max_connections.as_ref(),
@@ -111,6 +122,17 @@ fn server(cx: &mut Cx<'_>, raw: RawServer) -> ServerSettings {
     }
 }
 
+/// `[server] proxy_protocol`, which listeners without their own key take,
+/// and whether `trusted_proxies` names any peer to read the header from.
+#[derive(Debug, Clone, Copy)]
+struct ProxyDefault {
+    on: bool,
+    trusted: bool,
+}
+
+/// Why `proxy_protocol = true` needs `trusted_proxies`.
+const PROXY_NEEDS_TRUST: &str = "needs trusted_proxies: PROXY headers are read only from trusted peers, so every connection would be refused";
+
 fn trusted_proxies(cx: &mut Cx<'_>, raw: &[Spanned<String>]) -> Vec<ipnet::IpNet> {
     let mut nets = Vec::with_capacity(raw.len());
     for (i, value) in raw.iter().enumerate() {
@@ -122,7 +144,11 @@ fn trusted_proxies(cx: &mut Cx<'_>, raw: &[Spanned<String>]) -> Vec<ipnet::IpNet
 
 /// `[server] listen`, one listener or a list; a single one is keyed
 /// `server.listen`, one of a list `server.listen[i]`.
-fn listeners(cx: &mut Cx<'_>, raw: &Spanned<RawListen>) -> Vec<ListenerConfig> {
+fn listeners(
+    cx: &mut Cx<'_>,
+    raw: &Spanned<RawListen>,
+    proxy: ProxyDefault,
+) -> Vec<ListenerConfig> {
     let entries: Vec<(&AddrOr<RawListener>, Range<usize>, String)> = match raw.get_ref() {
         RawListen::One(one) => vec![(one, raw.span(), "server.listen".to_owned())],
         RawListen::List(list) => {
@@ -151,11 +177,12 @@ fn listeners(cx: &mut Cx<'_>, raw: &Spanned<RawListen>) -> Vec<ListenerConfig> {
                     addr,
                     tls: None,
                     redirect_https: false,
+                    proxy_protocol: proxy.on,
                 });
                 (plain, key)
             }
             AddrOr::Table(table) => {
-                let listener = listener_table(cx, table, &key);
+                let listener = listener_table(cx, table, &key, proxy);
                 (listener, format!("{key}.addr"))
             }
         };
@@ -174,8 +201,22 @@ fn listeners(cx: &mut Cx<'_>, raw: &Spanned<RawListen>) -> Vec<ListenerConfig> {
 }
 
 /// The table form of a listener: TLS certificates or an HTTPS redirect.
-fn listener_table(cx: &mut Cx<'_>, table: &RawListener, key: &str) -> Option<ListenerConfig> {
+fn listener_table(
+    cx: &mut Cx<'_>,
+    table: &RawListener,
+    key: &str,
+    proxy: ProxyDefault,
+) -> Option<ListenerConfig> {
     let addr = cx.check(cx.addr(&table.addr, &format_args!("{key}.addr")));
+    let proxy_protocol = match &table.proxy_protocol {
+        Some(own) if *own.get_ref() && !proxy.trusted => {
+            let key = format!("{key}.proxy_protocol");
+            cx.record(cx.err(own.span(), &key, PROXY_NEEDS_TRUST));
+            false
+        }
+        Some(own) => *own.get_ref(),
+        None => proxy.on,
+    };
     let redirect_https = table.redirect_https.as_ref().is_some_and(|r| *r.get_ref());
     let tls = table
         .tls
@@ -185,6 +226,7 @@ fn listener_table(cx: &mut Cx<'_>, table: &RawListener, key: &str) -> Option<Lis
         addr: addr?,
         tls,
         redirect_https,
+        proxy_protocol,
     })
 }
 
