@@ -27,6 +27,7 @@
 //! - `body`, `error`, `stats`: the request body, failures and their
 //!   statuses, plain counters.
 //! - `access`: the access log; `admin`: the admin listener (metrics, status page, API).
+//! - `access_list`: a route's `allow` / `deny` networks (a leaf the proxy calls).
 #![forbid(unsafe_code)]
 
 /// The `AsyncWrite` methods of a socket wrapper that passes writes straight
@@ -63,6 +64,7 @@ macro_rules! write_through {
 }
 
 pub mod access;
+pub mod access_list;
 pub(crate) mod admin;
 pub(crate) mod affinity;
 pub mod balance;

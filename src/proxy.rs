@@ -16,7 +16,7 @@ use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
 use crate::exchange::{Exchange, Recording, ResponseBody};
 use crate::forward::{forward, Deadlines, Terms};
-use crate::headers::{prepare_upstream_request, strip_hop_by_hop, Peer, Underscores};
+use crate::headers::{client_ip, prepare_upstream_request, strip_hop_by_hop, Peer, Underscores};
 use crate::host::request_host;
 use crate::snapshot::Snapshot;
 use crate::upgrade::{self, TunnelContext, TunnelLimits, UpgradeRequest};
@@ -126,6 +126,13 @@ fn prepare<'a>(
     // be two more atomic operations on a line every worker shares.
     let upstream = &target.upstream;
     let mut metrics = Recording::new(upstream.stats.clone(), started);
+    if let Some(access) = &target.access {
+        let client = client_ip(&parts.headers, &client_side(conn, snapshot));
+        if !access.permits(client) {
+            let err = ProxyError::Forbidden { client };
+            return Err(error_response(err, conn, &parts, record, metrics));
+        }
+    }
     let deadlines = Deadlines {
         started,
         request: target

@@ -4,6 +4,7 @@ use std::io;
 use std::sync::Arc;
 
 use crate::access::AccessLogger;
+use crate::access_list::AccessList;
 use crate::config::Config;
 use crate::routing::Router;
 use crate::stats::DaemonStats;
@@ -16,6 +17,8 @@ pub(crate) struct RouteTarget {
     pub(crate) upstream: Arc<Upstream>,
     /// The route's own `request_timeout`, overriding the upstream's.
     pub(crate) request_timeout: Option<std::time::Duration>,
+    /// The route's `allow` / `deny` lists; `None` serves every client.
+    pub(crate) access: Option<AccessList>,
 }
 
 /// An immutable routing table built from one configuration.
@@ -63,6 +66,7 @@ impl Snapshot {
                 let target = RouteTarget {
                     upstream: upstream.clone(),
                     request_timeout: r.request_timeout,
+                    access: r.access.clone(),
                 };
                 Some((r.host.clone(), r.path.clone(), target))
             })

@@ -753,3 +753,28 @@ fn proxy_protocol_needs_trusted_proxies() {
         "needs trusted_proxies",
     );
 }
+
+#[test]
+fn access_lists_hold_networks() {
+    let route = "path = \"/\"\nupstream = \"app\"\nallow = [\"10.0.0.0/8\", \"10.0.0.0/33\"]";
+    fails(
+        &doc(LISTEN, UP, route),
+        12,
+        "route[0].allow[1]",
+        "invalid CIDR",
+    );
+    let route = "path = \"/\"\nupstream = \"app\"\ndeny = [\"nonsense\"]";
+    fails(
+        &doc(LISTEN, UP, route),
+        12,
+        "route[0].deny[0]",
+        "invalid CIDR",
+    );
+    let route = "path = \"/\"\nupstream = \"app\"\nallow = []";
+    fails(
+        &doc(LISTEN, UP, route),
+        12,
+        "route[0].allow",
+        "at least one network",
+    );
+}

@@ -306,6 +306,8 @@ pub(crate) struct RouteConfig {
     pub(crate) upstream: String,
     /// Overrides the upstream's `request_timeout` for this route.
     pub(crate) request_timeout: Option<Duration>,
+    /// `allow` / `deny`: the client networks it serves; `None` = every client.
+    pub(crate) access: Option<crate::access_list::AccessList>,
 }
 
 /// A route's host, normalised to lower case without a trailing dot.

@@ -270,6 +270,8 @@ pub(crate) struct RawRoute {
     pub path: Option<Spanned<String>>,
     pub upstream: Spanned<String>,
     pub request_timeout: Option<Spanned<String>>,
+    pub allow: Option<Spanned<Vec<Spanned<String>>>>,
+    pub deny: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// A value written either as a bare address string or as a table with more keys.

@@ -42,7 +42,12 @@ impl Config {
                 .host
                 .as_ref()
                 .map_or_else(|| "*".to_owned(), |h| h.to_string());
-            let _ = writeln!(out, "route {} {} -> {}", host, r.path, r.upstream);
+            let access = if r.access.is_some() {
+                " (allow/deny)"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "route {} {} -> {}{access}", host, r.path, r.upstream);
         }
         match &self.admin {
             Some(a) => {

@@ -112,6 +112,7 @@ fn readme_example_parses_with_defaults() {
             path: "/".into(),
             upstream: "express_servers".into(),
             request_timeout: None,
+            access: None,
         }],
     };
     assert_eq!(c, expected);

@@ -692,11 +692,19 @@ fn routes(
             &format_args!("route[{i}].request_timeout"),
         ));
         comparable.push(host.is_some() && path.is_some());
+        let allow = r
+            .allow
+            .as_ref()
+            .map(|list| networks(cx, list, &format_args!("route[{i}].allow")));
+        let deny = r.deny.as_ref().map_or_else(Vec::new, |list| {
+            networks(cx, list, &format_args!("route[{i}].deny"))
+        });
         out.push(RouteConfig {
             host: host.flatten(),
             path: path.unwrap_or_default(),
             upstream: upstream.clone(),
             request_timeout,
+            access: crate::access_list::AccessList::new(allow, deny),
         });
     }
     // Duplicates among the valid routes: keyed by reference, not by copies.
@@ -729,4 +737,26 @@ fn routes(
         }
     }
     out
+}
+
+/// A route's `allow` or `deny`: networks (CIDR) or single addresses, at
+/// least one, since an empty `allow` would refuse every client.
+fn networks(
+    cx: &mut Cx<'_>,
+    raw: &Spanned<Vec<Spanned<String>>>,
+    key: &(impl Display + ?Sized),
+) -> Vec<ipnet::IpNet> {
+    if raw.get_ref().is_empty() {
+        cx.record(cx.err(
+            raw.span(),
+            key,
+            "must list at least one network, e.g. [\"10.0.0.0/8\"]; remove the key to serve every client",
+        ));
+    }
+    let mut nets = Vec::with_capacity(raw.get_ref().len());
+    for (i, value) in raw.get_ref().iter().enumerate() {
+        let net = cidr(cx, value, &format_args!("{key}[{i}]"));
+        nets.extend(cx.check(net));
+    }
+    nets
 }
