@@ -27,7 +27,8 @@
 //! - `body`, `error`, `stats`: the request body, failures and their
 //!   statuses, plain counters.
 //! - `access`: the access log; `admin`: the admin listener (metrics, status page, API).
-//! - `access_list`: a route's `allow` / `deny` networks (a leaf the proxy calls).
+//! - `access_list`: a route's `allow` / `deny` networks; `request_id`: keeping
+//!   or making a request's id (both leaves the proxy calls).
 #![forbid(unsafe_code)]
 
 /// The `AsyncWrite` methods of a socket wrapper that passes writes straight
@@ -81,6 +82,7 @@ pub(crate) mod health;
 pub(crate) mod host;
 pub(crate) mod logging;
 pub(crate) mod proxy;
+pub(crate) mod request_id;
 pub mod routing;
 pub mod runtime;
 pub mod server;

@@ -18,6 +18,7 @@ use crate::exchange::{Exchange, Recording, ResponseBody};
 use crate::forward::{forward, Deadlines, Terms};
 use crate::headers::{client_ip, prepare_upstream_request, strip_hop_by_hop, Peer, Underscores};
 use crate::host::request_host;
+use crate::request_id;
 use crate::snapshot::Snapshot;
 use crate::upgrade::{self, TunnelContext, TunnelLimits, UpgradeRequest};
 use crate::upstream::{te_trailers, Upstream};
@@ -43,6 +44,26 @@ pub struct ConnInfo {
 pub async fn handle(
     snapshot: Arc<Snapshot>,
     conn: Arc<ConnInfo>,
+    mut req: Request<Incoming>,
+) -> Response<ResponseBody> {
+    // `request_id`: in the request before anything reads it (the access
+    // record, the upstream), and on every response, weir's own included.
+    // One await either way: two would each take room in this future.
+    let name = &snapshot.config.server.request_id;
+    let id = name
+        .as_ref()
+        .map(|name| request_id::ensure(req.headers_mut(), name));
+    let mut resp = serve(&snapshot, &conn, req).await;
+    if let (Some(name), Some(id)) = (name, id) {
+        resp.headers_mut().insert(name.clone(), id);
+    }
+    resp
+}
+
+/// Routes, forwards and answers one request.
+async fn serve(
+    snapshot: &Arc<Snapshot>,
+    conn: &Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
     // Routing and rewriting are synchronous and run in `prepare`, so only
@@ -57,7 +78,7 @@ pub async fn handle(
         affinity,
         head,
         upgrade,
-    } = match prepare(&snapshot, &conn, req) {
+    } = match prepare(snapshot, conn, req) {
         Ok(forwarding) => forwarding,
         Err(resp) => return resp,
     };
@@ -70,12 +91,12 @@ pub async fn handle(
     match forward(upstream, &mut req, &mut record, terms).await {
         Ok((resp, mut exchange)) => {
             exchange.deadline = deadlines.request;
-            client_response(resp, exchange, metrics, upgrade, &conn, &snapshot)
+            client_response(resp, exchange, metrics, upgrade, conn, snapshot)
         }
         Err(err) => {
             let failed = err.failed_server().and_then(|addr| upstream.server(addr));
             metrics.server = failed.map(|s| s.state.clone());
-            error_response_for(err, &conn, &head, record, metrics)
+            error_response_for(err, conn, &head, record, metrics)
         }
     }
 }
@@ -394,12 +415,11 @@ fn access_record(
     // Boxed: the record travels with the response body, which hyper moves
     // around; a pointer is cheaper to move than the record.
     snapshot.access.as_ref().map(|log| {
-        Box::new(AccessRecord::new(
-            log.clone(),
-            started,
-            conn.peer.ip(),
-            parts,
-        ))
+        let mut record = AccessRecord::new(log.clone(), started, conn.peer.ip(), parts);
+        if let Some(name) = &snapshot.config.server.request_id {
+            record.request_id = parts.headers.get(name).cloned();
+        }
+        Box::new(record)
     })
 }
 

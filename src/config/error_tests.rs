@@ -755,6 +755,24 @@ fn proxy_protocol_needs_trusted_proxies() {
 }
 
 #[test]
+fn request_id_must_be_a_header_weir_does_not_own() {
+    let server = "listen = [\"127.0.0.1:8080\"]\nrequest_id = \"X Request\"";
+    fails(
+        &doc(server, UP, ROUTE),
+        3,
+        "server.request_id",
+        "invalid header name",
+    );
+    let server = "listen = [\"127.0.0.1:8080\"]\nrequest_id = \"X-Forwarded-For\"";
+    fails(
+        &doc(server, UP, ROUTE),
+        3,
+        "server.request_id",
+        "a header weir sets",
+    );
+}
+
+#[test]
 fn access_lists_hold_networks() {
     let route = "path = \"/\"\nupstream = \"app\"\nallow = [\"10.0.0.0/8\", \"10.0.0.0/33\"]";
     fails(

@@ -57,6 +57,9 @@ pub struct ServerSettings {
     pub(crate) tunnel_idle_timeout: Duration,
     /// Request headers whose names hold an underscore are forwarded (else dropped).
     pub(crate) underscores_in_headers: bool,
+    /// `request_id`: the header that carries each request's id (kept when
+    /// the client sent a valid one, else generated); `None` = no ids.
+    pub(crate) request_id: Option<http::HeaderName>,
 }
 
 /// One listening socket.

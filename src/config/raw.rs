@@ -46,6 +46,7 @@ pub(crate) struct RawServer {
     pub tunnel_idle_timeout: Option<Spanned<String>>,
     pub underscores_in_headers: Option<bool>,
     pub proxy_protocol: Option<Spanned<bool>>,
+    pub request_id: Option<Spanned<String>>,
 }
 
 /// `[server] listen`: one listener, or a list of them. `[admin] listen` is a

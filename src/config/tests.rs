@@ -73,6 +73,7 @@ fn readme_example_parses_with_defaults() {
             body_read_timeout: Duration::from_secs(60),
             tunnel_idle_timeout: Duration::from_secs(3600),
             underscores_in_headers: false,
+            request_id: None,
         },
         admin: Some(AdminSettings {
             listen: addr("127.0.0.1:9090"),

@@ -119,6 +119,10 @@ fn server(cx: &mut Cx<'_>, raw: RawServer) -> ServerSettings {
             "server.tunnel_idle_timeout",
         )),
         underscores_in_headers: raw.underscores_in_headers.unwrap_or(false),
+        request_id: raw
+            .request_id
+            .as_ref()
+            .and_then(|name| cx.check(request_id(cx, name))),
     }
 }
 
@@ -132,6 +136,51 @@ struct ProxyDefault {
 
 /// Why `proxy_protocol = true` needs `trusted_proxies`.
 const PROXY_NEEDS_TRUST: &str = "needs trusted_proxies: PROXY headers are read only from trusted peers, so every connection would be refused";
+
+/// Headers weir writes itself, or that frame the message: a request id
+/// under one of these names would clash with them.
+const RESERVED_HEADERS: [&str; 12] = [
+    "host",
+    "connection",
+    "content-length",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "keep-alive",
+    "x-real-ip",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+];
+
+/// `[server] request_id`: a header name weir does not already own.
+fn request_id(cx: &Cx<'_>, raw: &Spanned<String>) -> Result<http::HeaderName, ConfigError> {
+    let key = "server.request_id";
+    let text = raw.get_ref().trim();
+    let name = http::HeaderName::from_bytes(text.as_bytes()).map_err(|_| {
+        cx.err(
+            raw.span(),
+            key,
+            format!("invalid header name \"{text}\": expected a name such as X-Request-Id"),
+        )
+    })?;
+    if name.as_str().contains('_') {
+        return Err(cx.err(
+            raw.span(),
+            key,
+            format!("\"{text}\" holds an underscore, and such request headers are not forwarded (underscores_in_headers); use dashes"),
+        ));
+    }
+    if RESERVED_HEADERS.contains(&name.as_str()) {
+        return Err(cx.err(
+            raw.span(),
+            key,
+            format!("\"{text}\" is a header weir sets or frames messages with; use another name such as X-Request-Id"),
+        ));
+    }
+    Ok(name)
+}
 
 fn trusted_proxies(cx: &mut Cx<'_>, raw: &[Spanned<String>]) -> Vec<ipnet::IpNet> {
     let mut nets = Vec::with_capacity(raw.len());
