@@ -124,3 +124,27 @@ async fn without_the_key_no_id_is_added() {
     assert!(resp.headers().get("x-request-id").is_none());
     assert!(app.last_request().headers.get("x-request-id").is_none());
 }
+
+#[tokio::test]
+async fn a_redirect_listener_s_answer_carries_an_id_too() {
+    let app = spawn_backend("app").await;
+    let toml = config_with(
+        r#"{ addr = "127.0.0.1:0", redirect_https = true }"#,
+        &[server(app.addr)],
+        "",
+        "request_id = \"X-Request-Id\"",
+    );
+    let (proxy, _) = spawn_proxy_at(&toml, &["127.0.0.1:0"]).await;
+    let resp = raw_exchange(
+        proxy.addr,
+        b"GET /x HTTP/1.1\r\nHost: site.test\r\nX-Request-Id: mine\r\n\r\n",
+    )
+    .await
+    .expect("answer");
+    assert_eq!(resp.status, 301);
+    assert_eq!(resp.header("x-request-id"), Some("mine"));
+    let resp = raw_exchange(proxy.addr, b"GET /x HTTP/1.1\r\nHost: site.test\r\n\r\n")
+        .await
+        .expect("answer");
+    assert!(is_uuid_v7(resp.header("x-request-id").expect("an id")));
+}

@@ -82,6 +82,26 @@ pub fn reload(shared: &SharedMode, config: &ListenerConfig) {
 /// without a usable host). Both are access-logged and counted under the
 /// unrouted upstream `""`; the 400 is also logged with its reason.
 pub(crate) fn redirect<B>(
+    mut req: Request<B>,
+    snapshot: &Snapshot,
+    conn: &ConnInfo,
+) -> Response<ResponseBody> {
+    // `request_id`: logged, and on the answer, as on a proxied request's.
+    let id = snapshot
+        .config
+        .server
+        .request_id
+        .as_ref()
+        .map(|name| (name, crate::request_id::ensure(req.headers_mut(), name)));
+    let mut resp = redirect_answer(req, snapshot, conn);
+    if let Some((name, id)) = id {
+        resp.headers_mut().insert(name.clone(), id);
+    }
+    resp
+}
+
+/// [`redirect`]'s answer, before the request id.
+fn redirect_answer<B>(
     req: Request<B>,
     snapshot: &Snapshot,
     conn: &ConnInfo,
