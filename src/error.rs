@@ -58,6 +58,12 @@ pub enum ProxyError {
         /// The server the request was going to.
         server: SocketAddr,
     },
+    /// The route's `allow` / `deny` lists refuse the client.
+    #[error("client {client} refused by the route's allow/deny lists")]
+    Forbidden {
+        /// The client address weir resolved.
+        client: std::net::IpAddr,
+    },
     /// The request's host is missing, doubled or malformed.
     #[error(transparent)]
     Host(#[from] HostError),
@@ -96,6 +102,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ProxyError::NoServer { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. }
             | ProxyError::Upstream { .. }
@@ -115,6 +122,7 @@ impl ProxyError {
             | ProxyError::Timeout { server, .. }
             | ProxyError::UnsolicitedUpgrade { server } => Some(*server),
             ProxyError::NoRoute
+            | ProxyError::Forbidden { .. }
             | ProxyError::NoServer { .. }
             | ProxyError::BodyTooLarge
             | ProxyError::ClientBody(_)

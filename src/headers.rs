@@ -138,14 +138,7 @@ pub fn prepare_upstream_request(
     let trusted = peer.is_trusted(peer.ip);
     if trusted {
         let peer_ip = peer.ip.to_string();
-        let chain: Vec<&str> = headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
+        let chain = forwarded_chain(headers);
         let real = real_client(&chain, peer.trusted).map(str::to_owned);
         let mut value = chain.join(", ");
         if !value.is_empty() {
@@ -191,6 +184,33 @@ fn remove_underscored(headers: &mut HeaderMap, client: IpAddr) {
         debug!(%client, header = %name, "request header with an underscore dropped");
         headers.remove(name);
     }
+}
+
+/// The client address weir resolved for a request, the one `X-Real-IP`
+/// carries: the peer (which is the PROXY header's client on such a
+/// listener), or, when the peer is a trusted proxy, the last address of its
+/// `X-Forwarded-For` that is not itself trusted. Access lists use it, and
+/// so should every feature keyed by the client, so that all agree.
+pub fn client_ip(headers: &HeaderMap, peer: &Peer<'_>) -> IpAddr {
+    if !peer.is_trusted(peer.ip) {
+        return peer.ip;
+    }
+    let chain = forwarded_chain(headers);
+    real_client(&chain, peer.trusted)
+        .and_then(|ip| ip.parse().ok())
+        .unwrap_or(peer.ip)
+}
+
+/// The hops of a request's `X-Forwarded-For` headers, in order.
+fn forwarded_chain(headers: &HeaderMap) -> Vec<&str> {
+    headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 /// The client address behind a chain of trusted proxies: the last address that
@@ -344,6 +364,36 @@ mod tests {
         assert_eq!(get(&map, "x-forwarded-for"), Some("10.0.0.2"));
         assert_eq!(get(&map, "x-real-ip"), Some("10.0.0.2"));
         assert_eq!(get(&map, "x-forwarded-host"), None);
+    }
+
+    #[test]
+    fn the_resolved_client_is_the_one_x_real_ip_names() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
+        let cases = [
+            ("192.0.2.7", "6.6.6.6", &trusted[..]),
+            ("10.0.0.2", "203.0.113.9, 10.1.1.1", &trusted[..]),
+            ("10.0.0.2", "10.0.0.5, 10.0.0.6", &trusted[..]),
+            ("10.0.0.2", "garbage", &trusted[..]),
+            ("10.0.0.2", "203.0.113.9", &[][..]),
+        ];
+        for (peer_ip, xff, trusted) in cases {
+            let ip: IpAddr = peer_ip.parse().expect("ip");
+            let value = ip_value(ip);
+            let peer = Peer {
+                ip,
+                ip_value: &value,
+                proto: "http",
+                trusted,
+            };
+            let mut map = headers(&[("x-forwarded-for", xff)]);
+            let resolved = client_ip(&map, &peer);
+            prepare_upstream_request(&mut map, peer, None, Underscores::Drop);
+            assert_eq!(
+                get(&map, "x-real-ip"),
+                Some(resolved.to_string().as_str()),
+                "{peer_ip} {xff}"
+            );
+        }
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //! - `daemon`: listeners, the live `snapshot::Snapshot`, reload and shutdown;
 //!   `runtime`: the worker runtimes; `shutdown`: the graceful-shutdown flag.
 //! - `server`: the client side — accepting connections, TLS, serving HTTP/1.1
-//!   and HTTP/2 on each, its deadlines, parking idle ones, the listener's mode.
+//!   and HTTP/2 on each, its deadlines, parking idle ones, the listener's mode,
+//!   the PROXY protocol header a load balancer sends first.
 //! - `proxy`: the request path: route and rewrite, then hand the request to
 //!   the route's cache or straight to `pass`; `pass`: forward and stream the
 //!   answer back, and the answers weir writes itself; `forward`: picking a server, connecting, sending, retrying where safe;
@@ -40,6 +41,8 @@
 //!   memory and Redis tiers, and `cache::serve`, the request path of a
 //!   cached route, which goes upstream through `pass`; the response body
 //!   carries its tee (`exchange`).
+//! - `access_list`: a route's `allow` / `deny` networks; `request_id`: keeping
+//!   or making a request's id (both leaves the proxy calls).
 #![forbid(unsafe_code)]
 
 /// The `AsyncWrite` methods of a socket wrapper that passes writes straight
@@ -76,6 +79,7 @@ macro_rules! write_through {
 }
 
 pub mod access;
+pub mod access_list;
 pub(crate) mod admin;
 pub(crate) mod affinity;
 pub mod balance;
@@ -98,6 +102,7 @@ pub(crate) mod pass;
 pub(crate) mod proxy;
 pub(crate) mod ratelimit;
 pub(crate) mod redis;
+pub(crate) mod request_id;
 pub(crate) mod rewrite;
 pub mod routing;
 pub mod runtime;

@@ -26,8 +26,12 @@ use crate::upstream::Upstream;
 /// What weir knows about the client connection a request came on.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
-    /// The client's address.
+    /// The client's address: the connection's peer, or the client its
+    /// PROXY protocol header named.
     pub peer: SocketAddr,
+    /// Whether `peer` came from a PROXY header. Such a client is untrusted
+    /// whatever its address: its own forwarding headers are replaced.
+    pub proxied: bool,
     /// `peer`'s address as a header value, rendered once for all its requests.
     pub peer_ip: HeaderValue,
     /// `http` or `https`.

@@ -16,12 +16,13 @@ use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
 use crate::exchange::{Exchange, Recording, ResponseBody};
 use crate::forward::Deadlines;
-use crate::headers::{prepare_upstream_request, Peer, Underscores};
+use crate::headers::{client_ip, prepare_upstream_request, Peer, Underscores};
 use crate::host::request_host;
 use crate::pass::{
     error_response, own_answer, pass, plain_response, Answer, ConnInfo, Forwarding, RequestHead,
 };
 use crate::ratelimit::{Refusal, RouteLimiter};
+use crate::request_id;
 use crate::rewrite;
 use crate::snapshot::{RouteTarget, Snapshot};
 use crate::upgrade::{self, UpgradeRequest};
@@ -31,12 +32,32 @@ use crate::upstream::te_trailers;
 pub async fn handle(
     snapshot: Arc<Snapshot>,
     conn: Arc<ConnInfo>,
+    mut req: Request<Incoming>,
+) -> Response<ResponseBody> {
+    // `request_id`: in the request before anything reads it (the access
+    // record, the upstream), and on every response, weir's own included.
+    // One await either way: two would each take room in this future.
+    let name = &snapshot.config.server.request_id;
+    let id = name
+        .as_ref()
+        .map(|name| request_id::ensure(req.headers_mut(), name));
+    let mut resp = serve(&snapshot, &conn, req).await;
+    if let (Some(name), Some(id)) = (name, id) {
+        resp.headers_mut().insert(name.clone(), id);
+    }
+    resp
+}
+
+/// Routes, forwards and answers one request.
+async fn serve(
+    snapshot: &Arc<Snapshot>,
+    conn: &Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
     // Routing and rewriting are synchronous and run in `prepare`, so only
     // what forwarding needs lives across the await: hyper moves this future
     // a few times per request, and every byte of it is copied each time.
-    let (forwarding, target) = match prepare(&snapshot, &conn, req) {
+    let (forwarding, target) = match prepare(snapshot, conn, req) {
         Ok(prepared) => prepared,
         Err(resp) => return resp,
     };
@@ -48,18 +69,18 @@ pub async fn handle(
                 head,
                 ..
             } = forwarding;
-            return refused(limiter, refusal, &conn, &head, record, metrics);
+            return refused(limiter, refusal, conn, &head, record, metrics);
         }
     }
     if let Some(cache) = &target.cache {
         // Boxed: the cache's request path is larger than the plain one, and
         // routes without a cache should not carry its size in their future.
         return Box::pin(crate::cache::serve::serve(
-            cache, forwarding, &conn, &snapshot,
+            cache, forwarding, conn, snapshot,
         ))
         .await;
     }
-    pass(forwarding, &conn, &snapshot).await
+    pass(forwarding, conn, snapshot).await
 }
 
 /// Routes `req` and rewrites it for its upstream, or answers it at once
@@ -94,6 +115,13 @@ fn prepare<'a>(
     // be two more atomic operations on a line every worker shares.
     let upstream = &target.upstream;
     let mut metrics = Recording::new(upstream.stats.clone(), started);
+    if let Some(access) = &target.access {
+        let client = client_ip(&parts.headers, &client_side(conn, snapshot));
+        if !access.permits(client) {
+            let err = ProxyError::Forbidden { client };
+            return Err(error_response(err, conn, &parts, record, metrics));
+        }
+    }
     let deadlines = Deadlines {
         started,
         request: target
@@ -198,12 +226,7 @@ fn upstream_request(
     let server = &snapshot.config.server;
     prepare_upstream_request(
         &mut parts.headers,
-        Peer {
-            ip: conn.peer.ip(),
-            ip_value: &conn.peer_ip,
-            proto: conn.proto,
-            trusted: &server.trusted_proxies,
-        },
+        client_side(conn, snapshot),
         host.as_ref(),
         if server.underscores_in_headers {
             Underscores::Keep
@@ -243,6 +266,21 @@ fn upstream_request(
     };
     parts.version = Version::HTTP_11;
     (Request::from_parts(parts, body), head, upgrade)
+}
+
+/// The client side of `conn`, as the forwarding headers and the client
+/// address see it: a client named by a PROXY header is never a trusted proxy.
+fn client_side<'a>(conn: &'a ConnInfo, snapshot: &'a Snapshot) -> Peer<'a> {
+    Peer {
+        ip: conn.peer.ip(),
+        ip_value: &conn.peer_ip,
+        proto: conn.proto,
+        trusted: if conn.proxied {
+            &[]
+        } else {
+            &snapshot.config.server.trusted_proxies
+        },
+    }
 }
 
 /// The request target as an origin server gets it: the path and query of
@@ -292,12 +330,11 @@ fn access_record(
     // Boxed: the record travels with the response body, which hyper moves
     // around; a pointer is cheaper to move than the record.
     snapshot.access.as_ref().map(|log| {
-        Box::new(AccessRecord::new(
-            log.clone(),
-            started,
-            conn.peer.ip(),
-            parts,
-        ))
+        let mut record = AccessRecord::new(log.clone(), started, conn.peer.ip(), parts);
+        if let Some(name) = &snapshot.config.server.request_id {
+            record.request_id = parts.headers.get(name).cloned();
+        }
+        Box::new(record)
     })
 }
 

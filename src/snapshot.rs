@@ -4,6 +4,7 @@ use std::io;
 use std::sync::Arc;
 
 use crate::access::AccessLogger;
+use crate::access_list::AccessList;
 use crate::cache::{Cache, RouteCache};
 use crate::config::{Config, HeaderRules};
 use crate::ratelimit::{Limiters, RouteLimiter};
@@ -32,6 +33,8 @@ pub(crate) struct RouteTarget {
     pub(crate) request_headers: HeaderRules,
     /// `response_headers`, applied to the upstream's responses.
     pub(crate) response_headers: HeaderRules,
+    /// The route's `allow` / `deny` lists; `None` serves every client.
+    pub(crate) access: Option<AccessList>,
 }
 
 /// An immutable routing table built from one configuration.
@@ -109,6 +112,7 @@ impl Snapshot {
                     compress: r.compress,
                     request_headers: r.request_headers.clone(),
                     response_headers: r.response_headers.clone(),
+                    access: r.access.clone(),
                 };
                 Some((r.host.clone(), r.path.clone(), target))
             })

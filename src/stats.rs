@@ -252,6 +252,46 @@ pub struct DaemonStats {
     /// Redis calls that got no answer (failed, timed out, or skipped while
     /// backing off after a failure): `weir_redis_errors_total`.
     pub(crate) redis_errors: AtomicU64,
+    /// Connections closed on a `proxy_protocol` listener before any request,
+    /// by [`ProxyRejection`] (`weir_proxy_protocol_rejected_total{reason}`).
+    pub(crate) proxy_rejected: [AtomicU64; ProxyRejection::ALL.len()],
+}
+
+/// Why a `proxy_protocol` listener closed a connection before reading a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProxyRejection {
+    /// The peer is not in `trusted_proxies`; nothing was read.
+    Untrusted,
+    /// The connection did not start with a PROXY signature at all.
+    Missing,
+    /// It started like a PROXY header that then did not parse, or was too long.
+    Invalid,
+    /// The header did not arrive within `header_read_timeout`.
+    Timeout,
+    /// The peer closed (or reset) the connection before a whole header arrived.
+    Closed,
+}
+
+impl ProxyRejection {
+    /// Every reason, in the order of `DaemonStats::proxy_rejected`.
+    pub(crate) const ALL: [ProxyRejection; 5] = [
+        ProxyRejection::Untrusted,
+        ProxyRejection::Missing,
+        ProxyRejection::Invalid,
+        ProxyRejection::Timeout,
+        ProxyRejection::Closed,
+    ];
+
+    /// The metric's `reason` label.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            ProxyRejection::Untrusted => "untrusted",
+            ProxyRejection::Missing => "missing",
+            ProxyRejection::Invalid => "invalid",
+            ProxyRejection::Timeout => "timeout",
+            ProxyRejection::Closed => "closed",
+        }
+    }
 }
 
 impl DaemonStats {
@@ -268,6 +308,16 @@ impl DaemonStats {
     /// Counts a request head not finished within `header_read_timeout`.
     pub(crate) fn record_header_timeout(&self) {
         self.header_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection a `proxy_protocol` listener closed for `reason`.
+    pub(crate) fn record_proxy_rejection(&self, reason: ProxyRejection) {
+        self.proxy_rejected[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections closed so far for `reason`.
+    pub(crate) fn proxy_rejections(&self, reason: ProxyRejection) -> u64 {
+        self.proxy_rejected[reason as usize].load(Ordering::Relaxed)
     }
 }
 

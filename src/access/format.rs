@@ -39,6 +39,9 @@ pub struct AccessRecord {
     upstream: Option<(Option<String>, SocketAddr)>,
     /// How long after `started` the upstream's response head arrived.
     upstream_time: Option<Duration>,
+    /// The request's id, with `[server] request_id`: the last field of a
+    /// combined line, `request_id` in JSON; neither without the key.
+    pub(crate) request_id: Option<HeaderValue>,
 }
 
 thread_local! {
@@ -69,6 +72,7 @@ impl AccessRecord {
             status: StatusCode::OK,
             upstream: None,
             upstream_time: None,
+            request_id: None,
             logger,
         }
     }
@@ -87,6 +91,7 @@ impl AccessRecord {
             status: StatusCode::OK,
             upstream: None,
             upstream_time: None,
+            request_id: None,
             logger,
         }
     }
@@ -153,6 +158,10 @@ impl AccessRecord {
                 if !complete {
                     out.push_str(" incomplete");
                 }
+                if let Some(id) = &self.request_id {
+                    out.push_str(" request_id=");
+                    escape(out, id.to_str().unwrap_or("-"));
+                }
                 out.push('\n');
             }
         }
@@ -214,6 +223,10 @@ impl AccessRecord {
         json_opt(out, &self.referer);
         out.push_str(",\"user_agent\":");
         json_opt(out, &self.user_agent);
+        if self.request_id.is_some() {
+            out.push_str(",\"request_id\":");
+            json_opt(out, &self.request_id);
+        }
         out.push_str("}\n");
     }
 }

@@ -15,7 +15,7 @@ use prometheus_client::metrics::MetricType;
 
 use super::{respond, text, Body, State};
 use crate::snapshot::Snapshot;
-use crate::stats::{Check, HistogramSnapshot, UpstreamStats, BUCKETS};
+use crate::stats::{Check, HistogramSnapshot, ProxyRejection, UpstreamStats, BUCKETS};
 
 /// `GET /metrics`.
 pub(super) fn render(state: &State) -> Response<Body> {
@@ -248,6 +248,19 @@ impl prometheus_client::collector::Collector for Scrape {
             }
         }
         self.client_timeouts(&mut d)?;
+        {
+            let help = "Connections a proxy_protocol listener closed before any request, by reason (untrusted, missing, invalid, timeout, closed)";
+            let mut enc = d.encode_descriptor(
+                "weir_proxy_protocol_rejected",
+                help,
+                None,
+                MetricType::Counter,
+            )?;
+            for reason in ProxyRejection::ALL {
+                let n = self.snapshot.stats.proxy_rejections(reason);
+                counter(&mut enc.encode_family(&[("reason", reason.label())])?, n)?;
+            }
+        }
         let gauge = MetricType::Gauge;
         let count = MetricType::Counter;
         self.per_server(

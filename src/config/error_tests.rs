@@ -796,6 +796,25 @@ fn server_names_and_discover() {
 }
 
 #[test]
+fn proxy_protocol_needs_trusted_proxies() {
+    let server = "listen = [\"127.0.0.1:8080\"]\nproxy_protocol = true";
+    fails(
+        &doc(server, UP, ROUTE),
+        3,
+        "server.proxy_protocol",
+        "needs trusted_proxies",
+    );
+    let server =
+        "listen = [\"127.0.0.1:8080\",\n  { addr = \"127.0.0.1:8081\", proxy_protocol = true }]";
+    fails(
+        &doc(server, UP, ROUTE),
+        3,
+        "server.listen[1].proxy_protocol",
+        "needs trusted_proxies",
+    );
+}
+
+#[test]
 fn resolver_settings() {
     let with = |resolver: &str| format!("{}[resolver]\n{resolver}\n", doc(LISTEN, UP, ROUTE));
     let c = parse(
@@ -1124,4 +1143,47 @@ fn header_rules_need_valid_names_and_values() {
     ] {
         fails(&doc(LISTEN, UP, &route(rules)), 12, key, msg);
     }
+}
+
+#[test]
+fn request_id_must_be_a_header_weir_does_not_own() {
+    let server = "listen = [\"127.0.0.1:8080\"]\nrequest_id = \"X Request\"";
+    fails(
+        &doc(server, UP, ROUTE),
+        3,
+        "server.request_id",
+        "invalid header name",
+    );
+    let server = "listen = [\"127.0.0.1:8080\"]\nrequest_id = \"X-Forwarded-For\"";
+    fails(
+        &doc(server, UP, ROUTE),
+        3,
+        "server.request_id",
+        "a header weir sets",
+    );
+}
+
+#[test]
+fn access_lists_hold_networks() {
+    let route = "path = \"/\"\nupstream = \"app\"\nallow = [\"10.0.0.0/8\", \"10.0.0.0/33\"]";
+    fails(
+        &doc(LISTEN, UP, route),
+        12,
+        "route[0].allow[1]",
+        "invalid CIDR",
+    );
+    let route = "path = \"/\"\nupstream = \"app\"\ndeny = [\"nonsense\"]";
+    fails(
+        &doc(LISTEN, UP, route),
+        12,
+        "route[0].deny[0]",
+        "invalid CIDR",
+    );
+    let route = "path = \"/\"\nupstream = \"app\"\nallow = []";
+    fails(
+        &doc(LISTEN, UP, route),
+        12,
+        "route[0].allow",
+        "at least one network",
+    );
 }

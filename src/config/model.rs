@@ -149,6 +149,9 @@ pub struct ServerSettings {
     pub(crate) tunnel_idle_timeout: Duration,
     /// Request headers whose names hold an underscore are forwarded (else dropped).
     pub(crate) underscores_in_headers: bool,
+    /// `request_id`: the header that carries each request's id (kept when
+    /// the client sent a valid one, else generated); `None` = no ids.
+    pub(crate) request_id: Option<http::HeaderName>,
 }
 
 /// One listening socket.
@@ -160,6 +163,9 @@ pub struct ListenerConfig {
     pub(crate) tls: Option<TlsSettings>,
     /// Answer every request with a 301 to `https://` instead of proxying it (cleartext only).
     pub(crate) redirect_https: bool,
+    /// Connections must open with a PROXY protocol header (v1 or v2) from a
+    /// trusted proxy (the listener's own key, else `[server] proxy_protocol`).
+    pub(crate) proxy_protocol: bool,
 }
 
 /// The certificates of a TLS listener; the first is the default for unknown or absent SNI.
@@ -472,6 +478,8 @@ pub(crate) struct RouteConfig {
     pub(crate) request_headers: HeaderRules,
     /// Changes to the upstream's response.
     pub(crate) response_headers: HeaderRules,
+    /// `allow` / `deny`: the client networks it serves; `None` = every client.
+    pub(crate) access: Option<crate::access_list::AccessList>,
 }
 
 impl RouteConfig {

@@ -99,6 +99,8 @@ pub(crate) struct RawServer {
     pub body_read_timeout: Option<Spanned<String>>,
     pub tunnel_idle_timeout: Option<Spanned<String>>,
     pub underscores_in_headers: Option<bool>,
+    pub proxy_protocol: Option<Spanned<bool>>,
+    pub request_id: Option<Spanned<String>>,
 }
 
 /// `[server] listen`: one listener, or a list of them. `[admin] listen` is a
@@ -160,6 +162,7 @@ pub(crate) struct RawListener {
     pub addr: Spanned<String>,
     pub tls: Option<Spanned<OneOrMany<RawCert>>>,
     pub redirect_https: Option<Spanned<bool>>,
+    pub proxy_protocol: Option<Spanned<bool>>,
 }
 
 /// One certificate of a TLS listener: `{ cert = "site.pem", key = "site.key" }`.
@@ -339,6 +342,8 @@ pub(crate) struct RawRoute {
     pub compress: Option<bool>,
     pub request_headers: Option<Spanned<RawHeaderRules>>,
     pub response_headers: Option<Spanned<RawHeaderRules>>,
+    pub allow: Option<Spanned<Vec<Spanned<String>>>>,
+    pub deny: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// A route's `request_headers` / `response_headers`.

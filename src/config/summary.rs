@@ -12,10 +12,16 @@ impl Config {
             .server
             .listen
             .iter()
-            .map(|l| match (&l.tls, l.redirect_https) {
-                (Some(tls), _) => format!("{} (tls, {} cert(s))", l.addr, tls.certs.len()),
-                (None, true) => format!("{} (redirect to https)", l.addr),
-                (None, false) => l.addr.to_string(),
+            .map(|l| {
+                let kind = match (&l.tls, l.redirect_https) {
+                    (Some(tls), _) => format!("{} (tls, {} cert(s))", l.addr, tls.certs.len()),
+                    (None, true) => format!("{} (redirect to https)", l.addr),
+                    (None, false) => l.addr.to_string(),
+                };
+                match l.proxy_protocol {
+                    true => format!("{kind} (proxy protocol)"),
+                    false => kind,
+                }
             })
             .collect();
         // Writing to a String cannot fail.
@@ -45,7 +51,12 @@ impl Config {
                 .host
                 .as_ref()
                 .map_or_else(|| "*".to_owned(), |h| h.to_string());
-            let _ = writeln!(out, "route {} {} -> {}", host, r.path, r.upstream);
+            let access = if r.access.is_some() {
+                " (allow/deny)"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "route {} {} -> {}{access}", host, r.path, r.upstream);
         }
         match &self.admin {
             Some(a) => {

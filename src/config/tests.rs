@@ -60,6 +60,7 @@ fn readme_example_parses_with_defaults() {
                 addr: addr("0.0.0.0:80"),
                 tls: None,
                 redirect_https: false,
+                proxy_protocol: false,
             }],
             threads: 0,
             max_connections: 20_000,
@@ -73,6 +74,7 @@ fn readme_example_parses_with_defaults() {
             body_read_timeout: Duration::from_secs(60),
             tunnel_idle_timeout: Duration::from_secs(3600),
             underscores_in_headers: false,
+            request_id: None,
         },
         admin: Some(AdminSettings {
             listen: addr("127.0.0.1:9090"),
@@ -120,6 +122,7 @@ fn readme_example_parses_with_defaults() {
             compress: false,
             request_headers: HeaderRules::default(),
             response_headers: HeaderRules::default(),
+            access: None,
         }],
         cache: None,
         redis: None,
@@ -436,6 +439,7 @@ fn a_single_listener_may_be_a_plain_string_or_one_table() {
             addr: addr("127.0.0.1:8080"),
             tls: None,
             redirect_https: true,
+            proxy_protocol: false,
         }]
     );
     let tls = ok(&listen(

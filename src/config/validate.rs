@@ -220,8 +220,19 @@ fn rate_limit(
 
 fn server(cx: &mut Cx<'_>, raw: RawServer) -> ServerSettings {
     // Field by field in the order of the file's sections, so errors come out so.
+    let proxy = ProxyDefault {
+        on: raw.proxy_protocol.as_ref().is_some_and(|p| *p.get_ref()),
+        trusted: !raw.trusted_proxies.is_empty(),
+    };
+    if let Some(on) = raw
+        .proxy_protocol
+        .as_ref()
+        .filter(|_| proxy.on && !proxy.trusted)
+    {
+        cx.record(cx.err(on.span(), "server.proxy_protocol", PROXY_NEEDS_TRUST));
+    }
     ServerSettings {
-        listen: listeners(cx, &raw.listen),
+        listen: listeners(cx, &raw.listen, proxy),
         threads: cx.keep(cx.int(raw.threads.as_ref(), 0, (0, None), "server.threads")),
         max_connections: cx.keep(cx.int(
             raw.max_connections.as_ref(),
@@ -264,7 +275,67 @@ fn server(cx: &mut Cx<'_>, raw: RawServer) -> ServerSettings {
             "server.tunnel_idle_timeout",
         )),
         underscores_in_headers: raw.underscores_in_headers.unwrap_or(false),
+        request_id: raw
+            .request_id
+            .as_ref()
+            .and_then(|name| cx.check(request_id(cx, name))),
     }
+}
+
+/// `[server] proxy_protocol`, which listeners without their own key take,
+/// and whether `trusted_proxies` names any peer to read the header from.
+#[derive(Debug, Clone, Copy)]
+struct ProxyDefault {
+    on: bool,
+    trusted: bool,
+}
+
+/// Why `proxy_protocol = true` needs `trusted_proxies`.
+const PROXY_NEEDS_TRUST: &str = "needs trusted_proxies: PROXY headers are read only from trusted peers, so every connection would be refused";
+
+/// Headers weir writes itself, or that frame the message: a request id
+/// under one of these names would clash with them.
+const RESERVED_HEADERS: [&str; 12] = [
+    "host",
+    "connection",
+    "content-length",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "keep-alive",
+    "x-real-ip",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+];
+
+/// `[server] request_id`: a header name weir does not already own.
+fn request_id(cx: &Cx<'_>, raw: &Spanned<String>) -> Result<http::HeaderName, ConfigError> {
+    let key = "server.request_id";
+    let text = raw.get_ref().trim();
+    let name = http::HeaderName::from_bytes(text.as_bytes()).map_err(|_| {
+        cx.err(
+            raw.span(),
+            key,
+            format!("invalid header name \"{text}\": expected a name such as X-Request-Id"),
+        )
+    })?;
+    if name.as_str().contains('_') {
+        return Err(cx.err(
+            raw.span(),
+            key,
+            format!("\"{text}\" holds an underscore, and such request headers are not forwarded (underscores_in_headers); use dashes"),
+        ));
+    }
+    if RESERVED_HEADERS.contains(&name.as_str()) {
+        return Err(cx.err(
+            raw.span(),
+            key,
+            format!("\"{text}\" is a header weir sets or frames messages with; use another name such as X-Request-Id"),
+        ));
+    }
+    Ok(name)
 }
 
 fn trusted_proxies(cx: &mut Cx<'_>, raw: &[Spanned<String>]) -> Vec<ipnet::IpNet> {
@@ -278,7 +349,11 @@ fn trusted_proxies(cx: &mut Cx<'_>, raw: &[Spanned<String>]) -> Vec<ipnet::IpNet
 
 /// `[server] listen`, one listener or a list; a single one is keyed
 /// `server.listen`, one of a list `server.listen[i]`.
-fn listeners(cx: &mut Cx<'_>, raw: &Spanned<RawListen>) -> Vec<ListenerConfig> {
+fn listeners(
+    cx: &mut Cx<'_>,
+    raw: &Spanned<RawListen>,
+    proxy: ProxyDefault,
+) -> Vec<ListenerConfig> {
     let entries: Vec<(&AddrOr<RawListener>, Range<usize>, String)> = match raw.get_ref() {
         RawListen::One(one) => vec![(one, raw.span(), "server.listen".to_owned())],
         RawListen::List(list) => {
@@ -307,11 +382,12 @@ fn listeners(cx: &mut Cx<'_>, raw: &Spanned<RawListen>) -> Vec<ListenerConfig> {
                     addr,
                     tls: None,
                     redirect_https: false,
+                    proxy_protocol: proxy.on,
                 });
                 (plain, key)
             }
             AddrOr::Table(table) => {
-                let listener = listener_table(cx, table, &key);
+                let listener = listener_table(cx, table, &key, proxy);
                 (listener, format!("{key}.addr"))
             }
         };
@@ -330,8 +406,22 @@ fn listeners(cx: &mut Cx<'_>, raw: &Spanned<RawListen>) -> Vec<ListenerConfig> {
 }
 
 /// The table form of a listener: TLS certificates or an HTTPS redirect.
-fn listener_table(cx: &mut Cx<'_>, table: &RawListener, key: &str) -> Option<ListenerConfig> {
+fn listener_table(
+    cx: &mut Cx<'_>,
+    table: &RawListener,
+    key: &str,
+    proxy: ProxyDefault,
+) -> Option<ListenerConfig> {
     let addr = cx.check(cx.addr(&table.addr, &format_args!("{key}.addr")));
+    let proxy_protocol = match &table.proxy_protocol {
+        Some(own) if *own.get_ref() && !proxy.trusted => {
+            let key = format!("{key}.proxy_protocol");
+            cx.record(cx.err(own.span(), &key, PROXY_NEEDS_TRUST));
+            false
+        }
+        Some(own) => *own.get_ref(),
+        None => proxy.on,
+    };
     let redirect_https = table.redirect_https.as_ref().is_some_and(|r| *r.get_ref());
     let tls = table
         .tls
@@ -341,6 +431,7 @@ fn listener_table(cx: &mut Cx<'_>, table: &RawListener, key: &str) -> Option<Lis
         addr: addr?,
         tls,
         redirect_https,
+        proxy_protocol,
     })
 }
 
@@ -874,6 +965,13 @@ fn routes(
             .as_ref()
             .and_then(|rl| rate_limit(cx, rl, &format!("route[{i}].rate_limit"), has_redis));
         comparable.push(host.is_some() && path.is_some());
+        let allow = r
+            .allow
+            .as_ref()
+            .map(|list| networks(cx, list, &format_args!("route[{i}].allow")));
+        let deny = r.deny.as_ref().map_or_else(Vec::new, |list| {
+            networks(cx, list, &format_args!("route[{i}].deny"))
+        });
         out.push(RouteConfig {
             host: host.flatten(),
             path: path.unwrap_or_default(),
@@ -895,6 +993,7 @@ fn routes(
                 Side::Response,
                 &format_args!("route[{i}].response_headers"),
             ),
+            access: crate::access_list::AccessList::new(allow, deny),
         });
     }
     // Duplicates among the valid routes: keyed by reference, not by copies.
@@ -927,4 +1026,26 @@ fn routes(
         }
     }
     out
+}
+
+/// A route's `allow` or `deny`: networks (CIDR) or single addresses, at
+/// least one, since an empty `allow` would refuse every client.
+fn networks(
+    cx: &mut Cx<'_>,
+    raw: &Spanned<Vec<Spanned<String>>>,
+    key: &(impl Display + ?Sized),
+) -> Vec<ipnet::IpNet> {
+    if raw.get_ref().is_empty() {
+        cx.record(cx.err(
+            raw.span(),
+            key,
+            "must list at least one network, e.g. [\"10.0.0.0/8\"]; remove the key to serve every client",
+        ));
+    }
+    let mut nets = Vec::with_capacity(raw.get_ref().len());
+    for (i, value) in raw.get_ref().iter().enumerate() {
+        let net = cidr(cx, value, &format_args!("{key}[{i}]"));
+        nets.extend(cx.check(net));
+    }
+    nets
 }

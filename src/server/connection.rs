@@ -26,19 +26,21 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
 use super::deadlines::{is_head_timeout, Activity, Busy, HeadTimedOut, TimedIo};
-use super::mode::{self, Mode};
+use super::mode::{self, Kind, Mode};
 use super::parking::ClientIo;
+use super::proxy_protocol;
 use super::refusal::{self, Unreadable};
 use super::ServeContext;
 use crate::body::BoxError;
 use crate::exchange::ResponseBody;
 use crate::pass::ConnInfo;
 use crate::proxy;
+use crate::stats::ProxyRejection;
 use crate::upgrade::TunnelContext;
 
 /// Serves one accepted connection until it closes.
 pub(super) async fn serve(
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     ctx: Arc<ServeContext>,
     permit: OwnedSemaphorePermit,
@@ -46,9 +48,19 @@ pub(super) async fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     let _open = ctx.snapshot.load().stats.connection_opened();
+    let (peer, proxied) = if mode.proxy_protocol {
+        // Boxed: rare, and it would make every connection's task larger.
+        match Box::pin(proxied_client(&mut stream, peer, &ctx)).await {
+            Some(client) => (client.unwrap_or(peer), client.is_some()),
+            None => return,
+        }
+    } else {
+        (peer, false)
+    };
     let permit = Arc::new(permit);
-    // Deadlines run from the accept: a TLS handshake and the first request
-    // head together get `header_read_timeout`, however the protocol is detected.
+    // Deadlines run from the accept (or from the end of a PROXY header, read
+    // within its own): a TLS handshake and the first request head together
+    // get `header_read_timeout`, however the protocol is detected.
     let activity = Activity::new();
     let stream = TimedIo::new(
         stream,
@@ -58,16 +70,44 @@ pub(super) async fn serve(
     );
     let conn = Conn {
         peer,
+        proxied,
         ctx,
         permit,
         activity,
     };
-    match &*mode {
-        Mode::Plain => serve_http(stream, conn, Protocol::Auto).await,
-        Mode::RedirectHttps => serve_http(stream, conn, Protocol::Redirect).await,
+    match &mode.kind {
+        Kind::Plain => serve_http(stream, conn, Protocol::Auto).await,
+        Kind::RedirectHttps => serve_http(stream, conn, Protocol::Redirect).await,
         // Boxed: the TLS state would otherwise make every connection's task,
         // plain ones included, as large as a TLS connection's.
-        Mode::Tls(config) => Box::pin(serve_tls(stream, conn, config.clone())).await,
+        Kind::Tls(config) => Box::pin(serve_tls(stream, conn, config.clone())).await,
+    }
+}
+
+/// On a `proxy_protocol` listener: the client the PROXY header names
+/// (`Some(None)`: the peer itself, for a `LOCAL` header), or `None` when the
+/// connection is refused, logged and counted, before anything else is read.
+async fn proxied_client(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    ctx: &ServeContext,
+) -> Option<Option<SocketAddr>> {
+    let trusted = proxy_protocol::is_trusted(
+        &ctx.snapshot.load().config.server.trusted_proxies,
+        peer.ip(),
+    );
+    let read = if trusted {
+        proxy_protocol::read_client(stream, ctx.header_read_timeout).await
+    } else {
+        Err(ProxyRejection::Untrusted)
+    };
+    match read {
+        Ok(client) => Some(client),
+        Err(reason) => {
+            debug!(%peer, reason = reason.label(), "connection refused: no valid PROXY header from a trusted proxy");
+            ctx.snapshot.load().stats.record_proxy_rejection(reason);
+            None
+        }
     }
 }
 
@@ -112,7 +152,11 @@ enum Protocol {
 
 /// One accepted client connection, before its protocol is known.
 struct Conn {
+    /// The client: the connection's peer, or the one its PROXY header named.
     peer: SocketAddr,
+    /// Whether `peer` came from a PROXY header: such a client is never
+    /// trusted with forwarding headers, whatever its address.
+    proxied: bool,
     ctx: Arc<ServeContext>,
     /// The connection's slot under `max_connections`; tunnels share it.
     permit: Arc<OwnedSemaphorePermit>,
@@ -126,12 +170,14 @@ where
 {
     let Conn {
         peer,
+        proxied,
         ctx,
         permit,
         activity,
     } = conn;
     let info = Arc::new(ConnInfo {
         peer,
+        proxied,
         peer_ip: crate::headers::ip_value(peer.ip()),
         proto: if matches!(protocol, Protocol::Http1 | Protocol::H2) {
             "https"

@@ -8,6 +8,7 @@
 //! - `tls`: certificates and the rustls server configuration.
 //! - `deadlines`: `header_read_timeout` and `idle_timeout`, kept on the socket.
 //! - `parking`: idle HTTP/1.1 connections without hyper's buffers.
+//! - `proxy_protocol`: the PROXY header a trusted load balancer sends first.
 //! - `refusal`: weir's own answer to a request head hyper cannot read.
 
 mod accept;
@@ -15,6 +16,7 @@ mod connection;
 mod deadlines;
 pub(crate) mod mode;
 mod parking;
+mod proxy_protocol;
 mod refusal;
 pub mod tls;
 

@@ -1,8 +1,9 @@
 //! What a listener does with its connections: plain HTTP, TLS, or redirects to HTTPS.
 //!
 //! Each running listener holds its [`Mode`] behind an `ArcSwap`, so a reload
-//! can swap certificates (or the listener's kind) without rebinding, and a
-//! certificate that fails to load leaves the old mode serving.
+//! can swap certificates (or the listener's kind, or whether it expects
+//! PROXY protocol headers) without rebinding, and a certificate that fails
+//! to load leaves the old mode serving.
 
 use std::sync::Arc;
 
@@ -20,7 +21,17 @@ use crate::snapshot::Snapshot;
 
 /// How a listener serves a connection it accepted.
 #[derive(Debug, Clone)]
-pub enum Mode {
+pub struct Mode {
+    /// What it speaks once the connection is established.
+    pub(crate) kind: Kind,
+    /// Whether each connection must open with a PROXY protocol header
+    /// (before TLS, on a TLS listener).
+    pub(crate) proxy_protocol: bool,
+}
+
+/// What a listener speaks.
+#[derive(Debug, Clone)]
+pub enum Kind {
     /// Cleartext HTTP/1.1, or HTTP/2 with prior knowledge (h2c).
     Plain,
     /// Cleartext; every request gets a 301 to the same URL over `https://`.
@@ -35,10 +46,14 @@ pub type SharedMode = Arc<ArcSwap<Mode>>;
 impl Mode {
     /// The mode `config` asks for; loads its certificates when it is a TLS listener.
     pub fn load(config: &ListenerConfig) -> Result<Self, ConfigError> {
-        Ok(match &config.tls {
-            Some(tls) => Mode::Tls(super::tls::server_config(tls)?),
-            None if config.redirect_https => Mode::RedirectHttps,
-            None => Mode::Plain,
+        let kind = match &config.tls {
+            Some(tls) => Kind::Tls(super::tls::server_config(tls)?),
+            None if config.redirect_https => Kind::RedirectHttps,
+            None => Kind::Plain,
+        };
+        Ok(Mode {
+            kind,
+            proxy_protocol: config.proxy_protocol,
         })
     }
 }
@@ -56,6 +71,10 @@ pub fn reload(shared: &SharedMode, config: &ListenerConfig) {
         Err(error) => {
             error!(listen = %config.addr, %error,
                 "cannot load TLS certificates; the listener keeps its current ones");
+            // The rest of the listener's settings still follow the file.
+            let mut kept = Mode::clone(&shared.load());
+            kept.proxy_protocol = config.proxy_protocol;
+            shared.store(Arc::new(kept));
         }
     }
 }
@@ -64,6 +83,26 @@ pub fn reload(shared: &SharedMode, config: &ListenerConfig) {
 /// without a usable host). Both are access-logged and counted under the
 /// unrouted upstream `""`; the 400 is also logged with its reason.
 pub(crate) fn redirect<B>(
+    mut req: Request<B>,
+    snapshot: &Snapshot,
+    conn: &ConnInfo,
+) -> Response<ResponseBody> {
+    // `request_id`: logged, and on the answer, as on a proxied request's.
+    let id = snapshot
+        .config
+        .server
+        .request_id
+        .as_ref()
+        .map(|name| (name, crate::request_id::ensure(req.headers_mut(), name)));
+    let mut resp = redirect_answer(req, snapshot, conn);
+    if let Some((name, id)) = id {
+        resp.headers_mut().insert(name.clone(), id);
+    }
+    resp
+}
+
+/// [`redirect`]'s answer, before the request id.
+fn redirect_answer<B>(
     req: Request<B>,
     snapshot: &Snapshot,
     conn: &ConnInfo,
