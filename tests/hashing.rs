@@ -70,6 +70,8 @@ async fn two_weir_processes_agree_on_every_key_and_removing_a_server_moves_only_
     for owner in &before {
         *counts.entry(owner.as_str()).or_default() += 1;
     }
+    // Printed for the record (`cargo test --test hashing -- --nocapture`).
+    println!("keys per server, weights a=1 b=2 c=1: {counts:?}");
     for (name, weight) in [("a", 1.0), ("b", 2.0), ("c", 1.0)] {
         let expected = KEYS as f64 * weight / 4.0;
         let got = counts.get(name).copied().unwrap_or(0) as f64;
@@ -92,6 +94,7 @@ async fn two_weir_processes_agree_on_every_key_and_removing_a_server_moves_only_
         .filter(|(was, now)| was == now)
         .count();
     let others = before.iter().filter(|was| *was != "b").count();
+    println!("b removed: {kept} of the {others} keys of a and c stayed put");
     assert!(
         kept as f64 >= 0.95 * others as f64,
         "only {kept} of the {others} keys of a and c stayed put"
