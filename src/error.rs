@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -64,6 +65,20 @@ pub enum ProxyError {
         /// The client address weir resolved.
         client: std::net::IpAddr,
     },
+    /// The route's rate limit refuses the request; its bucket has room again after `retry_after`.
+    #[error("over the rate limit of route {route}; room again in {retry_after:?}")]
+    RateLimited {
+        /// The route's label.
+        route: Arc<str>,
+        /// Until one more request would be allowed.
+        retry_after: Duration,
+    },
+    /// A global rate limit could not ask Redis, and `[redis] fail = "closed"`.
+    #[error("rate limit of route {route} cannot reach Redis, and [redis] fail = \"closed\"")]
+    LimitUnavailable {
+        /// The route's label.
+        route: Arc<str>,
+    },
     /// The request's host is missing, doubled or malformed.
     #[error(transparent)]
     Host(#[from] HostError),
@@ -103,7 +118,10 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
-            ProxyError::NoServer { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::NoServer { .. } | ProxyError::LimitUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Connect { .. }
             | ProxyError::Upstream { .. }
             | ProxyError::UnsolicitedUpgrade { .. } => StatusCode::BAD_GATEWAY,
@@ -112,6 +130,15 @@ impl ProxyError {
             ProxyError::ClientBody(_) | ProxyError::Host(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyStalled { .. } => StatusCode::REQUEST_TIMEOUT,
         }
+    }
+
+    /// Whether it is a route's policy working as configured (a rate limit),
+    /// logged at debug rather than warn: a client over its limit is no fault.
+    pub fn is_policy(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::RateLimited { .. } | ProxyError::LimitUnavailable { .. }
+        )
     }
 
     /// The server a failed request is counted against, if any was tried.
@@ -123,6 +150,8 @@ impl ProxyError {
             | ProxyError::UnsolicitedUpgrade { server } => Some(*server),
             ProxyError::NoRoute
             | ProxyError::Forbidden { .. }
+            | ProxyError::RateLimited { .. }
+            | ProxyError::LimitUnavailable { .. }
             | ProxyError::NoServer { .. }
             | ProxyError::BodyTooLarge
             | ProxyError::ClientBody(_)

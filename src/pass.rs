@@ -8,7 +8,7 @@ use std::sync::Arc;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::access::AccessRecord;
 use crate::affinity::Affinity;
@@ -184,8 +184,15 @@ pub(crate) fn error_response_for(
     metrics: Recording,
 ) -> Response<ResponseBody> {
     let status = err.status();
-    warn!(status = status.as_u16(), client = %conn.peer, method = %head.method,
-        path = head.uri.path(), reason = %err, "request failed");
+    // Rate limits are logged at debug: the limit working; Redis's failures
+    // are logged (once per interval) where they happen.
+    if err.is_policy() {
+        debug!(status = status.as_u16(), client = %conn.peer, method = %head.method,
+            path = head.uri.path(), reason = %err, "request refused");
+    } else {
+        warn!(status = status.as_u16(), client = %conn.peer, method = %head.method,
+            path = head.uri.path(), reason = %err, "request failed");
+    }
     let mut resp = plain_response(status, own_answer(record, metrics, status));
     // RFC 9110 §15.5.9: weir gave up waiting; the rest of the body will not
     // be read, so the connection cannot carry another request.

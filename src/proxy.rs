@@ -6,7 +6,6 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body as _, Incoming};
 use tokio::time::Instant;
-use tracing::debug;
 
 use crate::access::AccessRecord;
 use crate::affinity;
@@ -19,9 +18,8 @@ use crate::forward::Deadlines;
 use crate::headers::{client_ip, prepare_upstream_request, Peer, Underscores};
 use crate::host::request_host;
 use crate::pass::{
-    error_response, own_answer, pass, plain_response, Answer, ConnInfo, Forwarding, RequestHead,
+    error_response, error_response_for, own_answer, pass, Answer, ConnInfo, Forwarding, RequestHead,
 };
-use crate::ratelimit::{Refusal, RouteLimiter};
 use crate::request_id;
 use crate::rewrite;
 use crate::snapshot::{RouteTarget, Snapshot};
@@ -62,14 +60,23 @@ async fn serve(
         Err(resp) => return resp,
     };
     if let (Some(limiter), Some(req)) = (target.rate_limit.as_deref(), &forwarding.req) {
-        if let Err(refusal) = limiter.admit(req.headers()).await {
+        if let Err(err) = limiter.admit(req.headers()).await {
             let Forwarding {
                 record,
                 metrics,
                 head,
                 ..
             } = forwarding;
-            return refused(limiter, refusal, conn, &head, record, metrics);
+            let retry_after = match err {
+                ProxyError::RateLimited { retry_after, .. } => Some(retry_after),
+                _ => None,
+            };
+            let mut resp = error_response_for(err, conn, &head, record, metrics);
+            if let Some(retry_after) = retry_after {
+                resp.headers_mut()
+                    .extend(limiter.denied_headers(retry_after));
+            }
+            return resp;
         }
     }
     if let Some(cache) = &target.cache {
@@ -164,38 +171,6 @@ fn prepare<'a>(
         answer,
     };
     Ok((forwarding, target))
-}
-
-/// weir's answer to a request its route's rate limit refused: 429 with when
-/// to retry, or 503 when Redis cannot be asked and `[redis] fail = "closed"`.
-/// Logged at debug only: a client over its limit is the limit working, and
-/// Redis failures are logged (once per interval) where they happen.
-fn refused(
-    limiter: &RouteLimiter,
-    refusal: Refusal,
-    conn: &ConnInfo,
-    head: &RequestHead,
-    record: Option<Box<AccessRecord>>,
-    metrics: Recording,
-) -> Response<ResponseBody> {
-    let status = match refusal {
-        Refusal::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
-        Refusal::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    // The key itself (an API key, say) is not logged.
-    let retry_after_ms = match refusal {
-        Refusal::Limited(wait) => u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-        Refusal::Unavailable => 0,
-    };
-    debug!(status = status.as_u16(), client = %conn.peer, method = %head.method,
-        path = head.uri.path(), route = %limiter.route, retry_after_ms,
-        "request refused by rate limit");
-    let mut resp = plain_response(status, own_answer(record, metrics, status));
-    if let Refusal::Limited(retry_after) = refusal {
-        resp.headers_mut()
-            .extend(limiter.denied_headers(retry_after));
-    }
-    resp
 }
 
 /// The client's request rewritten for `target`'s upstream: hop-by-hop headers out (an

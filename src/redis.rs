@@ -1,5 +1,5 @@
 //! The Redis client weir instances share state through (`[redis]`): global
-//! rate limits now, a shared cache tier later.
+//! rate limits and the shared cache tier.
 //!
 //! One multiplexed connection (the `redis` crate's `ConnectionManager`):
 //! concurrent calls from every worker thread are pipelined on it, and it
@@ -12,6 +12,7 @@
 //! - failures are counted (`weir_redis_errors_total`) and logged at warn at
 //!   most once per [`WARN_EVERY`].
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -127,27 +128,36 @@ impl RedisClient {
         keys: &[K],
         args: &[A],
     ) -> Result<T, RedisError> {
+        let mut call = script.prepare_invoke();
+        for key in keys {
+            call.key(key);
+        }
+        for arg in args {
+            call.arg(arg);
+        }
+        self.call(|mut conn| async move { call.invoke_async(&mut conn).await })
+            .await
+    }
+
+    /// Runs one call made by `f` on the shared connection, bounded by
+    /// `[redis] timeout`; skipped at once while backing off after a failure.
+    pub(crate) async fn call<T, F, Fut>(&self, f: F) -> Result<T, RedisError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
         let retry_at = self.retry_at.load(Ordering::Relaxed);
         if retry_at != 0 && self.now_ms() < retry_at {
             self.stats.redis_errors.fetch_add(1, Ordering::Relaxed);
             return Err(RedisError::BackingOff);
         }
+        let timeout = self.settings.timeout;
         let result = match self.manager() {
-            Ok(mut conn) => {
-                let mut call = script.prepare_invoke();
-                for key in keys {
-                    call.key(key);
-                }
-                for arg in args {
-                    call.arg(arg);
-                }
-                let timeout = self.settings.timeout;
-                match tokio::time::timeout(timeout, call.invoke_async(&mut conn)).await {
-                    Ok(Ok(value)) => Ok(value),
-                    Ok(Err(e)) => Err(RedisError::Redis(e)),
-                    Err(_) => Err(RedisError::Timeout(timeout)),
-                }
-            }
+            Ok(conn) => match tokio::time::timeout(timeout, f(conn)).await {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(e)) => Err(RedisError::Redis(e)),
+                Err(_) => Err(RedisError::Timeout(timeout)),
+            },
             Err(e) => Err(e),
         };
         match &result {
@@ -184,12 +194,12 @@ impl RedisClient {
                 .compare_exchange(last, now + 1, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            let fail = match self.settings.fail {
-                RedisFail::Open => "open: requests are let through",
-                RedisFail::Closed => "closed: requests get 503",
+            let rate_limits = match self.settings.fail {
+                RedisFail::Open => "let through",
+                RedisFail::Closed => "503",
             };
-            warn!(url = %self.settings.url, error = %error, fail,
-                retry_in_ms = backoff, "Redis unavailable");
+            warn!(url = %self.settings.url, error = %error, rate_limits,
+                cache = "memory only", retry_in_ms = backoff, "Redis unavailable");
         }
     }
 }

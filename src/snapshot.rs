@@ -91,7 +91,11 @@ impl Snapshot {
                 Arc::new(Upstream::new(u.clone(), old.map(|o| &**o)))
             })
             .collect();
-        let cache = Cache::build(&config, previous.and_then(|p| p.cache.as_ref()));
+        let cache = Cache::build(
+            &config,
+            redis.as_ref(),
+            previous.and_then(|p| p.cache.as_ref()),
+        );
         let routes = config
             .routes
             .iter()

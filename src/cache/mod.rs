@@ -25,6 +25,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, Request};
 
 use crate::config::{CacheSettings, Config, RouteCacheConfig};
+use crate::redis::RedisClient;
 pub use entry::Outcome;
 use entry::{Entry, Key, Variants};
 pub(crate) use fill::Fill;
@@ -93,16 +94,13 @@ pub(crate) struct RouteCache {
 impl Cache {
     /// The cache for `config`, carrying `previous`'s entries, counters and
     /// locks over; `None` when no `[cache]` is configured.
-    pub fn build(config: &Config, previous: Option<&Arc<Cache>>) -> Option<Arc<Cache>> {
+    pub(crate) fn build(
+        config: &Config,
+        redis: Option<&Arc<RedisClient>>,
+        previous: Option<&Arc<Cache>>,
+    ) -> Option<Arc<Cache>> {
         let settings = config.cache.clone()?;
-        let shared =
-            config
-                .redis
-                .as_ref()
-                .and_then(|r| match previous.and_then(|p| p.shared.as_ref()) {
-                    Some(old) if old.url() == r.url => Some(old.clone()),
-                    _ => SharedTier::new(&r.url),
-                });
+        let shared = redis.map(|r| SharedTier::new(r.clone()));
         let cache = match previous {
             Some(old) => Cache {
                 memory: if old.memory.capacity == settings.memory {

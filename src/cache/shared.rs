@@ -1,16 +1,15 @@
 //! The Redis tier (`shared = true` routes): an entry fetched by one weir
 //! instance is a hit on another.
 //!
-//! Redis is a help, never a dependency: every call is bounded by a short
-//! timeout, and after a failure the tier stays out of the way for a while
-//! (requests see memory only) before it tries again. Writes happen in the
-//! background, off the request path.
+//! Redis is a help, never a dependency: calls go through `[redis]`'s client
+//! (`crate::redis`), bounded by `[redis] timeout` and skipped while it backs
+//! off after a failure, so requests then see memory only. Writes happen in
+//! the background, off the request path.
 //!
 //! A stored value is `[u32 big-endian length][JSON head][body]`, under the key
 //! `weir:cache:{G|H}:{host} {path?query}` with a TTL that covers its fresh
 //! time and the stale windows.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,38 +17,19 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;
 use http_cache_semantics::CachePolicy;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands as _;
 use serde::{Deserialize, Serialize};
-use tokio::sync::OnceCell;
-use tracing::warn;
 
 use super::entry::{Entry, Key, Pending};
+use crate::redis::RedisClient;
 
-/// The longest a Redis call may take before the request goes on without it.
-const CALL_TIMEOUT: Duration = Duration::from_millis(250);
-/// How long the tier stays out of the way after a failure.
-const BACKOFF: Duration = Duration::from_secs(1);
 /// Keys a purge asks `SCAN` for at a time.
 const SCAN_BATCH: usize = 1000;
 
-/// The connection to `[redis] url`.
-#[derive(Clone)]
+/// The cache's use of `[redis]`'s client.
+#[derive(Clone, Debug)]
 pub(crate) struct SharedTier {
-    url: Arc<str>,
-    client: redis::Client,
-    /// Made on first use, inside the runtime; it reconnects by itself.
-    conn: Arc<OnceCell<ConnectionManager>>,
-    /// Unix milliseconds until which Redis is skipped after a failure.
-    skip_until_ms: Arc<AtomicU64>,
-}
-
-impl std::fmt::Debug for SharedTier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedTier")
-            .field("url", &self.url)
-            .finish_non_exhaustive()
-    }
+    redis: Arc<RedisClient>,
 }
 
 /// What is stored besides the body.
@@ -63,84 +43,19 @@ struct Head {
 }
 
 impl SharedTier {
-    /// A tier on `url`; `None` (logged) when the URL is not one the client understands.
-    pub(crate) fn new(url: &str) -> Option<Self> {
-        match redis::Client::open(url) {
-            Ok(client) => Some(SharedTier {
-                url: url.into(),
-                client,
-                conn: Arc::default(),
-                skip_until_ms: Arc::default(),
-            }),
-            Err(error) => {
-                warn!(%url, %error, "redis url not usable; the shared cache tier is off");
-                None
-            }
-        }
-    }
-
-    /// The URL it talks to.
-    pub(crate) fn url(&self) -> &str {
-        &self.url
-    }
-
-    /// The connection, unless Redis failed a moment ago.
-    async fn connection(&self) -> Option<ConnectionManager> {
-        if unix_ms(SystemTime::now()) < self.skip_until_ms.load(Ordering::Relaxed) {
-            return None;
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CALL_TIMEOUT))
-            .set_response_timeout(Some(CALL_TIMEOUT))
-            .set_number_of_retries(1);
-        let made = self
-            .conn
-            .get_or_try_init(|| async {
-                ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-            })
-            .await;
-        match made {
-            Ok(conn) => Some(conn.clone()),
-            Err(error) => {
-                self.failed(&error);
-                None
-            }
-        }
-    }
-
-    /// Keeps Redis out of the way for a while after `error`.
-    fn failed(&self, error: &dyn std::fmt::Display) {
-        let until = unix_ms(SystemTime::now() + BACKOFF);
-        let before = self.skip_until_ms.swap(until, Ordering::Relaxed);
-        // One line per outage, not one per request.
-        if before < unix_ms(SystemTime::now()) {
-            warn!(url = %self.url, %error, "redis failed; the cache serves from memory only for now");
-        }
-    }
-
-    /// Runs one Redis call, bounded; a failure is logged once and yields `None`.
-    async fn call<T, F>(&self, f: impl FnOnce(ConnectionManager) -> F) -> Option<T>
-    where
-        F: std::future::Future<Output = redis::RedisResult<T>>,
-    {
-        let conn = self.connection().await?;
-        match tokio::time::timeout(CALL_TIMEOUT, f(conn)).await {
-            Ok(Ok(value)) => Some(value),
-            Ok(Err(error)) => {
-                self.failed(&error);
-                None
-            }
-            Err(_) => {
-                self.failed(&"timed out");
-                None
-            }
-        }
+    /// The tier on `redis`.
+    pub(crate) fn new(redis: Arc<RedisClient>) -> Self {
+        SharedTier { redis }
     }
 
     /// The entry stored for `key`, if Redis has one and answers in time.
     pub(crate) async fn get(&self, key: &Key) -> Option<Entry> {
         let name = redis_key(key);
-        let value: Option<Vec<u8>> = self.call(|mut c| async move { c.get(name).await }).await?;
+        let value: Option<Vec<u8>> = self
+            .redis
+            .call(|mut c| async move { c.get(name).await })
+            .await
+            .ok()?;
         decode(&value?)
     }
 
@@ -158,10 +73,11 @@ impl SharedTier {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let tier = self.clone();
+        let redis = self.redis.clone();
         runtime.spawn(async move {
             let name = redis_key(&key);
-            let _: Option<()> = tier
+            // A failure is counted and logged by the client; the entry stays in memory.
+            let _: Result<(), _> = redis
                 .call(|mut c| async move { c.pset_ex(name, value, ms).await })
                 .await;
         });
@@ -169,13 +85,11 @@ impl SharedTier {
 
     /// Drops the entries a purge of `host` (all when `None`) and path prefix `path` covers.
     pub(crate) async fn purge(&self, host: Option<&str>, path: &str) {
-        let Some(mut conn) = self.connection().await else {
-            return;
-        };
         let mut cursor: u64 = 0;
         // Bounded: SCAN ends when the cursor comes back to 0; the cap is a guard.
         for _ in 0..100_000 {
-            let scanned: Option<(u64, Vec<String>)> = self
+            let scanned: Result<(u64, Vec<String>), _> = self
+                .redis
                 .call(|mut c| async move {
                     redis::cmd("SCAN")
                         .arg(cursor)
@@ -187,7 +101,7 @@ impl SharedTier {
                         .await
                 })
                 .await;
-            let Some((next, names)) = scanned else {
+            let Ok((next, names)) = scanned else {
                 return;
             };
             let doomed: Vec<String> = names
@@ -195,9 +109,11 @@ impl SharedTier {
                 .filter(|n| parse_key(n).is_some_and(|k| k.purged_by(host, path)))
                 .collect();
             if !doomed.is_empty() {
-                let deleted: Result<(), _> = conn.del(doomed).await;
-                if let Err(error) = deleted {
-                    self.failed(&error);
+                let deleted: Result<(), _> = self
+                    .redis
+                    .call(|mut c| async move { c.del(doomed).await })
+                    .await;
+                if deleted.is_err() {
                     return;
                 }
             }

@@ -1107,6 +1107,31 @@ fn header_rules_cannot_touch_weir_s_own_headers() {
 }
 
 #[test]
+fn header_rules_cannot_touch_the_request_id() {
+    let server = format!("{LISTEN}\nrequest_id = \"X-Request-Id\"");
+    for (rules, key) in [
+        (
+            "request_headers = { remove = [\"x-request-id\"] }",
+            "route[0].request_headers.remove[0]",
+        ),
+        (
+            "response_headers = { set = { \"X-Request-ID\" = \"1\" } }",
+            "route[0].response_headers.set.X-Request-ID",
+        ),
+    ] {
+        let src = doc(&server, UP, &format!("{ROUTE}\n{rules}"));
+        fails(&src, 13, key, "is [server] request_id");
+    }
+    // Without `request_id`, the header is the app's to change.
+    let src = doc(
+        LISTEN,
+        UP,
+        &format!("{ROUTE}\nrequest_headers = {{ remove = [\"x-request-id\"] }}"),
+    );
+    assert!(parse(&src, Path::new("weir.toml")).is_ok());
+}
+
+#[test]
 fn header_rules_need_valid_names_and_values() {
     let route = |rules: &str| format!("{ROUTE}\n{rules}");
     for (rules, key, msg) in [

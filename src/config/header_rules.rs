@@ -42,8 +42,16 @@ const FORWARDING: [&str; 5] = [
     "x-forwarded-host",
 ];
 
-/// Why `name` may not be changed by a rule on `side`, if it may not.
-fn protected(name: &HeaderName, side: Side) -> Option<&'static str> {
+/// Why `name` may not be changed by a rule on `side`, if it may not;
+/// `request_id` is `[server] request_id`.
+fn protected(
+    name: &HeaderName,
+    side: Side,
+    request_id: Option<&HeaderName>,
+) -> Option<&'static str> {
+    if request_id == Some(name) {
+        return Some("is [server] request_id, which weir sets on both sides, and cannot be changed by a rule");
+    }
     let name = name.as_str();
     if FRAMING.contains(&name) {
         return Some("frames the message and cannot be changed by a rule");
@@ -65,6 +73,7 @@ pub(crate) fn header_rules(
     cx: &mut Cx<'_>,
     raw: Option<&Spanned<RawHeaderRules>>,
     side: Side,
+    request_id: Option<&HeaderName>,
     key: &(impl Display + ?Sized),
 ) -> HeaderRules {
     let Some(raw) = raw.map(Spanned::get_ref) else {
@@ -73,13 +82,13 @@ pub(crate) fn header_rules(
     let mut rules = HeaderRules::default();
     for (i, name) in raw.remove.iter().enumerate() {
         let key = format!("{key}.remove[{i}]");
-        if let Some(name) = checked_name(cx, name, side, &key) {
+        if let Some(name) = checked_name(cx, name, side, request_id, &key) {
             rules.remove.push(name);
         }
     }
     for (name, value) in &raw.set {
         let key = format!("{key}.set.{}", name.get_ref());
-        let Some(parsed) = checked_name(cx, name, side, &key) else {
+        let Some(parsed) = checked_name(cx, name, side, request_id, &key) else {
             continue;
         };
         if rules.remove.contains(&parsed) {
@@ -108,6 +117,7 @@ fn checked_name(
     cx: &mut Cx<'_>,
     name: &Spanned<String>,
     side: Side,
+    request_id: Option<&HeaderName>,
     key: &str,
 ) -> Option<HeaderName> {
     let text = name.get_ref();
@@ -119,7 +129,7 @@ fn checked_name(
         ));
         return None;
     };
-    if let Some(why) = protected(&parsed, side) {
+    if let Some(why) = protected(&parsed, side, request_id) {
         cx.record(cx.err(name.span(), key, format!("\"{text}\" {why}")));
         return None;
     }

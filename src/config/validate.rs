@@ -47,7 +47,15 @@ pub(crate) fn validate(
     let upstreams = upstreams(&mut cx, raw.upstream);
     let cache = raw.cache.map(|raw| cache(&mut cx, raw));
     let redis = raw.redis.as_ref().and_then(|r| redis(&mut cx, r));
-    let routes = routes(&mut cx, raw.route, &upstreams, &cache, raw.redis.is_some());
+    let request_id = server.as_ref().and_then(|s| s.request_id.as_ref());
+    let routes = routes(
+        &mut cx,
+        raw.route,
+        &upstreams,
+        &cache,
+        raw.redis.is_some(),
+        request_id,
+    );
     let Some(server) = server else {
         // Reported first, as before validation went on past a mistake.
         let missing = cx.err(
@@ -914,6 +922,7 @@ fn routes(
     upstreams: &[UpstreamConfig],
     cache: &Option<CacheSettings>,
     has_redis: bool,
+    request_id: Option<&http::HeaderName>,
 ) -> Vec<RouteConfig> {
     if raw.is_empty() {
         cx.record(cx.err(0..0, "route", "at least one [[route]] is required"));
@@ -985,12 +994,14 @@ fn routes(
                 cx,
                 r.request_headers.as_ref(),
                 Side::Request,
+                request_id,
                 &format_args!("route[{i}].request_headers"),
             ),
             response_headers: header_rules(
                 cx,
                 r.response_headers.as_ref(),
                 Side::Response,
+                request_id,
                 &format_args!("route[{i}].response_headers"),
             ),
             access: crate::access_list::AccessList::new(allow, deny),

@@ -25,6 +25,7 @@ use std::time::Duration;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::{LimitKey, LimitScope, RateLimitConfig, RedisFail, RouteConfig};
+use crate::error::ProxyError;
 use crate::headers::X_REAL_IP;
 use crate::redis::RedisClient;
 
@@ -47,15 +48,6 @@ pub(crate) enum Verdict {
         retry_after: Duration,
     },
     /// The bucket could not be read (Redis unreachable or too slow).
-    Unavailable,
-}
-
-/// Why a request is not forwarded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    /// Over the limit (429); room again after this long.
-    Limited(Duration),
-    /// Redis could not be asked and `[redis] fail = "closed"` (503).
     Unavailable,
 }
 
@@ -107,13 +99,19 @@ impl RouteLimiter {
 
     /// Takes one request of `headers` (as weir forwards them, with the
     /// client address it resolved in `X-Real-IP`) from its bucket; an error
-    /// is the request's refusal.
-    pub(crate) async fn admit(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+    /// is the request's refusal: 429, or 503 when Redis cannot be asked and
+    /// `[redis] fail = "closed"`.
+    pub(crate) async fn admit(&self, headers: &HeaderMap) -> Result<(), ProxyError> {
         match self.check(headers).await {
             Verdict::Allow => Ok(()),
-            Verdict::Deny { retry_after } => Err(Refusal::Limited(retry_after)),
+            Verdict::Deny { retry_after } => Err(ProxyError::RateLimited {
+                route: self.route.clone(),
+                retry_after,
+            }),
             Verdict::Unavailable => match self.redis().map(RedisClient::fail) {
-                Some(RedisFail::Closed) => Err(Refusal::Unavailable),
+                Some(RedisFail::Closed) => Err(ProxyError::LimitUnavailable {
+                    route: self.route.clone(),
+                }),
                 _ => Ok(()),
             },
         }
