@@ -189,6 +189,8 @@ NGINX_CMD=("$NGINX_BIN" -p "$T/nginx/" -e stderr -c "$T/nginx.conf")
 # log), no access log, files under $T/nginx; an upstream over BACKEND_PORTS keeping up to
 # KEEPALIVE idle connections per worker; 127.0.0.1:PORT proxying everything to it over
 # HTTP/1.1 with the forwarding headers weir sets, plus the DIRECTIVEs in its location.
+# NGINX_HTTP holds directives for the http block (a proxy_cache_path, say).
+declare -a NGINX_HTTP=()
 nginx_conf() {
     local workers=$1 conns=$2 keepalive=$3 port=$4 d
     shift 4
@@ -205,6 +207,7 @@ nginx_conf() {
         echo "    access_log off;"
         echo "    keepalive_requests 1000000000;   # no client reconnect churn (default 1000)"
         for d in client_body proxy fastcgi uwsgi scgi; do echo "    ${d}_temp_path $T/nginx/tmp/$d;"; done
+        for d in "${NGINX_HTTP[@]}"; do echo "    $d"; done
         echo "    upstream bench {"
         for d in "${BACKEND_PORTS[@]}"; do echo "        server 127.0.0.1:$d;"; done
         echo "        keepalive $keepalive;"

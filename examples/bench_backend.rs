@@ -4,13 +4,15 @@
 //! on a single current-thread tokio runtime and answers every request with
 //! `200 OK` and the same 94-byte body, keep-alive on. The comparison script
 //! starts one process per port so that each backend can be pinned and its CPU
-//! time read on its own.
+//! time read on its own. `GET /backend-requests` answers how many other
+//! requests the process has answered (`benches/cache.sh` reads it).
 //!
 //! Build: `cargo build --release --example bench_backend`.
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -25,7 +27,15 @@ use tokio::net::TcpListener;
 /// The response body: 94 bytes, like the backends behind BENCHMARKING.md's figures.
 const BODY: &[u8; 94] = b"{\"service\":\"bench-backend\",\"status\":\"ok\",\"message\":\"hello from the weir benchmark backend!!\"}\n";
 
-async fn answer(_req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+/// Requests answered, but for `/backend-requests` itself.
+static ANSWERED: AtomicU64 = AtomicU64::new(0);
+
+async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.uri().path() == "/backend-requests" {
+        let count = ANSWERED.load(Ordering::Relaxed).to_string();
+        return Ok(Response::new(Full::new(Bytes::from(count))));
+    }
+    ANSWERED.fetch_add(1, Ordering::Relaxed);
     let mut resp = Response::new(Full::new(Bytes::from_static(BODY)));
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
