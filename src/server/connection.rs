@@ -164,7 +164,10 @@ struct Conn {
     activity: Arc<Activity>,
 }
 
-async fn serve_http<I>(io: I, conn: Conn, protocol: Protocol)
+/// Serves the connection's requests. The set-up runs before the future is
+/// made, so that the future, which lives as long as the connection, holds
+/// only what serving needs, not also the arguments it was made from.
+fn serve_http<I>(io: I, conn: Conn, protocol: Protocol) -> impl Future<Output = ()> + Send
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -207,31 +210,33 @@ where
             busy: Some(busy),
         }
     });
-    let h2 = match protocol {
-        Protocol::H2 => true,
-        Protocol::Http1 => false,
-        Protocol::Auto | Protocol::Redirect => match io.starts_with_h2_preface().await {
-            Ok(h2) => h2,
-            Err(error) => {
-                debug!(client = %peer, %error, "client connection ended before its first request");
-                return;
-            }
-        },
-    };
-    let result = if h2 {
-        serve_h2(io, service, &ctx).await
-    } else {
-        serve_h1(io, service, &ctx, peer).await
-    };
-    if let Err(e) = result {
-        if e.is_parse() || e.is_parse_too_large() {
-            // One hyper did not answer (an HTTP/2 preface on an HTTP/1.1
-            // connection), or whose answer could not be held back.
-            info!(client = %peer, error = %e, "malformed request");
-        } else if e.is_timeout() {
-            info!(client = %peer, error = %e, "client timed out");
+    async move {
+        let h2 = match protocol {
+            Protocol::H2 => true,
+            Protocol::Http1 => false,
+            Protocol::Auto | Protocol::Redirect => match io.starts_with_h2_preface().await {
+                Ok(h2) => h2,
+                Err(error) => {
+                    debug!(client = %peer, %error, "client connection ended before its first request");
+                    return;
+                }
+            },
+        };
+        let result = if h2 {
+            serve_h2(io, service, &ctx).await
         } else {
-            debug!(client = %peer, error = %e, "client connection ended with an error");
+            serve_h1(io, service, &ctx, peer).await
+        };
+        if let Err(e) = result {
+            if e.is_parse() || e.is_parse_too_large() {
+                // One hyper did not answer (an HTTP/2 preface on an HTTP/1.1
+                // connection), or whose answer could not be held back.
+                info!(client = %peer, error = %e, "malformed request");
+            } else if e.is_timeout() {
+                info!(client = %peer, error = %e, "client timed out");
+            } else {
+                debug!(client = %peer, error = %e, "client connection ended with an error");
+            }
         }
     }
 }
@@ -281,81 +286,91 @@ where
 
 /// Serves HTTP/1.1 requests until the connection closes, parking it whenever
 /// it has been idle for [`super::deadlines::PARK_AFTER`] (see [`super::parking`]).
-async fn serve_h1<I, S>(
+///
+/// Not an `async fn`: its arguments would be kept in the future beside the
+/// variables they are moved into, for the life of the connection.
+fn serve_h1<I, S>(
     mut io: ClientIo<I>,
     mut service: S,
     ctx: &ServeContext,
     peer: SocketAddr,
-) -> hyper::Result<()>
+) -> impl Future<Output = hyper::Result<()>> + Send + '_
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Handler,
 {
     let activity = io.activity().clone();
     io.hold_back_own_answers();
-    // At most one round per time the client wakes a parked connection.
-    loop {
-        // Boxed, so that a parked connection's task is small.
-        let mut conn = Box::new(
-            ctx.http1
-                .serve_connection(TokioIo::new(io), service)
-                .with_upgrades(),
-        );
-        let ended = tokio::select! {
-            biased;
-            result = &mut conn => Some(result),
-            _ = ctx.shutdown.raised() => {
-                // Finish the request in progress with `Connection: close`; close if idle.
-                Pin::new(&mut *conn).graceful_shutdown();
-                Some(conn.as_mut().await)
-            }
-            // The socket's timer asks by waking this task, which polls it.
-            () = future::poll_fn(|_| match activity.take_park_request() {
-                true => Poll::Ready(()),
-                false => Poll::Pending,
-            }) => {
-                // Idle: hyper stops at once, and `ClientIo` keeps the socket open.
-                Pin::new(&mut *conn).graceful_shutdown();
-                conn.as_mut().await.err().map(Err)
-            }
-        };
-        if let Some(result) = ended {
-            return match result {
-                Err(error) => refuse(*conn, error, ctx, peer).await,
-                Ok(()) => Ok(()),
-            };
-        }
-        let Some(parts) = conn.into_parts() else {
-            return Ok(());
-        };
-        io = parts.io.into_inner();
-        io.unread(&parts.read_buf);
-        // hyper's read buffer goes now, not when the client next sends.
-        drop(parts.read_buf);
-        service = parts.service;
-        if io.has_unread() {
-            // The start of a pipelined head, which came while the previous
-            // request was in progress: from now its header deadline runs, and
-            // the connection is not asked to park again.
-            activity.on_read();
-        } else {
-            let _parked = ctx.snapshot.load().stats.connection_parked();
-            let woken = tokio::select! {
+    async move {
+        // At most one round per time the client wakes a parked connection.
+        loop {
+            // Boxed, so that a parked connection's task is small.
+            let mut conn = Box::new(
+                ctx.http1
+                    .serve_connection(TokioIo::new(io), service)
+                    .with_upgrades(),
+            );
+            let ended = tokio::select! {
                 biased;
-                woken = io.wait_for_client() => woken,
-                // Idle connections close at shutdown.
-                _ = ctx.shutdown.raised() => return Ok(()),
+                result = &mut conn => Some(result),
+                _ = ctx.shutdown.raised() => {
+                    // Finish the request in progress with `Connection: close`; close if idle.
+                    Pin::new(&mut *conn).graceful_shutdown();
+                    Some(conn.as_mut().await)
+                }
+                // The socket's timer asks by waking this task, which polls it.
+                () = future::poll_fn(|_| match activity.take_park_request() {
+                    true => Poll::Ready(()),
+                    false => Poll::Pending,
+                }) => {
+                    // Idle: hyper stops at once, and `ClientIo` keeps the socket open.
+                    Pin::new(&mut *conn).graceful_shutdown();
+                    conn.as_mut().await.err().map(Err)
+                }
             };
-            match woken {
-                Ok(true) => {}
-                Ok(false) => return Ok(()),
-                Err(error) => {
-                    debug!(%error, "parked client connection closed");
+            if let Some(result) = ended {
+                return match result {
+                    // Boxed: rare, and every connection's task would otherwise
+                    // be as large as its state.
+                    Err(error) => Box::pin(refuse(conn, error, ctx, peer)).await,
+                    Ok(()) => Ok(()),
+                };
+            }
+            // In a block, so that `parts` is not kept in the task while parked.
+            {
+                let Some(parts) = conn.into_parts() else {
                     return Ok(());
+                };
+                io = parts.io.into_inner();
+                io.unread(&parts.read_buf);
+                // hyper's read buffer goes now, not when the client next sends.
+                drop(parts.read_buf);
+                service = parts.service;
+            }
+            if io.has_unread() {
+                // The start of a pipelined head, which came while the previous
+                // request was in progress: from now its header deadline runs, and
+                // the connection is not asked to park again.
+                activity.on_read();
+            } else {
+                let _parked = ctx.snapshot.load().stats.connection_parked();
+                let woken = tokio::select! {
+                    biased;
+                    woken = io.wait_for_client() => woken,
+                    // Idle connections close at shutdown.
+                    _ = ctx.shutdown.raised() => return Ok(()),
+                };
+                match woken {
+                    Ok(true) => {}
+                    Ok(false) => return Ok(()),
+                    Err(error) => {
+                        debug!(%error, "parked client connection closed");
+                        return Ok(());
+                    }
                 }
             }
+            activity.resumed();
         }
-        activity.resumed();
     }
 }
 
@@ -364,7 +379,7 @@ where
 /// begun and not finished within `header_read_timeout`, which hyper does not
 /// answer, weir answers 408, as HAProxy does.
 async fn refuse<I, S>(
-    conn: UpgradeableConnection<TokioIo<ClientIo<I>>, S>,
+    conn: Box<UpgradeableConnection<TokioIo<ClientIo<I>>, S>>,
     error: hyper::Error,
     ctx: &ServeContext,
     peer: SocketAddr,
@@ -373,7 +388,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Handler,
 {
-    let Some(parts) = conn.into_parts() else {
+    let Some(parts) = (*conn).into_parts() else {
         return Err(error);
     };
     let mut io = parts.io.into_inner();
