@@ -28,8 +28,10 @@ use crate::error::{ProxyError, UpstreamError};
 use crate::exchange::{arrived_frame, EarlyFrame, Exchange};
 use crate::upstream::{InFlightGuard, Upstream, UpstreamBody};
 
-/// Pooled connections found closed before a request went out, retried without
-/// counting as a try (a keep-alive race), at most this many times.
+/// Pooled connections found closed before a request went out — or closed by
+/// the server as it arrived, before any byte of an answer, with the request
+/// still whole — retried without counting as a try (a keep-alive race), at
+/// most this many times.
 const STALE_RETRIES: u32 = 3;
 
 /// When an exchange must be over.
