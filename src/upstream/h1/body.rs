@@ -105,7 +105,11 @@ impl State {
         };
         if let Some(writer) = self.writer.as_mut() {
             match writer.poll_write(cx, &mut conn.stream) {
-                Poll::Ready(Ok(())) => self.writer = None,
+                Poll::Ready(Ok(())) => {
+                    if let Some(writer) = self.writer.take() {
+                        conn.out = writer.into_buffer();
+                    }
+                }
                 Poll::Ready(Err(WriteError::Body(error))) => return self.fail(error, cx),
                 // The server stopped reading the request; its answer may still be whole.
                 Poll::Ready(Err(WriteError::Io(_))) => {

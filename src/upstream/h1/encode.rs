@@ -220,6 +220,11 @@ where
         (!self.touched).then_some(self.body)
     }
 
+    /// The buffer the request was encoded in, for the next request.
+    pub(super) fn into_buffer(self) -> BytesMut {
+        self.staging
+    }
+
     /// Writes what it can and reads the body on; ready once the whole
     /// request is written.
     pub(super) fn poll_write<W: AsyncWrite + Unpin>(

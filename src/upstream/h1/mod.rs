@@ -48,6 +48,10 @@ pub(crate) struct Conn {
     stream: TcpStream,
     /// Bytes read from the server and not yet taken.
     buf: BytesMut,
+    /// Where requests are encoded, kept from one request to the next.
+    out: BytesMut,
+    /// Scratch room for parsing a response head.
+    fields: Vec<parse::Field>,
     /// Whether it carried a response before: a failure before any byte of
     /// the next answer may then be the server closing it while it was idle.
     reused: bool,
@@ -63,6 +67,8 @@ impl Conn {
         Self {
             stream,
             buf: BytesMut::new(),
+            out: BytesMut::new(),
+            fields: Vec::new(),
             reused: false,
             home,
         }
@@ -120,7 +126,7 @@ impl Conn {
                 }
             }
             // Bounded: each pass takes one head out of a buffer of at most MAX_HEAD.
-            while let Some(head) = parse::head(&mut self.buf)? {
+            while let Some(head) = parse::head(&mut self.buf, &mut self.fields)? {
                 if !head.status.is_informational() || head.status == StatusCode::SWITCHING_PROTOCOLS
                 {
                     return Poll::Ready(Ok(head));
@@ -187,7 +193,8 @@ pub(crate) async fn send(
         error,
         request: None,
     })?;
-    let mut head = BytesMut::new();
+    let mut head = std::mem::take(&mut conn.out);
+    head.clear();
     encode::head(&parts, &mut head);
     let mut writer = Writer::new(head, body, framing);
     let mut sending = Sending::default();
@@ -209,7 +216,12 @@ pub(crate) async fn send(
         })?;
     // A request whose writing failed leaves the connection unusable after this answer.
     let reusable = reusable && sending.failed.is_none();
-    let writer = (!sending.sent && sending.failed.is_none()).then(|| Box::new(writer));
+    let writer = if sending.sent {
+        conn.out = writer.into_buffer();
+        None
+    } else {
+        sending.failed.is_none().then(|| Box::new(writer))
+    };
     let mut resp = Response::new(Body::new(conn, decoder, writer, reusable));
     *resp.status_mut() = head.status;
     *resp.version_mut() = head.version;

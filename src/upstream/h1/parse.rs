@@ -1,6 +1,8 @@
 //! The response head, read with `httparse`, and how its body is framed
 //! (RFC 9112 §6.3).
 
+use std::mem::MaybeUninit;
+
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Version};
@@ -28,21 +30,34 @@ pub(super) struct Head {
     pub(super) keep_alive: bool,
 }
 
-/// Where a header's name and value lie in the head's bytes.
-#[derive(Debug, Clone, Copy, Default)]
-struct Field {
+/// Where a header's name and value lie in the head's bytes; a connection
+/// keeps a list of them to parse into, so no response pays for initialising
+/// room for a hundred.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Field {
     name: (usize, usize),
     value: (usize, usize),
 }
 
 /// Reads a response head at the start of `buf`, taking it out when it is
-/// complete; `None` while more bytes are needed.
-pub(super) fn head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
-    let mut fields = [Field::default(); MAX_HEADERS];
-    let (len, code, version, count, reason) = {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut headers);
-        let len = match response.parse(buf) {
+/// complete; `None` while more bytes are needed. `fields` is scratch room.
+pub(super) fn head(
+    buf: &mut BytesMut,
+    fields: &mut Vec<Field>,
+) -> Result<Option<Head>, UpstreamError> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    fields.clear();
+    let (len, code, version, reason) = {
+        let mut headers = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            buf,
+            &mut headers,
+        );
+        let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(None),
             Ok(httparse::Status::Partial) => {
@@ -58,10 +73,10 @@ pub(super) fn head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
             let from = s.as_ptr() as usize - start;
             (from, from + s.len())
         };
-        for (field, header) in fields.iter_mut().zip(response.headers.iter()) {
-            field.name = at(header.name.as_bytes());
-            field.value = at(header.value);
-        }
+        fields.extend(response.headers.iter().map(|header| Field {
+            name: at(header.name.as_bytes()),
+            value: at(header.value),
+        }));
         let code = response.code.unwrap_or_default();
         let usual = StatusCode::from_u16(code)
             .ok()
@@ -70,7 +85,7 @@ pub(super) fn head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
             .reason
             .filter(|r| usual != Some(*r))
             .map(|r| Bytes::copy_from_slice(r.as_bytes()));
-        (len, code, response.version, response.headers.len(), reason)
+        (len, code, response.version, reason)
     };
     let bytes = buf.split_to(len).freeze();
     let status =
@@ -79,10 +94,10 @@ pub(super) fn head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
         Some(1) => Version::HTTP_11,
         _ => Version::HTTP_10,
     };
-    let mut headers = HeaderMap::with_capacity(count);
+    let mut headers = HeaderMap::with_capacity(fields.len());
     let mut keep_alive = version == Version::HTTP_11;
     let mut close = false;
-    for field in &fields[..count] {
+    for field in fields.iter() {
         let name = HeaderName::from_bytes(&bytes[field.name.0..field.name.1])
             .map_err(|_| UpstreamError::Malformed("invalid header name"))?;
         let value = HeaderValue::from_maybe_shared(bytes.slice(field.value.0..field.value.1))
@@ -161,7 +176,7 @@ mod tests {
     use super::*;
 
     fn parse(bytes: &[u8]) -> Result<Option<Head>, UpstreamError> {
-        head(&mut BytesMut::from(bytes))
+        head(&mut BytesMut::from(bytes), &mut Vec::new())
     }
 
     fn framed(bytes: &str, method: http::Method) -> Result<(Decoder, bool), UpstreamError> {
@@ -176,7 +191,9 @@ mod tests {
     #[test]
     fn a_head_is_read_whole_and_taken_out_of_the_buffer() {
         let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nA: 1\r\nB: x y\r\n\r\nbody"[..]);
-        let head = head(&mut buf).expect("valid").expect("complete");
+        let head = head(&mut buf, &mut Vec::new())
+            .expect("valid")
+            .expect("complete");
         assert_eq!(head.status, 200);
         assert_eq!(head.version, Version::HTTP_11);
         assert_eq!(head.headers["a"], "1");
