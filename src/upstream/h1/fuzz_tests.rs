@@ -106,7 +106,7 @@ fn read(wire: &[u8], step: usize) -> Outcome {
         more
     };
     let mut head = loop {
-        match parse::head(&mut buf, &mut fields) {
+        match parse::head(&mut buf, &mut fields, &mut http::HeaderMap::new()) {
             Ok(Some(head)) if head.status.is_informational() && head.status != 101 => {}
             Ok(Some(head)) => break head,
             Ok(None) if feed(&mut buf) => {}

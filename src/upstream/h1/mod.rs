@@ -26,7 +26,7 @@ use std::sync::Weak;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use http::{Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use tokio::net::TcpStream;
 
 pub(crate) use body::Body;
@@ -108,12 +108,16 @@ impl Conn {
     }
 
     /// Writes the request on and reads until a final response head has
-    /// arrived; interim (1xx) responses are skipped.
+    /// arrived; interim (1xx) responses are skipped. The response's headers
+    /// go into `spare`'s room: the request's header map, no longer needed
+    /// once an answer has begun to arrive (and the request then cannot be
+    /// given back for another try).
     fn poll_head(
         &mut self,
         cx: &mut Context<'_>,
         writer: &mut Writer,
         sending: &mut Sending,
+        spare: &mut HeaderMap,
     ) -> Poll<Result<Head, UpstreamError>> {
         loop {
             if !sending.sent && sending.failed.is_none() {
@@ -126,7 +130,7 @@ impl Conn {
                 }
             }
             // Bounded: each pass takes one head out of a buffer of at most MAX_HEAD.
-            while let Some(head) = parse::head(&mut self.buf, &mut self.fields)? {
+            while let Some(head) = parse::head(&mut self.buf, &mut self.fields, spare)? {
                 if !head.status.is_informational() || head.status == StatusCode::SWITCHING_PROTOCOLS
                 {
                     return Poll::Ready(Ok(head));
@@ -198,7 +202,9 @@ pub(crate) async fn send(
     encode::head(&parts, &mut head);
     let mut writer = Writer::new(head, body, framing);
     let mut sending = Sending::default();
-    let mut head = match poll_fn(|cx| conn.poll_head(cx, &mut writer, &mut sending)).await {
+    let headers = &mut parts.headers;
+    let polled = poll_fn(|cx| conn.poll_head(cx, &mut writer, &mut sending, headers)).await;
+    let mut head = match polled {
         Ok(head) => head,
         Err(error) => {
             let again = conn.reused && !sending.answered && writer.untouched() && is_stale(&error);

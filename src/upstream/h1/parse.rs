@@ -40,10 +40,13 @@ pub(super) struct Field {
 }
 
 /// Reads a response head at the start of `buf`, taking it out when it is
-/// complete; `None` while more bytes are needed. `fields` is scratch room.
+/// complete; `None` while more bytes are needed. `fields` is scratch room;
+/// the head's headers go into `spare`'s room (taken, cleared), as hyper
+/// reuses the request's header map for the response.
 pub(super) fn head(
     buf: &mut BytesMut,
     fields: &mut Vec<Field>,
+    spare: &mut HeaderMap,
 ) -> Result<Option<Head>, UpstreamError> {
     if buf.is_empty() {
         return Ok(None);
@@ -94,7 +97,9 @@ pub(super) fn head(
         Some(1) => Version::HTTP_11,
         _ => Version::HTTP_10,
     };
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    let mut headers = std::mem::take(spare);
+    headers.clear();
+    headers.reserve(fields.len());
     let mut keep_alive = version == Version::HTTP_11;
     let mut close = false;
     for field in fields.iter() {
@@ -176,7 +181,11 @@ mod tests {
     use super::*;
 
     fn parse(bytes: &[u8]) -> Result<Option<Head>, UpstreamError> {
-        head(&mut BytesMut::from(bytes), &mut Vec::new())
+        head(
+            &mut BytesMut::from(bytes),
+            &mut Vec::new(),
+            &mut HeaderMap::new(),
+        )
     }
 
     fn framed(bytes: &str, method: http::Method) -> Result<(Decoder, bool), UpstreamError> {
@@ -191,7 +200,7 @@ mod tests {
     #[test]
     fn a_head_is_read_whole_and_taken_out_of_the_buffer() {
         let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nA: 1\r\nB: x y\r\n\r\nbody"[..]);
-        let head = head(&mut buf, &mut Vec::new())
+        let head = head(&mut buf, &mut Vec::new(), &mut HeaderMap::new())
             .expect("valid")
             .expect("complete");
         assert_eq!(head.status, 200);
