@@ -35,10 +35,10 @@ use futures_util::Stream;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
 use http_body::{Body, Frame};
-use hyper::body::Incoming;
 use tokio_util::io::{poll_read_buf, StreamReader};
 
 use crate::body::BoxError;
+use crate::upstream::UpstreamBody;
 
 /// Responses declared shorter than this are sent as they are: the
 /// encoding's own overhead and the CPU would buy next to nothing.
@@ -332,7 +332,7 @@ const OUTPUT_CHUNK: usize = 16 * 1024;
 const MIN_SPARE: usize = 2 * 1024;
 
 /// An upstream body, compressed as it streams.
-pub struct Compressed<B = Incoming> {
+pub struct Compressed<B = UpstreamBody> {
     encoder: Encoder<B>,
     /// Compressed bytes not yet handed out; split off as each frame.
     out: BytesMut,

@@ -34,7 +34,7 @@ pub enum ProxyError {
         /// The server.
         server: SocketAddr,
         /// What went wrong.
-        source: hyper::Error,
+        source: UpstreamError,
     },
     /// The upstream did not send a response head within `response_timeout`.
     #[error("upstream {server} did not answer within {timeout:?}")]
@@ -49,7 +49,7 @@ pub enum ProxyError {
     BodyTooLarge,
     /// Reading the client's request body failed (the client went away mid-upload).
     #[error("client request body failed: {}", Causes(.0))]
-    ClientBody(hyper::Error),
+    ClientBody(UpstreamError),
     /// The client's request body sent nothing for `body_read_timeout`, so its
     /// request to the upstream was cancelled.
     #[error("request body stalled past body_read_timeout; request to {server} of upstream {upstream} cancelled")]
@@ -175,6 +175,45 @@ impl fmt::Display for Causes<'_> {
             cause = error.source();
         }
         Ok(())
+    }
+}
+
+/// What went wrong in an exchange with a server: in hyper's client (h2c
+/// upstreams and upgrades) or in weir's own HTTP/1.1 client.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// hyper's client failed.
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+    /// Reading from or writing to the server failed.
+    #[error("upstream connection failed")]
+    Io(#[source] io::Error),
+    /// The server closed the connection before its response was complete.
+    #[error("connection closed before the response was complete")]
+    Closed,
+    /// The response head is not HTTP/1.1 as `httparse` reads it.
+    #[error("malformed response head")]
+    Head(#[source] httparse::Error),
+    /// The response breaks a rule of HTTP/1.1 framing (RFC 9112).
+    #[error("malformed response: {0}")]
+    Malformed(&'static str),
+    /// The request body failed on its way: the client's doing.
+    #[error("request body failed")]
+    RequestBody(#[source] crate::body::BoxError),
+    /// The request body is longer or shorter than its `Content-Length` says;
+    /// it is cut off rather than sent wrong.
+    #[error("request body does not match its content-length")]
+    BodyLength,
+}
+
+impl UpstreamError {
+    /// Whether the client's request body failed, and not the server.
+    pub fn is_client_body(&self) -> bool {
+        match self {
+            UpstreamError::Hyper(error) => error.is_user(),
+            UpstreamError::RequestBody(_) | UpstreamError::BodyLength => true,
+            _ => false,
+        }
     }
 }
 

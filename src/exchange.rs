@@ -22,8 +22,9 @@ use crate::access::AccessRecord;
 use crate::body::{BodyProgress, BoxError};
 use crate::cache::Fill;
 use crate::compress::{Coding, Compressed};
+use crate::error::UpstreamError;
 use crate::stats::UpstreamStats;
-use crate::upstream::{InFlightGuard, PooledConn, ServerState};
+use crate::upstream::{InFlightGuard, PooledConn, ServerState, UpstreamBody};
 
 /// The body weir sends to the client.
 #[derive(Debug)]
@@ -44,7 +45,7 @@ enum Source {
     /// The upstream's response body, after its first frame if that was taken early.
     Upstream {
         first: Option<EarlyFrame>,
-        body: Incoming,
+        body: UpstreamBody,
     },
     /// The upstream's response body, compressed as it streams (`compress`);
     /// boxed, as the encoder's state is large and most responses have none.
@@ -56,7 +57,9 @@ enum Source {
 pub struct Exchange {
     /// Keeps the server's in-flight count up until the body is done.
     pub guard: Option<InFlightGuard>,
-    /// The upstream connection, reusable once the body was read whole.
+    /// hyper's handle on the upstream connection (h2c, upgrades), held
+    /// while the body streams. weir's own HTTP/1.1 connections travel in the
+    /// body instead, and go back to their pool from there.
     pub conn: Option<PooledConn>,
     /// The access log line to write at the end, when access logging is on.
     pub record: Option<Box<AccessRecord>>,
@@ -85,11 +88,6 @@ impl Exchange {
         if let Some(fill) = self.fill.take().filter(|_| complete) {
             fill.complete();
         }
-        if complete {
-            if let Some(conn) = self.conn.take() {
-                conn.release();
-            }
-        }
         // One clock read for both.
         let ended = Instant::now();
         if let Some(record) = self.record.take() {
@@ -114,7 +112,7 @@ impl ResponseBody {
     }
 
     /// The upstream's body, streamed (and cut off at the exchange's deadline).
-    pub fn upstream(body: Incoming, mut exchange: Exchange) -> Self {
+    pub fn upstream(body: UpstreamBody, mut exchange: Exchange) -> Self {
         Self {
             source: Source::Upstream {
                 first: exchange.first.take(),
@@ -128,7 +126,7 @@ impl ResponseBody {
     }
 
     /// The upstream's body compressed with `coding`, otherwise as [`ResponseBody::upstream`].
-    pub fn compressed(body: Incoming, mut exchange: Exchange, coding: Coding) -> Self {
+    pub fn compressed(body: UpstreamBody, mut exchange: Exchange, coding: Coding) -> Self {
         let first = exchange.first.take();
         Self {
             source: Source::Compressed(Box::new(Compressed::new(body, first, coding))),
@@ -241,7 +239,7 @@ impl Drop for ResponseBody {
 /// from its first chunk (a malformed chunk line) is then the upstream's error,
 /// answered with 502 rather than cut off after a good-looking head. Looks
 /// without waiting; a body of known length is not looked at.
-pub fn arrived_frame(body: &mut Incoming) -> Result<Option<EarlyFrame>, hyper::Error> {
+pub fn arrived_frame(body: &mut UpstreamBody) -> Result<Option<EarlyFrame>, UpstreamError> {
     if body.is_end_stream() || body.size_hint().exact().is_some() {
         return Ok(None);
     }

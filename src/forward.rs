@@ -17,19 +17,21 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::{Body, Incoming};
+use http_body::Body as _;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::access::AccessRecord;
 use crate::affinity::Affinity;
 use crate::body::{BodyProgress, BodyTooLarge, RequestBody};
-use crate::error::ProxyError;
+use crate::error::{ProxyError, UpstreamError};
 use crate::exchange::{arrived_frame, EarlyFrame, Exchange};
-use crate::upstream::{InFlightGuard, Upstream};
+use crate::upstream::{InFlightGuard, Upstream, UpstreamBody};
 
-/// Pooled connections found closed before a request went out, retried without
-/// counting as a try (a keep-alive race), at most this many times.
+/// Pooled connections found closed before a request went out — or closed by
+/// the server as it arrived, before any byte of an answer, with the request
+/// still whole — retried without counting as a try (a keep-alive race), at
+/// most this many times.
 const STALE_RETRIES: u32 = 3;
 
 /// When an exchange must be over.
@@ -67,7 +69,7 @@ pub async fn forward(
     req: &mut Option<Request<RequestBody>>,
     record: &mut Option<Box<AccessRecord>>,
     terms: Terms<'_>,
-) -> Result<(Response<Incoming>, Exchange), ProxyError> {
+) -> Result<(Response<UpstreamBody>, Exchange), ProxyError> {
     let Terms {
         deadlines,
         affinity,
@@ -104,7 +106,7 @@ pub async fn forward(
                 previous = %error, "retrying on another server");
         }
         let guard = InFlightGuard::new(server.state.clone());
-        let mut conn = match server.pool.checkout().await {
+        let mut conn = match server.pool.checkout(upgrading).await {
             Ok(conn) => conn,
             Err(source) => {
                 warn!(upstream = %cfg.name, server = %addr, error = %source, "connect failed");
@@ -178,7 +180,7 @@ pub async fn forward(
                 if is_body_too_large(&error) {
                     return Err(ProxyError::BodyTooLarge);
                 }
-                if error.is_user() {
+                if error.is_client_body() {
                     // The client's body failed (it went away mid-upload): not the server's fault.
                     return Err(ProxyError::ClientBody(error));
                 }
@@ -262,7 +264,7 @@ async fn response_head<F: Future>(
 /// not: a `101` to a request that asked for no upgrade, or a body already
 /// known to be broken (a malformed first chunk) before its head is sent.
 fn admit(
-    resp: &mut Response<Incoming>,
+    resp: &mut Response<UpstreamBody>,
     upgrading: bool,
     server: SocketAddr,
 ) -> Result<Option<EarlyFrame>, ProxyError> {
@@ -290,7 +292,7 @@ fn copy_bodiless(req: &Request<RequestBody>) -> Request<RequestBody> {
     copy
 }
 
-fn is_body_too_large(error: &hyper::Error) -> bool {
+fn is_body_too_large(error: &UpstreamError) -> bool {
     let mut source = error.source();
     // Bounded by the depth of the error chain.
     while let Some(e) = source {

@@ -30,8 +30,9 @@
 //!   limits, local (in-process GCRA) or global (GCRA in Redis).
 //! - `redis`: the shared Redis client (timeout, backoff, counted failures)
 //!   that global limits use.
-//! - `upstream`: servers, their runtime state and connection pools;
-//!   `health`: active health checks.
+//! - `upstream`: servers, their runtime state and connection pools, and
+//!   weir's own HTTP/1.1 client (`upstream::h1`), which the request's task
+//!   drives with no task of its own; `health`: active health checks.
 //! - `routing` and `balance`: pure lookup and selection logic.
 //! - `body`, `error`, `stats`: the request body, failures and their
 //!   statuses, plain counters; `compress`: response compression (`compress

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 use tracing::{debug, warn};
 
 use crate::access::AccessRecord;
@@ -21,7 +20,7 @@ use crate::forward::{forward, Deadlines, Terms};
 use crate::headers::strip_hop_by_hop;
 use crate::snapshot::Snapshot;
 use crate::upgrade::{TunnelContext, TunnelLimits, UpgradeRequest};
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamBody};
 
 /// What weir knows about the client connection a request came on.
 #[derive(Debug, Clone)]
@@ -105,7 +104,7 @@ pub(crate) struct Answer<'a> {
 /// route's header rules applied, the body carrying the exchange's
 /// bookkeeping (compressed when the plan says so), and a tunnel opened after a `101`.
 fn client_response(
-    resp: Response<Incoming>,
+    resp: Response<UpstreamBody>,
     mut exchange: Exchange,
     mut metrics: Recording,
     upgrade: Option<UpgradeRequest>,

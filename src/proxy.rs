@@ -222,8 +222,9 @@ fn upstream_request(
     if wants_trailers {
         parts.headers.insert(header::TE, te_trailers());
     }
-    // hyper's client sends a GET, HEAD or CONNECT whose body has no declared
-    // length as if it had none; naming the framing makes it stream the body.
+    // hyper's client (which upgrade requests still take) sends a GET, HEAD
+    // or CONNECT whose body has no declared length as if it had none; naming
+    // the framing makes it stream the body. weir's own client chunks it anyway.
     if upstream.config.protocol == UpstreamProtocol::Http1 && has_unsized_body(&body) {
         parts.headers.insert(
             header::TRANSFER_ENCODING,

@@ -6,69 +6,25 @@
 //! weir keeps open past its timeouts.
 #![no_main]
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::runtime::Runtime;
-use tokio::sync::mpsc;
-use weir::daemon::{Control, Daemon};
 
 /// Longest weir may take to answer or close once the client has sent
 /// everything and closed its side: the timeouts below, with room to spare.
 const HANG_LIMIT: Duration = Duration::from_secs(5);
 
-/// The weir under test, its runtime, and the sender that keeps it running.
-struct Live {
-    rt: Runtime,
-    addr: SocketAddr,
-    _control: mpsc::Sender<Control>,
-}
+#[path = "live.rs"]
+mod live;
+
+use live::Live;
 
 fn live() -> &'static Live {
     static LIVE: OnceLock<Live> = OnceLock::new();
-    LIVE.get_or_init(|| {
-        // weir serves each connection in a task, where a panic would only
-        // end that task: make every panic a crash libFuzzer sees.
-        std::panic::set_hook(Box::new(|info| {
-            eprintln!("{info}");
-            std::process::abort();
-        }));
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let (addr, control) = rt.block_on(async {
-            let backend = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            let backend_addr = backend.local_addr().expect("backend address");
-            tokio::spawn(serve_backend(backend));
-            let toml = format!(
-                "[server]\nlisten = \"127.0.0.1:0\"\nheader_read_timeout = \"200ms\"\n\
-                 idle_timeout = \"300ms\"\n[log]\naccess = \"off\"\n\
-                 [[upstream]]\nname = \"app\"\nservers = [\"{backend_addr}\"]\n\
-                 response_timeout = \"1s\"\nrequest_timeout = \"1s\"\n\
-                 [[route]]\nupstream = \"app\"\n"
-            );
-            let config = weir::config::parse(&toml, Path::new("fuzz.toml")).expect("config");
-            let daemon = Daemon::start("fuzz.toml".into(), config)
-                .await
-                .expect("weir starts");
-            let addr = daemon.local_addrs()[0];
-            let (control, controls) = mpsc::channel(1);
-            tokio::spawn(daemon.run(controls));
-            (addr, control)
-        });
-        Live {
-            rt,
-            addr,
-            _control: control,
-        }
-    })
+    LIVE.get_or_init(|| live::start(serve_backend))
 }
 
 /// Reads each request head weir forwards, checks it, and answers 200 with

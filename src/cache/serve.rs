@@ -11,7 +11,6 @@ use std::time::SystemTime;
 use http::header;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -27,7 +26,7 @@ use crate::forward::{forward, Deadlines, Terms};
 use crate::headers::strip_hop_by_hop;
 use crate::pass::{error_response_for, own_answer, pass, ConnInfo, Forwarding};
 use crate::snapshot::Snapshot;
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamBody};
 
 /// Answers a request on a cached route.
 pub(crate) async fn serve(
@@ -344,7 +343,7 @@ fn refresh(
 }
 
 /// Reads a body to its end, storing it through `fill`.
-async fn drain(body: Incoming, mut exchange: Exchange, fill: Option<Box<Fill>>) {
+async fn drain(body: UpstreamBody, mut exchange: Exchange, fill: Option<Box<Fill>>) {
     exchange.fill = fill;
     let mut body = ResponseBody::upstream(body, exchange);
     while let Some(frame) = body.frame().await {

@@ -1,11 +1,15 @@
 //! Upstream pools: servers, their runtime state and their connections.
 
+mod body;
+mod h1;
+mod idle;
 mod pool;
 mod sender;
 mod state;
 
 use std::sync::Arc;
 
+pub use body::UpstreamBody;
 pub(crate) use pool::{Pool, PooledConn};
 pub(crate) use sender::te_trailers;
 pub(crate) use sender::{for_h2, handshake_h2};

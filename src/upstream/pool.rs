@@ -6,39 +6,22 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::Authority;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper::client::conn::http2;
+use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
+use super::h1;
+use super::idle::{IdleList, IDLE_TIMEOUT};
 use super::sender::{handshake_h2, Sender};
 use crate::body::RequestBody;
 use crate::config::UpstreamProtocol;
 use crate::error::ConnectError;
-use crate::runtime;
 
-/// How long an idle pooled connection is trusted to still be open.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Idle senders with the time they went idle, for one worker.
-type IdleList = Vec<(SendRequest<RequestBody>, Instant)>;
-
-/// One worker's idle list, on a cache line of its own so workers never contend.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-struct Shard(Mutex<IdleList>);
-
-/// Idle keep-alive connections to one server, reused most-recent first.
-///
-/// Each worker runtime has its own idle list (nginx's `keepalive` is per
-/// worker too): a connection's driver task runs on the worker that opened it,
-/// so handing it to another worker would cost a cross-thread wake-up on every
-/// request, and one shared list would be a lock every worker takes twice per request.
+/// Idle keep-alive connections to one server, and how to open new ones.
 #[derive(Debug)]
 pub(crate) struct Pool {
     /// Where new connections go.
@@ -47,8 +30,9 @@ pub(crate) struct Pool {
     connect_timeout: Duration,
     /// At most this many idle connections are kept per worker (`keepalive`).
     max_idle: usize,
-    /// Idle connections, one list per worker slot ([`runtime::worker_index`]).
-    idle: Box<[Shard]>,
+    /// Idle HTTP/1.1 connections; each connection holds a weak reference to
+    /// it, to come back once its response was read whole.
+    idle: Arc<IdleList<h1::Conn>>,
     /// HTTP/1.1 pooling, or one multiplexed h2c connection.
     protocol: UpstreamProtocol,
     /// The h2c connection every request shares; replaced when it closes. An
@@ -56,13 +40,11 @@ pub(crate) struct Pool {
     shared: tokio::sync::Mutex<Option<(http2::SendRequest<RequestBody>, Authority)>>,
 }
 
-/// A connection taken from (or new for) a pool; give it back with [`PooledConn::release`].
+/// A connection taken from (or new for) a pool, to send one request on.
 #[derive(Debug)]
 pub(crate) struct PooledConn {
     /// Sends the request on this connection.
     pub(crate) sender: Sender,
-    /// The pool it returns to.
-    pool: Arc<Pool>,
 }
 
 impl Pool {
@@ -77,9 +59,7 @@ impl Pool {
             addr,
             connect_timeout,
             max_idle,
-            idle: (0..runtime::worker_slots())
-                .map(|_| Shard::default())
-                .collect(),
+            idle: Arc::new(IdleList::new(max_idle)),
             protocol,
             shared: tokio::sync::Mutex::new(None),
         })
@@ -97,36 +77,62 @@ impl Pool {
             && self.protocol == protocol
     }
 
-    /// An idle connection that is still open, or a new one.
-    pub(crate) async fn checkout(self: &Arc<Self>) -> Result<PooledConn, ConnectError> {
+    /// An idle connection that is still open, or a new one. A request that
+    /// asks for an `upgrade` gets hyper's HTTP/1.1 client on it, which can
+    /// hand the connection over after a `101`.
+    pub(crate) async fn checkout(&self, upgrade: bool) -> Result<PooledConn, ConnectError> {
         if self.protocol == UpstreamProtocol::H2c {
             return Box::pin(self.checkout_shared()).await;
         }
+        let idle = self.pop_open();
+        if upgrade {
+            // Boxed: upgrades are rare, and the handshake's future would
+            // otherwise make every request's future larger.
+            return Box::pin(self.hyper_http1(idle)).await;
+        }
+        let conn = match idle {
+            Some(conn) => conn,
+            // Boxed, like the others: connecting is rare too.
+            None => h1::Conn::new(Box::pin(self.tcp()).await?, Arc::downgrade(&self.idle)),
+        };
+        Ok(PooledConn {
+            sender: Sender::Http1(Some(conn)),
+        })
+    }
+
+    /// The most recently idle connection the server has not closed.
+    fn pop_open(&self) -> Option<h1::Conn> {
         // Bounded: each iteration removes one entry from a list of at most `max_idle`.
-        while let Some((mut sender, since)) = self.pop_idle() {
-            if since.elapsed() >= IDLE_TIMEOUT || sender.is_closed() {
-                continue;
-            }
-            // A just-released connection may still be finishing its previous
-            // response; `ready` resolves at once then, or fails if it closed.
-            if sender.ready().await.is_ok() {
-                return Ok(PooledConn {
-                    sender: Sender::Http1(sender),
-                    pool: self.clone(),
-                });
+        while let Some((conn, since)) = self.idle.pop() {
+            if since.elapsed() < IDLE_TIMEOUT && conn.is_open() {
+                return Some(conn);
             }
         }
-        // Boxed, like `checkout_shared` above: connecting is rare, and its
-        // future would otherwise make every request's future larger.
-        let sender = Box::pin(self.connect()).await?;
+        None
+    }
+
+    /// hyper's HTTP/1.1 client, driven in a task, on `idle` or a new connection.
+    async fn hyper_http1(&self, idle: Option<h1::Conn>) -> Result<PooledConn, ConnectError> {
+        let stream = match idle {
+            Some(conn) => conn.into_stream(),
+            None => self.tcp().await?,
+        };
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(error) = conn.with_upgrades().await {
+                tracing::debug!(server = %addr, %error, "upstream connection ended with an error");
+            }
+        });
         Ok(PooledConn {
-            sender: Sender::Http1(sender),
-            pool: self.clone(),
+            sender: Sender::Upgrade(sender),
         })
     }
 
     /// A handle on the shared h2c connection, connecting when there is none or it closed.
-    async fn checkout_shared(self: &Arc<Self>) -> Result<PooledConn, ConnectError> {
+    async fn checkout_shared(&self) -> Result<PooledConn, ConnectError> {
         let mut shared = self.shared.lock().await;
         if shared.as_ref().is_none_or(|(s, _)| s.is_closed()) {
             let stream = self.tcp().await?;
@@ -140,7 +146,6 @@ impl Pool {
                 sender: sender.clone(),
                 fallback: fallback.clone(),
             },
-            pool: self.clone(),
         })
     }
 
@@ -150,49 +155,5 @@ impl Pool {
             .map_err(|_| ConnectError::Timeout(self.connect_timeout))??;
         stream.set_nodelay(true)?;
         Ok(stream)
-    }
-
-    async fn connect(&self) -> Result<SendRequest<RequestBody>, ConnectError> {
-        let stream = self.tcp().await?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await?;
-        let addr = self.addr;
-        tokio::spawn(async move {
-            if let Err(error) = conn.with_upgrades().await {
-                tracing::debug!(server = %addr, %error, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
-    }
-
-    fn pop_idle(&self) -> Option<(SendRequest<RequestBody>, Instant)> {
-        lock(self.shard()).pop()
-    }
-
-    /// The calling worker's idle list.
-    fn shard(&self) -> &Shard {
-        &self.idle[runtime::worker_index() % self.idle.len()]
-    }
-}
-
-fn lock(shard: &Shard) -> std::sync::MutexGuard<'_, IdleList> {
-    shard.0.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl PooledConn {
-    /// Returns the connection for reuse once its response has been read whole.
-    pub(crate) fn release(self) {
-        // An h2 handle is a clone of the shared connection: nothing to give back.
-        let Sender::Http1(sender) = self.sender else {
-            return;
-        };
-        if sender.is_closed() {
-            return;
-        }
-        let mut idle = lock(self.pool.shard());
-        if idle.len() < self.pool.max_idle {
-            idle.push((sender, Instant::now()));
-        }
     }
 }

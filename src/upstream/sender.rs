@@ -1,10 +1,12 @@
-//! Sending a request on an upstream connection, over HTTP/1.1 or HTTP/2 (h2c).
+//! Sending a request on an upstream connection: weir's own HTTP/1.1 client,
+//! or hyper's (HTTP/1.1 for upgrades, HTTP/2 for h2c).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use futures_util::future::Either;
+use futures_util::future::{self, Either};
+use futures_util::FutureExt as _;
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri, Version};
@@ -13,13 +15,19 @@ use hyper::client::conn::{http1, http2, TrySendError};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
+use super::body::UpstreamBody;
+use super::h1::{self, SendError};
 use crate::body::RequestBody;
+use crate::error::UpstreamError;
 
 /// The sending half of one upstream connection.
 #[derive(Debug)]
 pub(crate) enum Sender {
-    /// An HTTP/1.1 connection: one request at a time, pooled when idle.
-    Http1(http1::SendRequest<RequestBody>),
+    /// weir's own HTTP/1.1 client; the connection moves into the response
+    /// body, and from there back to its pool.
+    Http1(Option<h1::Conn>),
+    /// hyper's HTTP/1.1 client, for a request that asks for an upgrade.
+    Upgrade(http1::SendRequest<RequestBody>),
     /// A handle on a shared HTTP/2 connection: cloned per request, multiplexed.
     H2 {
         /// The shared connection.
@@ -30,20 +38,50 @@ pub(crate) enum Sender {
 }
 
 impl Sender {
-    /// Sends `req`; when nothing was sent, the error gives the request back.
+    /// Sends `req`; when it can go again on another connection, the error
+    /// gives the request back.
     ///
-    /// Not an `async fn`, which would hold `req` beside hyper's future holding
-    /// it too, in every request's future.
+    /// Not an `async fn`, which would hold `req` beside the inner future
+    /// holding it too, in every request's future. weir's own client's future
+    /// is boxed: it holds the request while it is written.
     pub(crate) fn try_send_request(
         &mut self,
         req: Request<RequestBody>,
-    ) -> impl Future<Output = Result<Response<Incoming>, TrySendError<Request<RequestBody>>>> {
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, SendError>> {
         match self {
-            Sender::Http1(sender) => Either::Left(sender.try_send_request(req)),
-            Sender::H2 { sender, fallback } => {
-                Either::Right(sender.try_send_request(for_h2(req, fallback)))
+            Sender::Http1(conn) => Either::Left(match conn.take() {
+                Some(conn) => Either::Left(
+                    Box::pin(h1::send(conn, req))
+                        .map(|sent| sent.map(|resp| resp.map(UpstreamBody::H1))),
+                ),
+                // A connection carries one request: a second is given back.
+                None => Either::Right(future::ready(Err(SendError {
+                    error: UpstreamError::Closed,
+                    request: Some(Box::new(req)),
+                }))),
+            }),
+            Sender::Upgrade(sender) => {
+                Either::Right(Either::Left(sender.try_send_request(req).map(from_hyper)))
             }
+            Sender::H2 { sender, fallback } => Either::Right(Either::Right(
+                sender
+                    .try_send_request(for_h2(req, fallback))
+                    .map(from_hyper),
+            )),
         }
+    }
+}
+
+/// hyper's answer in the shape of weir's own client's.
+fn from_hyper(
+    sent: Result<Response<Incoming>, TrySendError<Request<RequestBody>>>,
+) -> Result<Response<UpstreamBody>, SendError> {
+    match sent {
+        Ok(resp) => Ok(resp.map(UpstreamBody::Hyper)),
+        Err(mut error) => Err(SendError {
+            request: error.take_message().map(Box::new),
+            error: UpstreamError::Hyper(error.into_error()),
+        }),
     }
 }
 
