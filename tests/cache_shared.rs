@@ -1,76 +1,15 @@
 //! The shared (Redis) cache tier across two weir instances, with a real
-//! `redis-server` started on a free port for each test, and killed mid-test.
+//! `redis-server` (`common::RedisServer`) started on a free port for each
+//! test, and killed mid-test.
 
 mod common;
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-
-/// A `redis-server` child process, killed when dropped.
-struct RedisServer {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl RedisServer {
-    /// Starts one on a free port; `None` (the test skips) without the binary.
-    async fn start() -> Option<Self> {
-        let addr = free_port().await;
-        let child = Command::new("redis-server")
-            .args(["--port", &addr.port().to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let Ok(child) = child else {
-            eprintln!("SKIPPED: redis-server is not installed");
-            return None;
-        };
-        let server = RedisServer { child, addr };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Some(server)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://{}", self.addr)
-    }
-
-    /// Whether Redis holds `key`.
-    async fn exists(&self, key: &str) -> bool {
-        let client = redis::Client::open(self.url()).expect("redis url");
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("redis connection");
-        redis::cmd("EXISTS")
-            .arg(key)
-            .query_async::<i64>(&mut conn)
-            .await
-            .expect("EXISTS")
-            == 1
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn shared_config(origin: &Origin, redis: &str) -> String {
     format!(
@@ -124,9 +63,14 @@ async fn fetch(proxy: &Proxy, path: &str) -> (StatusCode, String, String) {
     (status, x_cache, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// Whether Redis holds `key`.
+fn exists(redis: &RedisServer, key: &str) -> bool {
+    redis.command(&["EXISTS", key]).as_deref() == Some(":1")
+}
+
 async fn wait_for_key(redis: &RedisServer, key: &str) {
     for _ in 0..500 {
-        if redis.exists(key).await {
+        if exists(redis, key) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -136,9 +80,7 @@ async fn wait_for_key(redis: &RedisServer, key: &str) {
 
 #[tokio::test]
 async fn an_entry_fetched_by_one_instance_is_a_hit_on_another() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
+    let redis = RedisServer::start();
     let origin = spawn_origin(&[("cache-control", "max-age=600")]).await;
     let a = spawn_proxy(&shared_config(&origin, &redis.url())).await;
     let b = spawn_proxy(&shared_config(&origin, &redis.url())).await;
@@ -157,22 +99,20 @@ async fn an_entry_fetched_by_one_instance_is_a_hit_on_another() {
     wait_for_key(&redis, "weir:cache:G:shared.test /other").await;
     let (status, _) = a.admin_post("/api/cache/purge?path=/other").await;
     assert_eq!(status, StatusCode::OK);
-    assert!(!redis.exists("weir:cache:G:shared.test /other").await);
+    assert!(!exists(&redis, "weir:cache:G:shared.test /other"));
     assert_eq!(fetch(&b, "/other").await.1, "MISS");
 }
 
 #[tokio::test]
 async fn redis_going_away_degrades_to_memory_only() {
-    let Some(mut redis) = RedisServer::start().await else {
-        return;
-    };
+    let mut redis = RedisServer::start();
     let origin = spawn_origin(&[("cache-control", "max-age=600")]).await;
     let a = spawn_proxy(&shared_config(&origin, &redis.url())).await;
     let b = spawn_proxy(&shared_config(&origin, &redis.url())).await;
     fetch(&a, "/before").await;
     wait_for_key(&redis, "weir:cache:G:shared.test /before").await;
 
-    redis.kill();
+    redis.stop();
     let started = Instant::now();
     for path in ["/after", "/after", "/before"] {
         let (status, _, _) = fetch(&a, path).await;
