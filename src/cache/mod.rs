@@ -235,7 +235,7 @@ impl Cache {
         route: &RouteCacheConfig,
         now: SystemTime,
     ) {
-        let window = route.stale_if_error.max(route.stale_while_revalidate);
+        let window = route.stale_window();
         let validators = entry.validators().next().is_some();
         let fresh = entry.stale_at.duration_since(now).unwrap_or_default();
         let keep_for = fresh
@@ -271,8 +271,8 @@ impl Cache {
         now: SystemTime,
     ) {
         if let Some(shared) = self.shared.as_ref().filter(|_| route.shared) {
-            let window = route.stale_if_error.max(route.stale_while_revalidate);
-            shared.put(key.clone(), entry.clone(), window + REVALIDATION_ROOM, now);
+            let keep = route.stale_window() + REVALIDATION_ROOM;
+            shared.put(key.clone(), entry.clone(), keep, now);
         }
         self.remember(key, entry, req, route, now);
     }

@@ -62,6 +62,13 @@ pub struct RouteCacheConfig {
     pub shared: bool,
 }
 
+impl RouteCacheConfig {
+    /// How long after going stale an entry may still be served, for either reason.
+    pub fn stale_window(&self) -> Duration {
+        self.stale_if_error.max(self.stale_while_revalidate)
+    }
+}
+
 /// `[redis]` settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisSettings {
