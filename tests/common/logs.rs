@@ -23,6 +23,15 @@ pub async fn log_lines(path: &Path, n: usize) -> Vec<String> {
 /// thread while the returned guard lives; with the proxy on the test's
 /// current-thread runtime, that is the proxy's own.
 pub fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
+    static ANCHOR: std::sync::Once = std::sync::Once::new();
+    // tracing caches each callsite's interest for the whole process, asked
+    // of the thread that reaches it first: a sibling test with no subscriber
+    // would fix a log line at "never" for this test too. With an anchor as the
+    // global default, every callsite is at least "sometimes", so each event
+    // asks its own thread's subscriber.
+    ANCHOR.call_once(|| {
+        let _ = tracing::subscriber::set_global_default(Anchor);
+    });
     let logs = Logs::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -31,6 +40,37 @@ pub fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
         .with_writer(move || writer.clone())
         .finish();
     (logs, tracing::subscriber::set_default(subscriber))
+}
+
+/// The global subscriber of the test processes: records nothing, and keeps
+/// every callsite's interest at "sometimes" (see [`capture_logs`]).
+struct Anchor;
+
+impl tracing::Subscriber for Anchor {
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
+
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        false
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, _: &tracing::Event<'_>) {}
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
 }
 
 /// Log output captured by [`capture_logs`].
