@@ -14,6 +14,7 @@
 use std::error::Error as _;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
@@ -63,148 +64,154 @@ pub struct Terms<'a> {
 /// Returns the upstream's response head and the bookkeeping its body must carry.
 ///
 /// The request is taken from the caller's `Option` rather than passed by
-/// value, so that this future does not hold a second copy of it.
-pub async fn forward(
-    upstream: &Upstream,
-    req: &mut Option<Request<RequestBody>>,
-    record: &mut Option<Box<AccessRecord>>,
-    terms: Terms<'_>,
-) -> Result<(Response<UpstreamBody>, Exchange), ProxyError> {
+/// value, so that this future does not hold a second copy of it; and for the
+/// same reason this is no `async fn`, whose arguments would be kept beside
+/// the variables they are moved into.
+pub fn forward<'a>(
+    upstream: &'a Upstream,
+    req: &'a mut Option<Request<RequestBody>>,
+    record: &'a mut Option<Box<AccessRecord>>,
+    terms: Terms<'a>,
+) -> impl Future<Output = Result<(Response<UpstreamBody>, Exchange), ProxyError>> + Send + 'a {
+    // Taken apart here: inside the future, the parts would be kept beside `terms`.
     let Terms {
         deadlines,
         affinity,
         body,
         upgrading,
     } = terms;
-    let cfg = &upstream.config;
-    // Only a bodiless idempotent request can be sent again after it went out.
-    let replayable = cfg.retries > 0
-        && upstream.servers.len() > 1
-        && req
-            .as_ref()
-            .is_some_and(|r| is_idempotent(r.method()) && r.body().is_end_stream());
-    let retry_deadline = cfg.retry_timeout.map(|t| deadlines.started + t);
-    let mut tried: Vec<usize> = Vec::new();
-    let mut stale_left = STALE_RETRIES;
-    let mut last_error: Option<ProxyError> = None;
+    async move {
+        let cfg = &upstream.config;
+        // Only a bodiless idempotent request can be sent again after it went out.
+        let replayable = cfg.retries > 0
+            && upstream.servers.len() > 1
+            && req
+                .as_ref()
+                .is_some_and(|r| is_idempotent(r.method()) && r.body().is_end_stream());
+        let retry_deadline = cfg.retry_timeout.map(|t| deadlines.started + t);
+        let mut tried: Vec<usize> = Vec::new();
+        let mut stale_left = STALE_RETRIES;
+        let mut last_error: Option<ProxyError> = None;
 
-    while tried.len() <= cfg.retries as usize {
-        if !tried.is_empty() && retry_deadline.is_some_and(|d| Instant::now() >= d) {
-            warn!(upstream = %cfg.name, "retry_timeout reached; no more retries");
-            break;
-        }
-        let Some(index) = upstream.pick(&tried, affinity) else {
-            break;
-        };
-        if !tried.is_empty() {
-            upstream.stats.record_retry();
-        }
-        let server = &upstream.servers[index];
-        let addr = server.config.addr;
-        if let Some(error) = &last_error {
-            warn!(upstream = %cfg.name, server = %addr, attempt = tried.len() + 1,
-                previous = %error, "retrying on another server");
-        }
-        let guard = InFlightGuard::new(server.state.clone());
-        let mut conn = match server.pool.checkout(upgrading).await {
-            Ok(conn) => conn,
-            Err(source) => {
-                warn!(upstream = %cfg.name, server = %addr, error = %source, "connect failed");
-                upstream.mark_failed(index);
-                tried.push(index);
-                last_error = Some(ProxyError::Connect {
-                    server: addr,
-                    source,
-                });
-                continue;
+        while tried.len() <= cfg.retries as usize {
+            if !tried.is_empty() && retry_deadline.is_some_and(|d| Instant::now() >= d) {
+                warn!(upstream = %cfg.name, "retry_timeout reached; no more retries");
+                break;
             }
-        };
-        // Copied from `req` before taking it: a borrowed `request` would be
-        // kept in this future across the await below.
-        let copy = replayable
-            .then(|| req.as_ref().map(copy_bodiless))
-            .flatten();
-        let Some(request) = req.take() else {
-            break;
-        };
-        let send = conn.sender.try_send_request(request);
-        let sent = response_head(send, cfg.response_timeout, deadlines, body).await;
-        let by_request_timeout = matches!(sent, Err(Late::Request(_)));
-        let error = match sent {
-            Ok(Ok(mut resp)) => match admit(&mut resp, upgrading, addr) {
-                Ok(first) => {
-                    if let Some((id, cookie)) = &server.sticky {
-                        if affinity.sticky != Some(*id) {
-                            resp.headers_mut()
-                                .append(http::header::SET_COOKIE, cookie.clone());
-                        }
-                    }
-                    if cfg.fail_on_status.contains(&resp.status().as_u16()) {
-                        upstream.mark_failed(index);
-                    } else {
-                        server.state.record_success();
-                    }
-                    if let Some(record) = record.as_mut() {
-                        record.answered_by(&cfg.name, addr, deadlines.started.elapsed());
-                    }
-                    let exchange = Exchange {
-                        guard: Some(guard),
-                        conn: Some(conn),
-                        record: record.take(),
-                        first,
-                        ..Exchange::default()
-                    };
-                    return Ok((resp, exchange));
-                }
-                Err(error) => error,
-            },
-            Ok(Err(mut error)) => {
-                if let (Some(unsent), Some(left)) =
-                    (error.take_message(), stale_left.checked_sub(1))
-                {
-                    info!(upstream = %cfg.name, server = %addr,
-                        "pooled connection was closed before sending; retrying");
-                    stale_left = left;
-                    *req = Some(unsent);
+            let Some(index) = upstream.pick(&tried, affinity) else {
+                break;
+            };
+            if !tried.is_empty() {
+                upstream.stats.record_retry();
+            }
+            let server = &upstream.servers[index];
+            let addr = server.config.addr;
+            if let Some(error) = &last_error {
+                warn!(upstream = %cfg.name, server = %addr, attempt = tried.len() + 1,
+                    previous = %error, "retrying on another server");
+            }
+            let guard = InFlightGuard::new(server.state.clone());
+            let mut conn = match server.pool.checkout(upgrading).await {
+                Ok(conn) => conn,
+                Err(source) => {
+                    warn!(upstream = %cfg.name, server = %addr, error = %source, "connect failed");
+                    upstream.mark_failed(index);
+                    tried.push(index);
+                    last_error = Some(ProxyError::Connect {
+                        server: addr,
+                        source,
+                    });
                     continue;
                 }
-                let error = error.into_error();
-                // Checked first: over HTTP/2 the stall shows only as a reset stream.
-                if body.is_some_and(BodyProgress::stalled) {
-                    // Dropping `conn` closes it: it is not given back to the pool.
-                    return Err(ProxyError::BodyStalled {
-                        upstream: cfg.name.clone(),
+            };
+            // Copied from `req` before taking it: a borrowed `request` would be
+            // kept in this future across the await below. Boxed, so that the
+            // future keeps a pointer, not a request, for the requests not replayed.
+            let copy = replayable
+                .then(|| req.as_ref().map(|r| Box::new(copy_bodiless(r))))
+                .flatten();
+            let Some(request) = req.take() else {
+                break;
+            };
+            let send = std::pin::pin!(conn.sender.try_send_request(request));
+            let sent = response_head(send, cfg.response_timeout, deadlines, body).await;
+            let by_request_timeout = matches!(sent, Err(Late::Request(_)));
+            let error = match sent {
+                Ok(Ok(mut resp)) => match admit(&mut resp, upgrading, addr) {
+                    Ok(first) => {
+                        if let Some((id, cookie)) = &server.sticky {
+                            if affinity.sticky != Some(*id) {
+                                resp.headers_mut()
+                                    .append(http::header::SET_COOKIE, cookie.clone());
+                            }
+                        }
+                        if cfg.fail_on_status.contains(&resp.status().as_u16()) {
+                            upstream.mark_failed(index);
+                        } else {
+                            server.state.record_success();
+                        }
+                        if let Some(record) = record.as_mut() {
+                            record.answered_by(&cfg.name, addr, deadlines.started.elapsed());
+                        }
+                        let exchange = Exchange {
+                            guard: Some(guard),
+                            conn: Some(conn),
+                            record: record.take(),
+                            first,
+                            ..Exchange::default()
+                        };
+                        return Ok((resp, exchange));
+                    }
+                    Err(error) => error,
+                },
+                Ok(Err(mut error)) => {
+                    if let (Some(unsent), Some(left)) =
+                        (error.take_message(), stale_left.checked_sub(1))
+                    {
+                        info!(upstream = %cfg.name, server = %addr,
+                            "pooled connection was closed before sending; retrying");
+                        stale_left = left;
+                        *req = Some(unsent);
+                        continue;
+                    }
+                    let error = error.into_error();
+                    // Checked first: over HTTP/2 the stall shows only as a reset stream.
+                    if body.is_some_and(BodyProgress::stalled) {
+                        // Dropping `conn` closes it: it is not given back to the pool.
+                        return Err(ProxyError::BodyStalled {
+                            upstream: cfg.name.clone(),
+                            server: addr,
+                        });
+                    }
+                    if is_body_too_large(&error) {
+                        return Err(ProxyError::BodyTooLarge);
+                    }
+                    if error.is_client_body() {
+                        // The client's body failed (it went away mid-upload): not the server's fault.
+                        return Err(ProxyError::ClientBody(error));
+                    }
+                    ProxyError::Upstream {
                         server: addr,
-                    });
+                        source: error,
+                    }
                 }
-                if is_body_too_large(&error) {
-                    return Err(ProxyError::BodyTooLarge);
-                }
-                if error.is_client_body() {
-                    // The client's body failed (it went away mid-upload): not the server's fault.
-                    return Err(ProxyError::ClientBody(error));
-                }
-                ProxyError::Upstream {
+                Err(Late::Response(timeout) | Late::Request(timeout)) => ProxyError::Timeout {
                     server: addr,
-                    source: error,
-                }
+                    timeout,
+                },
+            };
+            upstream.mark_failed(index);
+            tried.push(index);
+            last_error = Some(error);
+            match copy {
+                Some(copy) if !by_request_timeout => *req = Some(*copy),
+                _ => break,
             }
-            Err(Late::Response(timeout) | Late::Request(timeout)) => ProxyError::Timeout {
-                server: addr,
-                timeout,
-            },
-        };
-        upstream.mark_failed(index);
-        tried.push(index);
-        last_error = Some(error);
-        match copy {
-            Some(copy) if !by_request_timeout => *req = Some(copy),
-            _ => break,
         }
+        Err(last_error.unwrap_or_else(|| ProxyError::NoServer {
+            upstream: cfg.name.clone(),
+        }))
     }
-    Err(last_error.unwrap_or_else(|| ProxyError::NoServer {
-        upstream: cfg.name.clone(),
-    }))
 }
 
 /// Which deadline passed before the response head arrived, and how long it was.
@@ -224,13 +231,15 @@ enum Late {
 /// `body_read_timeout` bounds that — so the wait starts over each time it
 /// runs out; once the body is in, it counts from then. A server that stops
 /// taking the body (no byte moves for a whole `response_timeout`) is late.
+///
+/// `send` is pinned by the caller, so that this future holds a pointer to it
+/// rather than a second copy.
 async fn response_head<F: Future>(
-    send: F,
+    mut send: Pin<&mut F>,
     response_timeout: Duration,
     deadlines: Deadlines,
     body: Option<&BodyProgress>,
 ) -> Result<F::Output, Late> {
-    let mut send = std::pin::pin!(send);
     let mut from = Instant::now();
     let mut seen = 0;
     // One pass per `response_timeout` the client's upload takes.
@@ -332,9 +341,14 @@ mod tests {
     /// Waits for an answer that never comes; returns which deadline passed, and when.
     async fn never_answered(deadlines: Deadlines, body: Option<&BodyProgress>) -> (Late, Duration) {
         let start = Instant::now();
-        let late = response_head(std::future::pending::<()>(), RT, deadlines, body)
-            .await
-            .expect_err("no answer");
+        let late = response_head(
+            std::pin::pin!(std::future::pending::<()>()),
+            RT,
+            deadlines,
+            body,
+        )
+        .await
+        .expect_err("no answer");
         (late, start.elapsed())
     }
 

@@ -2,6 +2,7 @@
 //! answer streamed back (the whole path of a route without a cache, and the
 //! cache's way upstream), and the answers weir writes itself.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -41,37 +42,45 @@ pub struct ConnInfo {
 
 /// Forwards a prepared request and streams the answer back (the whole
 /// request path of a route without a cache).
-pub(crate) async fn pass(
-    forwarding: Forwarding<'_>,
-    conn: &ConnInfo,
-    snapshot: &Snapshot,
-) -> Response<ResponseBody> {
-    let Forwarding {
-        upstream,
-        mut req,
-        mut record,
-        mut metrics,
-        deadlines,
-        affinity,
-        head,
-        upgrade,
-        answer,
-    } = forwarding;
-    let terms = Terms {
-        deadlines,
-        affinity,
-        body: metrics.body.as_deref(),
-        upgrading: upgrade.is_some(),
-    };
-    match forward(upstream, &mut req, &mut record, terms).await {
-        Ok((resp, mut exchange)) => {
-            exchange.deadline = deadlines.request;
-            client_response(resp, exchange, metrics, upgrade, conn, snapshot, answer)
-        }
-        Err(err) => {
-            let failed = err.failed_server().and_then(|addr| upstream.server(addr));
-            metrics.server = failed.map(|s| s.state.clone());
-            error_response_for(err, conn, &head, record, metrics)
+///
+/// Not an `async fn`, and `forwarding` used in place rather than taken
+/// apart: either would keep a second copy of it in the future.
+// An `async fn` would keep its arguments twice (see above).
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn pass<'a>(
+    mut forwarding: Forwarding<'a>,
+    conn: &'a ConnInfo,
+    snapshot: &'a Snapshot,
+) -> impl Future<Output = Response<ResponseBody>> + Send + 'a {
+    async move {
+        let fw = &mut forwarding;
+        let terms = Terms {
+            deadlines: fw.deadlines,
+            affinity: fw.affinity,
+            body: fw.metrics.body.as_deref(),
+            upgrading: fw.upgrade.is_some(),
+        };
+        let result = forward(fw.upstream, &mut fw.req, &mut fw.record, terms).await;
+        let Forwarding {
+            upstream,
+            record,
+            mut metrics,
+            deadlines,
+            head,
+            upgrade,
+            answer,
+            ..
+        } = forwarding;
+        match result {
+            Ok((resp, mut exchange)) => {
+                exchange.deadline = deadlines.request;
+                client_response(resp, exchange, metrics, upgrade, conn, snapshot, answer)
+            }
+            Err(err) => {
+                let failed = err.failed_server().and_then(|addr| upstream.server(addr));
+                metrics.server = failed.map(|s| s.state.clone());
+                error_response_for(err, conn, &head, record, metrics)
+            }
         }
     }
 }

@@ -1,6 +1,9 @@
 //! The request path: route, pick a server, forward, stream the answer back.
 
+use std::future::Future;
 use std::sync::Arc;
+
+use futures_util::FutureExt as _;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -27,71 +30,89 @@ use crate::upgrade::{self, UpgradeRequest};
 use crate::upstream::te_trailers;
 
 /// Handles one client request against `snapshot`; never fails: errors become responses.
-pub async fn handle(
+///
+/// hyper moves this future a few times per request, and every byte of it is
+/// copied each time, so it is built to hold each thing once: not an `async
+/// fn` (whose arguments would be kept beside the variables they are moved
+/// into), the request ID's insertion a `map` around the future rather than an
+/// `async` block awaiting it (which would hold it twice).
+pub fn handle(
     snapshot: Arc<Snapshot>,
     conn: Arc<ConnInfo>,
     mut req: Request<Incoming>,
-) -> Response<ResponseBody> {
+) -> impl Future<Output = Response<ResponseBody>> + Send {
     // `request_id`: in the request before anything reads it (the access
     // record, the upstream), and on every response, weir's own included.
-    // One await either way: two would each take room in this future.
-    let name = &snapshot.config.server.request_id;
-    let id = name
+    let id = snapshot
+        .config
+        .server
+        .request_id
         .as_ref()
-        .map(|name| request_id::ensure(req.headers_mut(), name));
-    let mut resp = serve(&snapshot, &conn, req).await;
-    if let (Some(name), Some(id)) = (name, id) {
-        resp.headers_mut().insert(name.clone(), id);
-    }
-    resp
+        .map(|name| (name.clone(), request_id::ensure(req.headers_mut(), name)));
+    serve(snapshot, conn, req).map(move |mut resp| {
+        if let Some((name, id)) = id {
+            resp.headers_mut().insert(name, id);
+        }
+        resp
+    })
 }
 
 /// Routes, forwards and answers one request.
-async fn serve(
-    snapshot: &Arc<Snapshot>,
-    conn: &Arc<ConnInfo>,
+// An `async fn` would keep its arguments twice (see above).
+#[allow(clippy::manual_async_fn)]
+fn serve(
+    snapshot: Arc<Snapshot>,
+    conn: Arc<ConnInfo>,
     req: Request<Incoming>,
-) -> Response<ResponseBody> {
-    // Routing and rewriting are synchronous and run in `prepare`, so only
-    // what forwarding needs lives across the await: hyper moves this future
-    // a few times per request, and every byte of it is copied each time.
-    let (forwarding, target) = match prepare(snapshot, conn, req) {
-        Ok(prepared) => prepared,
-        Err(resp) => return resp,
-    };
-    if let (Some(limiter), Some(req)) = (target.rate_limit.as_deref(), &forwarding.req) {
-        if let Err(err) = limiter.admit(req.headers()).await {
-            let Forwarding {
-                record,
-                metrics,
-                head,
-                ..
-            } = forwarding;
-            let retry_after = match err {
-                ProxyError::RateLimited { retry_after, .. } => Some(retry_after),
-                _ => None,
-            };
-            let mut resp = error_response_for(err, conn, &head, record, metrics);
-            if let Some(retry_after) = retry_after {
-                resp.headers_mut()
-                    .extend(limiter.denied_headers(retry_after));
+) -> impl Future<Output = Response<ResponseBody>> + Send {
+    async move {
+        // Routing and rewriting are synchronous and run in `prepare`, so only
+        // what forwarding needs lives across an await; nothing here borrows
+        // `forwarding`, so it takes no room once moved into what awaits it.
+        let (forwarding, target, limit_key) = match prepare(&snapshot, &conn, req) {
+            Ok(prepared) => prepared,
+            Err(resp) => return resp,
+        };
+        // `limit_key` moved on every path: a key left behind would be kept
+        // in the future until the request ends.
+        if let Some((limiter, key)) = target.rate_limit.as_deref().map(|l| (l, limit_key)) {
+            if let Err(err) = limiter.admit(key).await {
+                let Forwarding {
+                    record,
+                    metrics,
+                    head,
+                    ..
+                } = forwarding;
+                let retry_after = match err {
+                    ProxyError::RateLimited { retry_after, .. } => Some(retry_after),
+                    _ => None,
+                };
+                let mut resp = error_response_for(err, &conn, &head, record, metrics);
+                if let Some(retry_after) = retry_after {
+                    resp.headers_mut()
+                        .extend(limiter.denied_headers(retry_after));
+                }
+                return resp;
             }
-            return resp;
         }
+        if let Some(cache) = &target.cache {
+            // Boxed: the cache's request path is larger than the plain one, and
+            // routes without a cache should not carry its size in their future.
+            return Box::pin(crate::cache::serve::serve(
+                cache, forwarding, &conn, &snapshot,
+            ))
+            .await;
+        }
+        pass(forwarding, &conn, &snapshot).await
     }
-    if let Some(cache) = &target.cache {
-        // Boxed: the cache's request path is larger than the plain one, and
-        // routes without a cache should not carry its size in their future.
-        return Box::pin(crate::cache::serve::serve(
-            cache, forwarding, conn, snapshot,
-        ))
-        .await;
-    }
-    pass(forwarding, conn, snapshot).await
 }
 
+/// A routed request: rewritten for its upstream, with its route's target
+/// (its cache and rate limit) and its rate-limit key.
+type Prepared<'a> = (Forwarding<'a>, &'a RouteTarget, Option<HeaderValue>);
+
 /// Routes `req` and rewrites it for its upstream, or answers it at once
-/// when it cannot be forwarded; with the route's target (its cache and rate limit).
+/// when it cannot be forwarded.
 // The error is the answer, returned once by value; boxing it would only add
 // an allocation.
 #[allow(clippy::result_large_err)]
@@ -99,7 +120,7 @@ fn prepare<'a>(
     snapshot: &'a Snapshot,
     conn: &ConnInfo,
     req: Request<Incoming>,
-) -> Result<(Forwarding<'a>, &'a RouteTarget), Response<ResponseBody>> {
+) -> Result<Prepared<'a>, Response<ResponseBody>> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let record = access_record(snapshot, conn, &parts, started);
@@ -155,6 +176,10 @@ fn prepare<'a>(
     };
     let (req, head, upgrade) = upstream_request(parts, body, host, target, conn, snapshot);
     let affinity = affinity::of(&upstream.config, &req);
+    let limit_key = target
+        .rate_limit
+        .as_ref()
+        .and_then(|limiter| limiter.key(req.headers()));
     let req = req.map(|body| {
         let progress = metrics.meter(&body, conn.peer);
         RequestBody::client(body, max_body, stall_after, progress)
@@ -170,7 +195,7 @@ fn prepare<'a>(
         upgrade,
         answer,
     };
-    Ok((forwarding, target))
+    Ok((forwarding, target, limit_key))
 }
 
 /// The client's request rewritten for `target`'s upstream: hop-by-hop headers out (an

@@ -97,12 +97,22 @@ impl RouteLimiter {
         })
     }
 
-    /// Takes one request of `headers` (as weir forwards them, with the
-    /// client address it resolved in `X-Real-IP`) from its bucket; an error
-    /// is the request's refusal: 429, or 503 when Redis cannot be asked and
-    /// `[redis] fail = "closed"`.
-    pub(crate) async fn admit(&self, headers: &HeaderMap) -> Result<(), ProxyError> {
-        match self.check(headers).await {
+    /// The key of a request with `headers` (as weir forwards them, with the
+    /// client address it resolved in `X-Real-IP`): owned, so the request's
+    /// future does not keep the request borrowed while [`Self::admit`] waits.
+    pub(crate) fn key(&self, headers: &HeaderMap) -> Option<HeaderValue> {
+        match &self.config.key {
+            LimitKey::Ip => headers.get(&X_REAL_IP),
+            LimitKey::Header(name) => headers.get(name),
+        }
+        .cloned()
+    }
+
+    /// Takes one request of `key` (see [`Self::key`]) from its bucket; an
+    /// error is the request's refusal: 429, or 503 when Redis cannot be asked
+    /// and `[redis] fail = "closed"`.
+    pub(crate) async fn admit(&self, key: Option<HeaderValue>) -> Result<(), ProxyError> {
+        match self.check(key.as_ref().map(HeaderValue::as_bytes)).await {
             Verdict::Allow => Ok(()),
             Verdict::Deny { retry_after } => Err(ProxyError::RateLimited {
                 route: self.route.clone(),
@@ -117,16 +127,12 @@ impl RouteLimiter {
         }
     }
 
-    async fn check(&self, headers: &HeaderMap) -> Verdict {
-        let key = match &self.config.key {
-            LimitKey::Ip => headers.get(&X_REAL_IP),
-            LimitKey::Header(name) => headers.get(name),
-        };
+    async fn check(&self, key: Option<&[u8]>) -> Verdict {
         let verdict = match &self.buckets {
-            Buckets::Local(local) => local.check(key.map(HeaderValue::as_bytes)),
+            Buckets::Local(local) => local.check(key),
             // Boxed: the Redis call's future is large, and the request's
             // future, which hyper moves around, should not grow by it.
-            Buckets::Global(global) => Box::pin(global.check(key.map(HeaderValue::as_bytes))).await,
+            Buckets::Global(global) => Box::pin(global.check(key)).await,
         };
         if let Verdict::Deny { .. } = verdict {
             self.limited.fetch_add(1, Ordering::Relaxed);

@@ -3,9 +3,10 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Duration;
 
-use futures_util::future::{self, Either};
+use futures_util::future;
 use futures_util::FutureExt as _;
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, Scheme};
@@ -41,36 +42,34 @@ impl Sender {
     /// Sends `req`; when it can go again on another connection, the error
     /// gives the request back.
     ///
-    /// Not an `async fn`, which would hold `req` beside the inner future
-    /// holding it too, in every request's future. weir's own client's future
-    /// is boxed: it holds the request while it is written.
-    pub(crate) fn try_send_request(
-        &mut self,
-        req: Request<RequestBody>,
-    ) -> impl Future<Output = Result<Response<UpstreamBody>, SendError>> {
+    /// Boxed, whichever client sends: the request's future then holds a
+    /// pointer, not the largest of the three (weir's own client's future
+    /// holds the request while it is written).
+    pub(crate) fn try_send_request(&mut self, req: Request<RequestBody>) -> Sending {
         match self {
-            Sender::Http1(conn) => Either::Left(match conn.take() {
-                Some(conn) => Either::Left(
-                    Box::pin(h1::send(conn, req))
-                        .map(|sent| sent.map(|resp| resp.map(UpstreamBody::H1))),
+            Sender::Http1(conn) => match conn.take() {
+                Some(conn) => Box::pin(
+                    h1::send(conn, req).map(|sent| sent.map(|resp| resp.map(UpstreamBody::H1))),
                 ),
                 // A connection carries one request: a second is given back.
-                None => Either::Right(future::ready(Err(SendError {
+                None => Box::pin(future::ready(Err(SendError {
                     error: UpstreamError::Closed,
                     request: Some(Box::new(req)),
                 }))),
-            }),
-            Sender::Upgrade(sender) => {
-                Either::Right(Either::Left(sender.try_send_request(req).map(from_hyper)))
-            }
-            Sender::H2 { sender, fallback } => Either::Right(Either::Right(
+            },
+            Sender::Upgrade(sender) => Box::pin(sender.try_send_request(req).map(from_hyper)),
+            Sender::H2 { sender, fallback } => Box::pin(
                 sender
                     .try_send_request(for_h2(req, fallback))
                     .map(from_hyper),
-            )),
+            ),
         }
     }
 }
+
+/// A request on its way: the upstream's response head, or why it did not come.
+pub(crate) type Sending =
+    Pin<Box<dyn Future<Output = Result<Response<UpstreamBody>, SendError>> + Send>>;
 
 /// hyper's answer in the shape of weir's own client's.
 fn from_hyper(
