@@ -234,7 +234,10 @@ fn upstream_request(
             Underscores::Drop
         },
     );
-    if let Some(host) = host {
+    // A host from the target's authority replaces the `Host` header; one
+    // from the header is the header already (and re-inserting it would cost
+    // a hashed lookup per request).
+    if let Some(host) = host.filter(|_| parts.uri.authority().is_some()) {
         parts.headers.insert(header::HOST, host);
     }
     // After weir's own headers, which validation keeps rules away from.
