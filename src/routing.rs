@@ -32,7 +32,10 @@
 //! lowercased into a new string only when it has upper-case letters.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+// foldhash rather than std's SipHash: the tables are fixed by the config, so
+// a request can only look keys up, never lengthen a probe; and every request
+// hashes its path here.
+use foldhash::HashMap;
 
 use crate::config::HostPattern;
 
@@ -52,8 +55,8 @@ pub struct Router<T> {
 impl<T> Router<T> {
     /// Builds the table. (Duplicates were already rejected by config validation; if any remain, the first wins.)
     pub fn new(routes: Vec<(Option<HostPattern>, String, T)>) -> Self {
-        let mut exact: HashMap<String, PathTable<T>> = HashMap::new();
-        let mut wildcard: HashMap<String, PathTable<T>> = HashMap::new();
+        let mut exact: HashMap<String, PathTable<T>> = HashMap::default();
+        let mut wildcard: HashMap<String, PathTable<T>> = HashMap::default();
         let mut any_host = PathTable::default();
         for (host, path, value) in routes {
             let table = match host {
@@ -118,7 +121,7 @@ struct PathTable<T> {
 impl<T> Default for PathTable<T> {
     fn default() -> Self {
         PathTable {
-            prefixes: HashMap::new(),
+            prefixes: HashMap::default(),
             lengths: Vec::new(),
         }
     }
