@@ -89,7 +89,7 @@ impl Exchange {
             fill.complete();
         }
         // One clock read for both.
-        let ended = Instant::now();
+        let ended = crate::clock::now();
         if let Some(record) = self.record.take() {
             record.write(self.bytes, complete, ended);
         }

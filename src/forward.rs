@@ -240,7 +240,7 @@ async fn response_head<F: Future>(
     deadlines: Deadlines,
     body: Option<&BodyProgress>,
 ) -> Result<F::Output, Late> {
-    let mut from = Instant::now();
+    let mut from = crate::clock::now();
     let mut seen = 0;
     // One pass per `response_timeout` the client's upload takes.
     loop {

@@ -87,6 +87,7 @@ pub mod balance;
 pub(crate) mod body;
 pub mod cache;
 pub mod cli;
+pub(crate) mod clock;
 pub mod compress;
 pub mod config;
 pub mod daemon;

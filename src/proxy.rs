@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use crate::access::AccessRecord;
 use crate::affinity;
 use crate::body::RequestBody;
+use crate::clock;
 use crate::compress::Plan;
 use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
@@ -121,7 +122,7 @@ fn prepare<'a>(
     conn: &ConnInfo,
     req: Request<Incoming>,
 ) -> Result<Prepared<'a>, Response<ResponseBody>> {
-    let started = Instant::now();
+    let started = clock::now();
     let (parts, body) = req.into_parts();
     let record = access_record(snapshot, conn, &parts, started);
 

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use super::connection::serve;
 use super::mode::{Mode, SharedMode};
 use super::ServeContext;
+use crate::clock::Polled;
 
 /// A running listener; dropping `stop` (or sending on it) stops accepting.
 #[derive(Debug)]
@@ -144,7 +145,13 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
-                tokio::spawn(serve(stream, peer, ctx.clone(), permit, mode.load_full()));
+                tokio::spawn(Polled::new(serve(
+                    stream,
+                    peer,
+                    ctx.clone(),
+                    permit,
+                    mode.load_full(),
+                )));
             }
             Err(error) => {
                 // Usually EMFILE/ENFILE: back off briefly rather than spin.

@@ -149,7 +149,8 @@ impl Activity {
     }
 
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(NONE - 1)
+        let elapsed = crate::clock::now().saturating_duration_since(self.epoch);
+        u64::try_from(elapsed.as_millis()).unwrap_or(NONE - 1)
     }
 
     /// Bytes arrived: on an idle connection they start a request head. Also

@@ -53,7 +53,7 @@ impl<T> IdleList<T> {
     /// idle past [`IDLE_TIMEOUT`] are dropped first: no task watches them, and
     /// a list that is never drained deep would otherwise keep them forever.
     pub(crate) fn put(&self, conn: T) {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let mut list = self.lock();
         let expired = list
             .iter()

@@ -104,7 +104,8 @@ impl Pool {
     fn pop_open(&self) -> Option<h1::Conn> {
         // Bounded: each iteration removes one entry from a list of at most `max_idle`.
         while let Some((conn, since)) = self.idle.pop() {
-            if since.elapsed() < IDLE_TIMEOUT && conn.is_open() {
+            if crate::clock::now().saturating_duration_since(since) < IDLE_TIMEOUT && conn.is_open()
+            {
                 return Some(conn);
             }
         }
