@@ -15,9 +15,11 @@ use crate::error::UpstreamError;
 /// A response body being read off its connection.
 #[derive(Debug)]
 pub struct Body {
-    /// `None` for a body that was empty from its head: nothing to read, and
-    /// its connection already went back to its idle list.
+    /// `None` for a body that was whole with its head (or empty): nothing to
+    /// read, and its connection already went back to its idle list.
     state: Option<Box<State>>,
+    /// A body that arrived whole with its head, not handed out yet.
+    whole: Option<Bytes>,
 }
 
 #[derive(Debug)]
@@ -56,15 +58,45 @@ impl Body {
         };
         if state.decoder.is_done() {
             state.finish();
-            return Self { state: None };
+            return Self {
+                state: None,
+                whole: None,
+            };
+        }
+        // A small answer often arrives with its head: taken at once, it
+        // needs no state kept for reading, and the connection goes back to
+        // its idle list before the client has the body.
+        if let Some(whole) = state.take_whole() {
+            return Self {
+                state: None,
+                whole: Some(whole),
+            };
         }
         Self {
             state: Some(Box::new(state)),
+            whole: None,
         }
     }
 }
 
 impl State {
+    /// The whole body of a length-delimited answer already read with its
+    /// head (and the request sent whole), the connection released; `None`
+    /// if more is to come.
+    fn take_whole(&mut self) -> Option<Bytes> {
+        let conn = self.conn.as_mut()?;
+        let length = self.decoder.remaining()?;
+        if self.writer.is_some() || (conn.buf.len() as u64) < length {
+            return None;
+        }
+        let Ok(Decoded::Frame(frame)) = self.decoder.decode(&mut conn.buf) else {
+            return None;
+        };
+        let data = frame.into_data().ok()?;
+        self.finish();
+        Some(data)
+    }
+
     /// The body ended whole: the connection goes back to its idle list if
     /// nothing keeps it from carrying another request.
     fn finish(&mut self) {
@@ -157,17 +189,24 @@ impl http_body::Body for Body {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
-        match self.get_mut().state.as_mut() {
+        let this = self.get_mut();
+        if let Some(whole) = this.whole.take() {
+            return Poll::Ready(Some(Ok(Frame::data(whole))));
+        }
+        match this.state.as_mut() {
             Some(state) => state.poll_frame(cx),
             None => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.state.as_ref().is_none_or(|s| s.decoder.is_done())
+        self.whole.is_none() && self.state.as_ref().is_none_or(|s| s.decoder.is_done())
     }
 
     fn size_hint(&self) -> SizeHint {
+        if let Some(whole) = &self.whole {
+            return SizeHint::with_exact(whole.len() as u64);
+        }
         match self.state.as_ref().map(|s| s.decoder.remaining()) {
             None => SizeHint::with_exact(0),
             Some(Some(left)) => SizeHint::with_exact(left),
