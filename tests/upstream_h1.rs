@@ -212,31 +212,20 @@ async fn content_lengths_that_differ_are_a_502_and_the_same_one_twice_is_fine() 
 }
 
 #[tokio::test]
-async fn bytes_after_a_body_that_came_whole_with_its_head_keep_the_connection_from_reuse() {
-    let upstream = scripted(
-        &[b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\n\r\n"],
-        false,
-    )
-    .await;
-    let proxy = proxy_for(&upstream).await;
-    assert_eq!(gets(&proxy, 2).await, vec![ok("hello"); 2]);
-    assert_eq!(
-        upstream.connections(),
-        2,
-        "a stray answer is never read as the next one's"
-    );
-}
-
-#[tokio::test]
-async fn chunked_wins_over_a_content_length_and_the_connection_is_not_reused() {
-    let upstream = scripted(
+async fn an_answer_that_leaves_its_connection_in_doubt_is_passed_and_the_connection_not_reused() {
+    // Chunked wins over a Content-Length, and the pair may be a smuggling
+    // attempt; bytes after a body that came whole with its head are no answer
+    // to anything, and never read as the next one's.
+    let doubtful: [&'static [&'static [u8]]; 2] = [
         &[b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"],
-        false,
-    )
-    .await;
-    let proxy = proxy_for(&upstream).await;
-    assert_eq!(gets(&proxy, 2).await, vec![ok("hello"); 2]);
-    assert_eq!(upstream.connections(), 2);
+        &[b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\n\r\n"],
+    ];
+    for answer in doubtful {
+        let upstream = scripted(answer, false).await;
+        let proxy = proxy_for(&upstream).await;
+        assert_eq!(gets(&proxy, 2).await, vec![ok("hello"); 2]);
+        assert_eq!(upstream.connections(), 2);
+    }
 }
 
 #[tokio::test]
