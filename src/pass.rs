@@ -45,7 +45,6 @@ pub struct ConnInfo {
 ///
 /// Not an `async fn`, and `forwarding` used in place rather than taken
 /// apart: either would keep a second copy of it in the future.
-// An `async fn` would keep its arguments twice (see above).
 #[allow(clippy::manual_async_fn)]
 pub(crate) fn pass<'a>(
     mut forwarding: Forwarding<'a>,

@@ -4,7 +4,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures_util::FutureExt as _;
-
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body as _, Incoming};
