@@ -30,13 +30,7 @@ declare -A PORT=() PID=()
 for v in old new; do
   pick_port; PORT[$v]=$REPLY
   cat >"$T/$v.toml" <<TOML
-[server]
-listen = ["127.0.0.1:${PORT[$v]}"]
-threads = 1
-max_connections = 5024
-[log]
-level = "warn"
-access = "off"
+$(weir_head "${PORT[$v]}" '"off"' 'max_connections = 5024')
 $(weir_upstream 'balance = "round_robin"' "keepalive = 1000")
 TOML
   serve "$v" "${PORT[$v]}" taskset -c "$SERVER_CPUS" "${BIN[$v]}" run -c "$T/$v.toml"

@@ -41,13 +41,7 @@ start_backends 1 "${ON_SERVER[@]}" "$BACKEND"
 declare -A PORT=([direct]=${BACKEND_PORTS[0]})
 pick_port; PORT[weir]=$REPLY
 cat >"$T/weir.toml" <<TOML
-[server]
-listen = ["127.0.0.1:${PORT[weir]}"]
-threads = 1
-
-[log]
-level = "warn"
-access = "off"
+$(weir_head "${PORT[weir]}")
 
 $(weir_upstream 'response_timeout = "5m"')
 TOML

@@ -36,13 +36,7 @@ declare -A PORT=() PIDS=()
 write_weir() { # name extra-route-line extra-top-level
     pick_port; PORT[$1]=$REPLY
     cat >"$T/$1.toml" <<TOML
-[server]
-listen = ["127.0.0.1:${PORT[$1]}"]
-threads = 1
-
-[log]
-level = "warn"
-access = "off"
+$(weir_head "${PORT[$1]}")
 $3
 
 $(weir_upstream "keepalive = $((CONNS * 2))")

@@ -49,13 +49,7 @@ start_backends 1 "${ON_SERVER[@]}" "$BACKEND" "$T/payload.json" application/json
 
 pick_port; WEIR_PORT=$REPLY
 cat >"$T/weir.toml" <<TOML
-[server]
-listen = ["127.0.0.1:$WEIR_PORT"]
-threads = 1
-
-[log]
-level = "warn"
-access = "off"
+$(weir_head "$WEIR_PORT")
 
 $(weir_upstream "keepalive = $((CONNS * 2))")
 compress = true

@@ -119,6 +119,23 @@ spawn() {
     REPLY=$!
     ALL_PIDS+=("$REPLY")
 }
+# callgrind_weir NAME PORT: runs weir with $T/NAME.toml (listening on PORT) under callgrind
+# while wrk -t1 -cCONNS sends requests for SECONDS_PER_RUN, into $T/NAME.cg and $T/NAME.wrk;
+# dies on a non-2xx answer. Sets INSTR (instructions, start-up and shutdown included) and
+# REQS (the requests wrk completed).
+# shellcheck disable=SC2034,SC2153 # INSTR and REQS are for the script; CONNS is the script's
+callgrind_weir() {
+    local name=$1 port=$2 pid
+    serve "$name" "$port" valgrind --tool=callgrind --callgrind-out-file="$T/$name.cg" \
+        "$WEIR" run -c "$T/$name.toml"
+    pid=$REPLY
+    wrk -t1 -c"$CONNS" -d"${SECONDS_PER_RUN}s" "http://127.0.0.1:$port/" >"$T/$name.wrk"
+    kill -INT "$pid"
+    wait "$pid" 2>/dev/null || true
+    if grep -q "Non-2xx" "$T/$name.wrk"; then die "non-2xx answers: $(cat "$T/$name.wrk")"; fi
+    INSTR=$(awk '/^summary:/ {print $2}' "$T/$name.cg")
+    REQS=$(awk '/requests in/ {print $1}' "$T/$name.wrk")
+}
 # serve NAME PORT CMD...: spawn, then wait until something accepts on 127.0.0.1:PORT; dies
 # with the end of its log if it exits or does not listen in time. Sets REPLY to its PID.
 serve() {
@@ -172,6 +189,15 @@ wait_port() { # wait_port PORT [PID]: until something accepts on 127.0.0.1:PORT 
 }
 
 # ---------------------------------------------------------------- configs
+# weir_head PORT [ACCESS [SERVER-LINE...]]: the [server] and [log] tables of a one-thread
+# weir on 127.0.0.1:PORT logging warnings, with ACCESS as its access log (default "off",
+# as TOML) and the extra SERVER-LINEs in [server].
+weir_head() {
+    local port=$1 access=${2:-'"off"'}
+    printf '%s\n' '[server]' "listen = [\"127.0.0.1:$port\"]" 'threads = 1' "${@:3}" \
+        '[log]' 'level = "warn"' "access = $access"
+}
+
 # weir_upstream [LINE...]: TOML for one upstream "bench" over BACKEND_PORTS, with the extra
 # LINEs in its table, and a catch-all route to it.
 weir_upstream() {

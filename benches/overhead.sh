@@ -38,12 +38,7 @@ for name in m b; do pick_port; ADMIN_PORT[$name]=$REPLY; done
 
 write_config() { # name access extra
     cat >"$T/$1.toml" <<TOML
-[server]
-listen = ["127.0.0.1:${PORT[$1]}"]
-threads = 1
-[log]
-level = "warn"
-access = $2
+$(weir_head "${PORT[$1]}" "$2")
 $3
 $(weir_upstream 'keepalive = 256')
 TOML

@@ -20,40 +20,27 @@ build_release bench_backend
 
 start_backends 1 "$TARGET_DIR/release/examples/bench_backend"
 
-# Sets INSTR and REQS for one variant: NAME, extra TOML.
+# Sets INSTR and REQS for one variant: NAME, its access log (as TOML), and whether it has
+# an admin listener.
 measure() {
-    local name=$1 extra=$2 port admin_port pid
+    local name=$1 access=$2 admin=$3 port
     pick_port; port=$REPLY
-    pick_port; admin_port=$REPLY
-    extra=${extra//ADMIN_PORT/$admin_port}
-    cat >"$T/$name.toml" <<TOML
-[server]
-listen = ["127.0.0.1:$port"]
-threads = 1
-$extra
-$(weir_upstream 'keepalive = 64')
-TOML
-    serve "$name" "$port" valgrind --tool=callgrind --callgrind-out-file="$T/$name.cg" \
-        "$WEIR" run -c "$T/$name.toml"
-    pid=$REPLY
-    wrk -t1 -c"$CONNS" -d"${SECONDS_PER_RUN}s" "http://127.0.0.1:$port/" >"$T/$name.wrk"
-    kill -INT "$pid"
-    wait "$pid" 2>/dev/null || true
-    INSTR=$(awk '/^summary:/ {print $2}' "$T/$name.cg")
-    REQS=$(awk '/requests in/ {print $1}' "$T/$name.wrk")
+    {
+        weir_head "$port" "$access"
+        if ((admin)); then
+            pick_port
+            printf '[admin]\nlisten = "127.0.0.1:%s"\n' "$REPLY"
+        fi
+        weir_upstream 'keepalive = 64'
+    } >"$T/$name.toml"
+    callgrind_weir "$name" "$port"
 }
 
 echo "## weir observability overhead in instructions (callgrind)"
 header
-measure A "[log]
-level = \"warn\"
-access = \"off\""
+measure A '"off"' 0
 a_instr=$INSTR a_req=$REQS
-measure B "[admin]
-listen = \"127.0.0.1:ADMIN_PORT\"
-[log]
-level = \"warn\"
-access = \"$T/access.log\""
+measure B "\"$T/access.log\"" 1
 b_instr=$INSTR b_req=$REQS
 awk -v ai="$a_instr" -v ar="$a_req" -v bi="$b_instr" -v br="$b_req" 'BEGIN {
     a = ai / ar; b = bi / br

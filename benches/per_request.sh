@@ -26,27 +26,15 @@ start_backends 1 "$TARGET_DIR/release/examples/bench_backend"
 
 pick_port; PORT=$REPLY
 cat >"$T/weir.toml" <<TOML
-[server]
-listen = ["127.0.0.1:$PORT"]
-threads = 1
-[log]
-level = "warn"
-access = "off"
+$(weir_head "$PORT")
 $(weir_upstream "keepalive = $CONNS")
 TOML
 
 echo "## what one request costs weir in user space"
 header
-serve weir "$PORT" valgrind --tool=callgrind --callgrind-out-file="$T/weir.cg" \
-    "$WEIR" run -c "$T/weir.toml"
-pid=$REPLY
-wrk -t1 -c"$CONNS" -d"${SECONDS_PER_RUN}s" "http://127.0.0.1:$PORT/" >"$T/weir.wrk"
-kill -INT "$pid"
-wait "$pid" 2>/dev/null || true
-grep -q "Non-2xx" "$T/weir.wrk" && die "non-2xx answers: $(cat "$T/weir.wrk")"
-cg_reqs=$(awk '/requests in/ {print $1}' "$T/weir.wrk")
+callgrind_weir weir "$PORT"
+cg_reqs=$REQS total=$INSTR
 callgrind_annotate --inclusive=no --threshold=100 --auto=no "$T/weir.cg" 2>/dev/null >"$T/annotate.txt"
-total=$(awk '/^summary:/ {print $2}' "$T/weir.cg")
 echo
 echo "callgrind: $cg_reqs requests; $(awk -v t="$total" -v n="$cg_reqs" 'BEGIN {printf "%.0f", t / n}') instructions per request"
 echo

@@ -33,12 +33,7 @@ for name in n l g; do pick_port; PORT[$name]=$REPLY; done
 
 write_config() { # name limit-line redis-table
     cat >"$T/$1.toml" <<TOML
-[server]
-listen = ["127.0.0.1:${PORT[$1]}"]
-threads = 1
-[log]
-level = "warn"
-access = "off"
+$(weir_head "${PORT[$1]}")
 $3
 $(weir_upstream 'keepalive = 256')
 $2
