@@ -12,6 +12,7 @@ use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use futures_util::future::Either;
+use futures_util::FutureExt as _;
 use http::{Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -39,24 +40,46 @@ use crate::stats::ProxyRejection;
 use crate::upgrade::TunnelContext;
 
 /// Serves one accepted connection until it closes.
-pub(super) async fn serve(
-    mut stream: TcpStream,
+///
+/// Not an `async fn`: the set-up runs before the future is made, so that the
+/// future, which lives as long as the connection, holds only what serving
+/// needs, not also the arguments it was made from.
+pub(super) fn serve(
+    stream: TcpStream,
     peer: SocketAddr,
     ctx: Arc<ServeContext>,
     permit: OwnedSemaphorePermit,
     mode: Arc<Mode>,
-) {
+) -> impl Future<Output = ()> + Send {
     let _ = stream.set_nodelay(true);
-    let _open = ctx.snapshot.load().stats.connection_opened();
-    let (peer, proxied) = if mode.proxy_protocol {
+    let open = ctx.snapshot.load().stats.connection_opened();
+    let serving = if mode.proxy_protocol {
         // Boxed: rare, and it would make every connection's task larger.
-        match Box::pin(proxied_client(&mut stream, peer, &ctx)).await {
-            Some(client) => (client.unwrap_or(peer), client.is_some()),
-            None => return,
-        }
+        Either::Left(Box::pin(async move {
+            let mut stream = stream;
+            let Some(client) = proxied_client(&mut stream, peer, &ctx).await else {
+                return;
+            };
+            let (peer, proxied) = (client.unwrap_or(peer), client.is_some());
+            serve_client(stream, peer, proxied, ctx, permit, &mode).await;
+        }))
     } else {
-        (peer, false)
+        Either::Right(serve_client(stream, peer, false, ctx, permit, &mode))
     };
+    // Counted open until the connection's future is done or dropped.
+    serving.map(move |()| drop(open))
+}
+
+/// Serves `stream` from `peer` (after its PROXY header, if any) as its
+/// listener's mode says.
+fn serve_client(
+    stream: TcpStream,
+    peer: SocketAddr,
+    proxied: bool,
+    ctx: Arc<ServeContext>,
+    permit: OwnedSemaphorePermit,
+    mode: &Mode,
+) -> impl Future<Output = ()> + Send + 'static {
     let permit = Arc::new(permit);
     // Deadlines run from the accept (or from the end of a PROXY header, read
     // within its own): a TLS handshake and the first request head together
@@ -76,11 +99,11 @@ pub(super) async fn serve(
         activity,
     };
     match &mode.kind {
-        Kind::Plain => serve_http(stream, conn, Protocol::Auto).await,
-        Kind::RedirectHttps => serve_http(stream, conn, Protocol::Redirect).await,
+        Kind::Plain => Either::Left(serve_http(stream, conn, Protocol::Auto)),
+        Kind::RedirectHttps => Either::Left(serve_http(stream, conn, Protocol::Redirect)),
         // Boxed: the TLS state would otherwise make every connection's task,
         // plain ones included, as large as a TLS connection's.
-        Kind::Tls(config) => Box::pin(serve_tls(stream, conn, config.clone())).await,
+        Kind::Tls(config) => Either::Right(Box::pin(serve_tls(stream, conn, config.clone()))),
     }
 }
 
@@ -192,9 +215,9 @@ where
             shutdown: ctx.shutdown.clone(),
         },
     });
+    let io = ClientIo::new(io, activity.clone());
     let redirect = protocol == Protocol::Redirect;
     let snapshot = ctx.snapshot.clone();
-    let mut io = ClientIo::new(io, activity.clone());
     let service = service_fn(move |req: Request<Incoming>| {
         let busy = activity.begin();
         if req.version() == Version::HTTP_2 {
@@ -210,34 +233,40 @@ where
             busy: Some(busy),
         }
     });
-    async move {
-        let h2 = match protocol {
-            Protocol::H2 => true,
-            Protocol::Http1 => false,
-            Protocol::Auto | Protocol::Redirect => match io.starts_with_h2_preface().await {
-                Ok(h2) => h2,
-                Err(error) => {
-                    debug!(client = %peer, %error, "client connection ended before its first request");
-                    return;
-                }
-            },
-        };
-        let result = if h2 {
-            serve_h2(io, service, &ctx).await
-        } else {
-            serve_h1(io, service, &ctx, peer).await
-        };
-        if let Err(e) = result {
-            if e.is_parse() || e.is_parse_too_large() {
-                // One hyper did not answer (an HTTP/2 preface on an HTTP/1.1
-                // connection), or whose answer could not be held back.
-                info!(client = %peer, error = %e, "malformed request");
-            } else if e.is_timeout() {
-                info!(client = %peer, error = %e, "client timed out");
-            } else {
-                debug!(client = %peer, error = %e, "client connection ended with an error");
+    let detected = match protocol {
+        Protocol::H2 => Either::Left(future::ready(Ok((io, true)))),
+        Protocol::Http1 => Either::Left(future::ready(Ok((io, false)))),
+        Protocol::Auto | Protocol::Redirect => Either::Right(io.detect_h2()),
+    };
+    // Combinators rather than an `async` block, which would keep `io` and
+    // `service` beside the connection they are moved into.
+    detected.then(move |detected| {
+        let served = match detected {
+            Ok((io, true)) => Either::Left(Either::Left(serve_h2(io, service, ctx))),
+            Ok((io, false)) => Either::Left(Either::Right(serve_h1(io, service, ctx, peer))),
+            Err(error) => {
+                debug!(client = %peer, %error, "client connection ended before its first request");
+                Either::Right(future::ready(Ok(())))
             }
-        }
+        };
+        served.map(move |result| {
+            if let Err(e) = result {
+                log_end(peer, &e);
+            }
+        })
+    })
+}
+
+/// Logs how a connection hyper served ended with `e`.
+fn log_end(peer: SocketAddr, e: &hyper::Error) {
+    if e.is_parse() || e.is_parse_too_large() {
+        // One hyper did not answer (an HTTP/2 preface on an HTTP/1.1
+        // connection), or whose answer could not be held back.
+        info!(client = %peer, error = %e, "malformed request");
+    } else if e.is_timeout() {
+        info!(client = %peer, error = %e, "client timed out");
+    } else {
+        debug!(client = %peer, error = %e, "client connection ended with an error");
     }
 }
 
@@ -266,7 +295,7 @@ impl<S> Handler for S where
 {
 }
 
-async fn serve_h2<I, S>(io: ClientIo<I>, service: S, ctx: &ServeContext) -> hyper::Result<()>
+async fn serve_h2<I, S>(io: ClientIo<I>, service: S, ctx: Arc<ServeContext>) -> hyper::Result<()>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Handler,
@@ -292,9 +321,9 @@ where
 fn serve_h1<I, S>(
     mut io: ClientIo<I>,
     mut service: S,
-    ctx: &ServeContext,
+    ctx: Arc<ServeContext>,
     peer: SocketAddr,
-) -> impl Future<Output = hyper::Result<()>> + Send + '_
+) -> impl Future<Output = hyper::Result<()>> + Send
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Handler,
@@ -332,7 +361,7 @@ where
                 return match result {
                     // Boxed: rare, and every connection's task would otherwise
                     // be as large as its state.
-                    Err(error) => Box::pin(refuse(conn, error, ctx, peer)).await,
+                    Err(error) => Box::pin(refuse(conn, error, &ctx, peer)).await,
                     Ok(()) => Ok(()),
                 };
             }

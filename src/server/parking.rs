@@ -61,6 +61,12 @@ impl<I: AsyncRead + Unpin> ClientIo<I> {
         }
     }
 
+    /// [`Self::starts_with_h2_preface`], taking the socket and giving it back.
+    pub async fn detect_h2(mut self) -> io::Result<(Self, bool)> {
+        let h2 = self.starts_with_h2_preface().await?;
+        Ok((self, h2))
+    }
+
     /// Reads enough to tell whether the client speaks HTTP/2 with prior
     /// knowledge (h2c); what was read is kept for hyper.
     pub async fn starts_with_h2_preface(&mut self) -> io::Result<bool> {
@@ -170,7 +176,13 @@ impl<I: AsyncRead + Unpin> AsyncRead for ClientIo<I> {
         }
         let n = this.unread.len().min(buf.remaining());
         buf.put_slice(&this.unread[..n]);
-        this.unread.advance(n);
+        if n == this.unread.len() {
+            // Dropped, not advanced: an empty slice would keep its buffer
+            // for the life of the connection.
+            this.unread = Bytes::new();
+        } else {
+            this.unread.advance(n);
+        }
         if this.unread.is_empty() && buf.remaining() > 0 {
             // And what the socket has, in the same read: hyper grows its
             // buffer from 8 to 16 KiB when one read leaves the head incomplete.
