@@ -68,21 +68,30 @@ pub(super) fn framing(
 /// The one length all `Content-Length` values agree on; `None` when one is
 /// not a number or two differ (RFC 9110 §8.6 allows a list of equal values).
 pub(super) fn content_length(headers: &HeaderMap) -> Option<u64> {
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|b| *b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            let n = std::str::from_utf8(part).ok()?.parse::<u64>().ok()?;
-            if length.is_some_and(|l| l != n) {
-                return None;
-            }
-            length = Some(n);
+    headers
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .try_fold(None, agreed_length)
+        .flatten()
+}
+
+/// `length`, the length the `Content-Length` values before `value` agree on
+/// (`None` for no value yet), with `value`'s taken in; `None` when `value`
+/// is not a list of numbers all equal to `length`.
+pub(super) fn agreed_length(length: Option<u64>, value: &HeaderValue) -> Option<Option<u64>> {
+    let mut length = length;
+    for part in value.as_bytes().split(|b| *b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return None;
         }
+        let n = std::str::from_utf8(part).ok()?.parse::<u64>().ok()?;
+        if length.is_some_and(|l| l != n) {
+            return None;
+        }
+        length = Some(n);
     }
-    length
+    Some(length)
 }
 
 /// Whether the last coding of `Transfer-Encoding` is `chunked` (RFC 9112 §6.3).

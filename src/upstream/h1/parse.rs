@@ -8,7 +8,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Version};
 
 use super::decode::Decoder;
-use super::encode::{content_length, final_coding_is_chunked};
+use super::encode::{agreed_length, final_coding_is_chunked};
 use crate::error::UpstreamError;
 
 /// The largest response head weir reads.
@@ -28,6 +28,21 @@ pub(super) struct Head {
     /// Whether the server keeps the connection open after this response:
     /// HTTP/1.1 without `Connection: close`, or HTTP/1.0 with `keep-alive`.
     pub(super) keep_alive: bool,
+    /// What the `Content-Length` fields say, read as the head was parsed.
+    length: Length,
+    /// Whether the head has a `Transfer-Encoding` field.
+    transfer_encoding: bool,
+}
+
+/// What a head's `Content-Length` fields say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Length {
+    /// No `Content-Length`.
+    Absent,
+    /// All the values agree on this length.
+    Agreed(u64),
+    /// A value that is not a number, or two that differ.
+    Invalid,
 }
 
 /// Where a header's name and value lie in the head's bytes; a connection
@@ -102,12 +117,21 @@ pub(super) fn head(
     headers.reserve(fields.len());
     let mut keep_alive = version == Version::HTTP_11;
     let mut close = false;
+    // `None` once a value is invalid; `Some(None)` while there is none.
+    let mut length = Some(None);
+    let mut transfer_encoding = false;
+    // The fields framing reads are noted here, on the way, rather than
+    // looked up in the map again.
     for field in fields.iter() {
         let name = HeaderName::from_bytes(&bytes[field.name.0..field.name.1])
             .map_err(|_| UpstreamError::Malformed("invalid header name"))?;
         let value = HeaderValue::from_maybe_shared(bytes.slice(field.value.0..field.value.1))
             .map_err(|_| UpstreamError::Malformed("invalid header value"))?;
-        if name == header::CONNECTION {
+        if name == header::CONTENT_LENGTH {
+            length = length.and_then(|l| agreed_length(l, &value));
+        } else if name == header::TRANSFER_ENCODING {
+            transfer_encoding = true;
+        } else if name == header::CONNECTION {
             close |= has_token(&value, b"close");
             keep_alive |= has_token(&value, b"keep-alive");
         }
@@ -119,6 +143,12 @@ pub(super) fn head(
         headers,
         reason,
         keep_alive: keep_alive && !close,
+        length: match length {
+            None => Length::Invalid,
+            Some(None) => Length::Absent,
+            Some(Some(n)) => Length::Agreed(n),
+        },
+        transfer_encoding,
     }))
 }
 
@@ -152,8 +182,11 @@ pub(super) fn framing(
     let headers = &mut head.headers;
     // 3. Transfer-Encoding wins over Content-Length; with both, the message
     // may be a smuggling attempt, so the connection ends with it.
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        let with_length = headers.remove(header::CONTENT_LENGTH).is_some();
+    if head.transfer_encoding {
+        let with_length = head.length != Length::Absent;
+        if with_length {
+            headers.remove(header::CONTENT_LENGTH);
+        }
         if head.version == Version::HTTP_10 {
             return Err(UpstreamError::Malformed(
                 "transfer-encoding in an HTTP/1.0 response",
@@ -166,14 +199,12 @@ pub(super) fn framing(
     }
     // 5. Content-Length: several that differ, or one that is no number, are
     // an unrecoverable error.
-    if headers.contains_key(header::CONTENT_LENGTH) {
-        return match content_length(headers) {
-            Some(len) => Ok((Decoder::length(len), reusable)),
-            None => Err(UpstreamError::Malformed("invalid content-length")),
-        };
+    match head.length {
+        Length::Agreed(len) => Ok((Decoder::length(len), reusable)),
+        Length::Invalid => Err(UpstreamError::Malformed("invalid content-length")),
+        // 8. Otherwise the body runs until the server closes.
+        Length::Absent => Ok((Decoder::until_close(), false)),
     }
-    // 8. Otherwise the body runs until the server closes.
-    Ok((Decoder::until_close(), false))
 }
 
 #[cfg(test)]
@@ -262,6 +293,14 @@ mod tests {
         assert_eq!(te, (Decoder::chunked(), true));
         let both = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert_eq!(get(both).expect("ok"), (Decoder::chunked(), false));
+        let mut head = parse(both.as_bytes()).expect("ok").expect("whole");
+        framing(&mut head, &http::Method::GET).expect("ok");
+        assert!(
+            !head.headers.contains_key(header::CONTENT_LENGTH),
+            "removed"
+        );
+        let invalid = "HTTP/1.1 200 OK\r\nContent-Length: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(get(invalid).expect("ok"), (Decoder::chunked(), false));
         let gzip = get("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n");
         assert_eq!(gzip.expect("ok"), (Decoder::until_close(), false));
         let two =
