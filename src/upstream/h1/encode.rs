@@ -78,8 +78,7 @@ pub(super) fn content_length(headers: &HeaderMap) -> Option<u64> {
 /// `length`, the length the `Content-Length` values before `value` agree on
 /// (`None` for no value yet), with `value`'s taken in; `None` when `value`
 /// is not a list of numbers all equal to `length`.
-pub(super) fn agreed_length(length: Option<u64>, value: &HeaderValue) -> Option<Option<u64>> {
-    let mut length = length;
+pub(super) fn agreed_length(mut length: Option<u64>, value: &HeaderValue) -> Option<Option<u64>> {
     for part in value.as_bytes().split(|b| *b == b',') {
         let part = part.trim_ascii();
         if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
