@@ -69,7 +69,7 @@ impl<I: AsyncRead + Unpin> ClientIo<I> {
 
     /// Reads enough to tell whether the client speaks HTTP/2 with prior
     /// knowledge (h2c); what was read is kept for hyper.
-    pub async fn starts_with_h2_preface(&mut self) -> io::Result<bool> {
+    async fn starts_with_h2_preface(&mut self) -> io::Result<bool> {
         let mut seen = [0u8; H2_PREFACE.len()];
         let mut len = 0;
         // At most one read per preface byte.
