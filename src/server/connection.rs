@@ -218,6 +218,9 @@ where
     let io = ClientIo::new(io, activity.clone());
     let redirect = protocol == Protocol::Redirect;
     let snapshot = ctx.snapshot.clone();
+    // For logging: shared, where the peer's address would be 32 bytes in the
+    // connection's task twice.
+    let client = info.clone();
     let service = service_fn(move |req: Request<Incoming>| {
         let busy = activity.begin();
         if req.version() == Version::HTTP_2 {
@@ -243,15 +246,18 @@ where
     detected.then(move |detected| {
         let served = match detected {
             Ok((io, true)) => Either::Left(Either::Left(serve_h2(io, service, ctx))),
-            Ok((io, false)) => Either::Left(Either::Right(serve_h1(io, service, ctx, peer))),
+            Ok((io, false)) => {
+                Either::Left(Either::Right(serve_h1(io, service, ctx, client.clone())))
+            }
             Err(error) => {
-                debug!(client = %peer, %error, "client connection ended before its first request");
+                let client = client.peer;
+                debug!(%client, %error, "client connection ended before its first request");
                 Either::Right(future::ready(Ok(())))
             }
         };
         served.map(move |result| {
             if let Err(e) = result {
-                log_end(peer, &e);
+                log_end(client.peer, &e);
             }
         })
     })
@@ -322,7 +328,7 @@ fn serve_h1<I, S>(
     mut io: ClientIo<I>,
     mut service: S,
     ctx: Arc<ServeContext>,
-    peer: SocketAddr,
+    client: Arc<ConnInfo>,
 ) -> impl Future<Output = hyper::Result<()>> + Send
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -361,7 +367,7 @@ where
                 return match result {
                     // Boxed: rare, and every connection's task would otherwise
                     // be as large as its state.
-                    Err(error) => Box::pin(refuse(conn, error, &ctx, peer)).await,
+                    Err(error) => Box::pin(refuse(conn, error, &ctx, client.peer)).await,
                     Ok(()) => Ok(()),
                 };
             }

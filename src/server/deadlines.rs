@@ -174,16 +174,19 @@ impl Activity {
     /// When the connection must be closed if nothing more arrives, if ever;
     /// and whether the timer should fire earlier, [`PARK_AFTER`] into an idle
     /// spell, to ask for the connection to be parked.
-    fn deadline(&self, idle: Duration, header: Duration) -> Option<Deadline> {
+    fn deadline(&self, limits: Limits) -> Option<Deadline> {
         if self.busy.load(Ordering::Relaxed) > 0 {
             return None;
         }
         let head = self.head_since_ms.load(Ordering::Relaxed);
         let (since, limit) = match head {
-            NONE => (self.idle_since_ms.load(Ordering::Relaxed), idle),
-            head => (head, header),
+            NONE => (self.idle_since_ms.load(Ordering::Relaxed), limits.idle_ms),
+            head => (head, limits.header_ms),
         };
-        let since = self.epoch + Duration::from_millis(since);
+        let (since, limit) = (
+            self.epoch + Duration::from_millis(since),
+            Duration::from_millis(limit.into()),
+        );
         let parkable = head == NONE
             && PARK_AFTER < limit
             && !self.multiplexed.load(Ordering::Relaxed)
@@ -247,16 +250,32 @@ impl Drop for Busy {
     }
 }
 
+/// `idle_timeout` and `header_read_timeout` in milliseconds, rounded up and
+/// capped at about 49 days: every connection's task holds them.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    idle_ms: u32,
+    header_ms: u32,
+}
+
+impl Limits {
+    fn new(idle: Duration, header: Duration) -> Self {
+        let ms = |d: Duration| u32::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u32::MAX);
+        Self {
+            idle_ms: ms(idle),
+            header_ms: ms(header),
+        }
+    }
+}
+
 /// A client socket that fails reads once its connection's deadline passes.
 #[derive(Debug)]
 pub struct TimedIo<T> {
     inner: T,
     activity: Arc<Activity>,
-    idle_timeout: Duration,
-    header_timeout: Duration,
-    /// The timer, armed for `armed_at`.
+    limits: Limits,
+    /// The timer, armed for the last deadline found.
     sleep: Pin<Box<Sleep>>,
-    armed_at: Option<Instant>,
 }
 
 impl<T> TimedIo<T> {
@@ -270,10 +289,8 @@ impl<T> TimedIo<T> {
         Self {
             inner,
             activity,
-            idle_timeout,
-            header_timeout,
+            limits: Limits::new(idle_timeout, header_timeout),
             sleep: Box::pin(tokio::time::sleep(header_timeout)),
-            armed_at: None,
         }
     }
 }
@@ -297,16 +314,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
             Poll::Pending => {
                 // Register before looking, so a request ending in between still wakes us.
                 this.activity.reader.register(cx.waker());
-                let Some(deadline) = this
-                    .activity
-                    .deadline(this.idle_timeout, this.header_timeout)
-                else {
+                let Some(deadline) = this.activity.deadline(this.limits) else {
                     return Poll::Pending;
                 };
                 let (Deadline::Park(at) | Deadline::Close(at)) = deadline;
-                if this.armed_at != Some(at) {
+                if this.sleep.deadline() != at {
                     this.sleep.as_mut().reset(at);
-                    this.armed_at = Some(at);
                 }
                 match this.sleep.as_mut().poll(cx) {
                     Poll::Ready(()) if matches!(deadline, Deadline::Park(_)) => {

@@ -18,6 +18,7 @@
 //! ([`Activity::all_answered`]); the socket keeps it back, and weir sends
 //! its own in its place (see `super::refusal`).
 
+use std::future::{self, Future};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::StatusCode;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::deadlines::Activity;
 
@@ -46,7 +47,11 @@ pub struct ClientIo<I> {
     /// HTTP/1.1: hyper's own answers are held back.
     hold_back: bool,
     /// The start of an answer hyper wrote on its own, kept from the client.
-    held: Vec<u8>,
+    #[allow(
+        clippy::box_collection,
+        reason = "8 bytes in every connection's task rather than 24, for a rare answer"
+    )]
+    held: Option<Box<Vec<u8>>>,
 }
 
 impl<I: AsyncRead + Unpin> ClientIo<I> {
@@ -57,34 +62,47 @@ impl<I: AsyncRead + Unpin> ClientIo<I> {
             unread: Bytes::new(),
             activity,
             hold_back: false,
-            held: Vec::new(),
+            held: None,
         }
-    }
-
-    /// [`Self::starts_with_h2_preface`], taking the socket and giving it back.
-    pub async fn detect_h2(mut self) -> io::Result<(Self, bool)> {
-        let h2 = self.starts_with_h2_preface().await?;
-        Ok((self, h2))
     }
 
     /// Reads enough to tell whether the client speaks HTTP/2 with prior
-    /// knowledge (h2c); what was read is kept for hyper.
-    async fn starts_with_h2_preface(&mut self) -> io::Result<bool> {
+    /// knowledge (h2c), and gives the socket back, with what was read kept
+    /// for hyper.
+    ///
+    /// Not an `async fn`, which would hold the socket twice (as its argument
+    /// and as the receiver of the read) while the connection's task waits for
+    /// the client's first bytes.
+    pub fn detect_h2(self) -> impl Future<Output = io::Result<(Self, bool)>> + Send
+    where
+        I: Send,
+    {
+        let mut io = Some(self);
         let mut seen = [0u8; H2_PREFACE.len()];
         let mut len = 0;
-        // At most one read per preface byte.
-        while len < seen.len() {
-            let n = self.inner.read(&mut seen[len..]).await?;
-            if n == 0 {
-                break;
+        future::poll_fn(move |cx| {
+            // `None`: polled again after it was ready.
+            let Some(this) = io.as_mut() else {
+                return Poll::Pending;
+            };
+            // At most one read per preface byte.
+            while len < seen.len() {
+                let mut read = ReadBuf::new(&mut seen[len..]);
+                ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
+                let n = read.filled().len();
+                if n == 0 {
+                    break;
+                }
+                len += n;
+                if seen[..len] != H2_PREFACE[..len] {
+                    break;
+                }
             }
-            len += n;
-            if seen[..len] != H2_PREFACE[..len] {
-                break;
-            }
-        }
-        self.unread = Bytes::copy_from_slice(&seen[..len]);
-        Ok(seen[..len] == *H2_PREFACE)
+            this.unread = Bytes::copy_from_slice(&seen[..len]);
+            let h2 = seen[..len] == *H2_PREFACE;
+            io.take()
+                .map_or(Poll::Pending, |io| Poll::Ready(Ok((io, h2))))
+        })
     }
 
     /// The state of the connection this socket belongs to.
@@ -138,10 +156,7 @@ impl<I> ClientIo<I> {
     /// back, if any; from now on nothing more is held back.
     pub fn take_held_answer(&mut self) -> Option<StatusCode> {
         self.hold_back = false;
-        if self.held.is_empty() {
-            return None;
-        }
-        let held = std::mem::take(&mut self.held);
+        let held = self.held.take()?;
         let mut headers = [httparse::EMPTY_HEADER; 4];
         let mut answer = httparse::Response::new(&mut headers);
         // Only the status line is needed; what follows may not fit in `HELD_MAX`.
@@ -154,13 +169,16 @@ impl<I> ClientIo<I> {
 
     /// Whether what hyper writes now is kept from the client.
     fn holds_back(&self) -> bool {
-        self.hold_back && (!self.held.is_empty() || self.activity.all_answered())
+        self.hold_back && (self.held.is_some() || self.activity.all_answered())
     }
 
     fn hold(&mut self, bytes: &[u8]) {
-        let room = HELD_MAX.saturating_sub(self.held.len());
-        self.held
-            .extend_from_slice(bytes.get(..room).unwrap_or(bytes));
+        if bytes.is_empty() {
+            return;
+        }
+        let held = self.held.get_or_insert_default();
+        let room = HELD_MAX.saturating_sub(held.len());
+        held.extend_from_slice(bytes.get(..room).unwrap_or(bytes));
     }
 }
 
@@ -226,7 +244,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for ClientIo<I> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.held.is_empty() {
+        if this.held.is_some() {
             return Poll::Ready(Ok(()));
         }
         ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
@@ -241,7 +259,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for ClientIo<I> {
         // Parking: hyper is done with the connection, the client is not: no
         // FIN (nor TLS close_notify, this being outside TLS). An answer held
         // back: weir's own goes out first.
-        if this.activity.is_parking() || !this.held.is_empty() {
+        if this.activity.is_parking() || this.held.is_some() {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.inner).poll_shutdown(cx)
@@ -251,7 +269,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for ClientIo<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncWriteExt, DuplexStream};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     fn pair() -> (ClientIo<DuplexStream>, DuplexStream) {
         let (server, client) = tokio::io::duplex(4096);
@@ -266,11 +284,12 @@ mod tests {
 
     #[tokio::test]
     async fn an_http2_preface_is_recognised_and_kept() {
-        let (mut io, mut client) = pair();
+        let (io, mut client) = pair();
         client.write_all(H2_PREFACE).await.expect("write");
         client.write_all(b"frames").await.expect("write");
         drop(client);
-        assert!(io.starts_with_h2_preface().await.expect("sniff"));
+        let (mut io, h2) = io.detect_h2().await.expect("sniff");
+        assert!(h2);
         assert_eq!(
             read_all(&mut io).await,
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nframes"
@@ -279,20 +298,22 @@ mod tests {
 
     #[tokio::test]
     async fn http1_is_told_apart_at_its_first_byte_and_kept() {
-        let (mut io, mut client) = pair();
+        let (io, mut client) = pair();
         let head = b"GET / HTTP/1.1\r\nHost: example\r\n\r\n";
         client.write_all(head).await.expect("write");
-        assert!(!io.starts_with_h2_preface().await.expect("sniff"));
+        let (mut io, h2) = io.detect_h2().await.expect("sniff");
+        assert!(!h2);
         drop(client);
         assert_eq!(read_all(&mut io).await, head);
     }
 
     #[tokio::test]
     async fn a_preface_cut_short_is_not_http2() {
-        let (mut io, mut client) = pair();
+        let (io, mut client) = pair();
         client.write_all(&H2_PREFACE[..10]).await.expect("write");
         drop(client);
-        assert!(!io.starts_with_h2_preface().await.expect("sniff"));
+        let (mut io, h2) = io.detect_h2().await.expect("sniff");
+        assert!(!h2);
         assert_eq!(read_all(&mut io).await, &H2_PREFACE[..10]);
     }
 
