@@ -278,7 +278,7 @@ fn client_side<'a>(conn: &'a ConnInfo, snapshot: &'a Snapshot) -> Peer<'a> {
     Peer {
         ip: conn.peer.ip(),
         ip_value: &conn.peer_ip,
-        proto: conn.proto,
+        proto: if conn.tls { "https" } else { "http" },
         trusted: if conn.proxied {
             &[]
         } else {

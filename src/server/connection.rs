@@ -33,6 +33,7 @@ use super::proxy_protocol;
 use super::refusal::{self, Unreadable};
 use super::ServeContext;
 use crate::body::BoxError;
+use crate::clock::TimerSlot;
 use crate::exchange::ResponseBody;
 use crate::pass::ConnInfo;
 use crate::proxy;
@@ -205,11 +206,8 @@ where
         peer,
         proxied,
         peer_ip: crate::headers::ip_value(peer.ip()),
-        proto: if matches!(protocol, Protocol::Http1 | Protocol::H2) {
-            "https"
-        } else {
-            "http"
-        },
+        tls: matches!(protocol, Protocol::Http1 | Protocol::H2),
+        response_timer: TimerSlot::default(),
         tunnel: TunnelContext {
             _permit: permit,
             shutdown: ctx.shutdown.clone(),
@@ -391,6 +389,8 @@ where
                 // the connection is not asked to park again.
                 activity.on_read();
             } else {
+                // Out of tokio's timer wheel while the connection sits idle.
+                client.response_timer.clear();
                 let _parked = ctx.snapshot.load().stats.connection_parked();
                 let woken = tokio::select! {
                     biased;

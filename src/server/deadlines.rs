@@ -318,10 +318,18 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
                     return Poll::Pending;
                 };
                 let (Deadline::Park(at) | Deadline::Close(at)) = deadline;
-                if this.sleep.deadline() != at {
+                // Re-armed only when the deadline comes sooner: one put off
+                // (each request puts it off) is re-armed when the timer fires
+                // for the old one, and not on every request.
+                if at < this.sleep.deadline() {
                     this.sleep.as_mut().reset(at);
                 }
-                match this.sleep.as_mut().poll(cx) {
+                let mut fired = this.sleep.as_mut().poll(cx);
+                if fired.is_ready() && this.sleep.deadline() < at {
+                    this.sleep.as_mut().reset(at);
+                    fired = this.sleep.as_mut().poll(cx);
+                }
+                match fired {
                     Poll::Ready(()) if matches!(deadline, Deadline::Park(_)) => {
                         // Asked once: from now the timer is armed for the close.
                         // The connection's task polls this socket, so waking
