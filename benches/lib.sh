@@ -123,14 +123,20 @@ spawn() {
 # while wrk -t1 -cCONNS sends requests for SECONDS_PER_RUN, into $T/NAME.cg and $T/NAME.wrk;
 # dies on a non-2xx answer. Sets INSTR (instructions, start-up and shutdown included) and
 # REQS (the requests wrk completed).
-# shellcheck disable=SC2034,SC2153 # INSTR and REQS are for the script; CONNS is the script's
 callgrind_weir() {
+    callgrind_serve "$1" "$2" "$WEIR" run -c "$T/$1.toml"
+}
+# callgrind_serve NAME PORT CMD...: the same for any server CMD listening on PORT.
+# shellcheck disable=SC2034,SC2153 # INSTR and REQS are for the script; CONNS is the script's
+callgrind_serve() {
     local name=$1 port=$2 pid
-    serve "$name" "$port" valgrind --tool=callgrind --callgrind-out-file="$T/$name.cg" \
-        "$WEIR" run -c "$T/$name.toml"
+    shift 2
+    serve "$name" "$port" valgrind --tool=callgrind --callgrind-out-file="$T/$name.cg" "$@"
     pid=$REPLY
     wrk -t1 -c"$CONNS" -d"${SECONDS_PER_RUN}s" "http://127.0.0.1:$port/" >"$T/$name.wrk"
-    kill -INT "$pid"
+    # TERM: a background job of a script starts with SIGINT ignored, and a
+    # server without a handler of its own (bench_backend) would not stop.
+    kill -TERM "$pid"
     wait "$pid" 2>/dev/null || true
     if grep -q "Non-2xx" "$T/$name.wrk"; then die "non-2xx answers: $(cat "$T/$name.wrk")"; fi
     INSTR=$(awk '/^summary:/ {print $2}' "$T/$name.cg")

@@ -3,7 +3,9 @@
 # repeats on a noisy shared machine: instructions per request by crate, and allocations
 # per request (both from callgrind).
 #
-#   bash benches/per_request.sh [--seconds 10] [--conns 64] [--no-install] [--no-build] [--keep]
+#   bash benches/per_request.sh [--seconds 10] [--conns 64] [--weir-only] [--no-install] [--no-build] [--keep]
+#
+#   --weir-only  skip the same count for nginx and for hyper's server alone (bench_backend)
 #
 # weir (one thread) runs under callgrind in front of one bench_backend while wrk -t1
 # -cCONNS sends requests for SECONDS; the counts are divided by the requests wrk
@@ -17,10 +19,12 @@ set -euo pipefail
 
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-SECONDS_PER_RUN=10 CONNS=64
-parse_options "--seconds=SECONDS_PER_RUN --conns=CONNS" "$@"
+SECONDS_PER_RUN=10 CONNS=64 OTHERS=1
+parse_options "--seconds=SECONDS_PER_RUN --conns=CONNS --weir-only=OTHERS:0" "$@"
 need_positive "$SECONDS_PER_RUN" "$CONNS"
-need_tools wrk valgrind
+tools=(wrk valgrind)
+((OTHERS)) && tools+=(nginx)
+need_tools "${tools[@]}"
 build_release bench_backend
 start_backends 1 "$TARGET_DIR/release/examples/bench_backend"
 
@@ -30,37 +34,44 @@ $(weir_head "$PORT")
 $(weir_upstream "keepalive = $CONNS")
 TOML
 
+# by_crate NAME REQS: the table of instructions per request by crate, from $T/NAME.cg.
+by_crate() {
+    local name=$1 reqs=$2 total
+    total=$(awk '/^summary:/ {print $2}' "$T/$name.cg")
+    callgrind_annotate --inclusive=no --threshold=100 --auto=no "$T/$name.cg" 2>/dev/null >"$T/$name.annotate.txt"
+    echo
+    echo "callgrind: $reqs requests; $(awk -v t="$total" -v n="$reqs" 'BEGIN {printf "%.0f", t / n}') instructions per request"
+    echo
+    echo "| crate | instructions per request | share |"
+    echo "|---|---|---|"
+    # Lines look like "1,234,567 (12.3%)  /path/to/file.rs:function [object]".
+    awk -v n="$reqs" -v total="$total" '
+        /^ *[0-9,]+ \( *[0-9.]+%\) / && !/PROGRAM TOTALS/ {
+            ir = $1; gsub(",", "", ir)
+            f = $0; sub(/^ *[0-9,]+ \( *[0-9.]+%\) +/, "", f)
+            crate = "other"
+            if (f ~ /(^|\/)vendor\/hyper\//) crate = "hyper"
+            else if (match(f, /\/registry\/src\/[^\/]+\/[^\/]+\//)) {
+                crate = substr(f, RSTART, RLENGTH - 1); sub(/.*\//, "", crate); sub(/-[0-9]+\.[0-9]+.*/, "", crate)
+            }
+            else if (f ~ /(memmove|memcpy|memset)/) crate = "libc memcpy/memset"
+            else if (f ~ /(^|\/)(core|alloc|std)\/src\//) crate = "std"
+            else if (f ~ /jemalloc/) crate = "jemalloc"
+            else if (f ~ /^(src|examples)\//) crate = "weir"
+            else if (f ~ /libc\.so/) crate = "libc"
+            sum[crate] += ir
+        }
+        END {
+            for (c in sum) if (c != "other" && sum[c] < total / 200) { sum["other"] += sum[c]; delete sum[c] }
+            for (c in sum) printf "%s\t%.0f\t%.1f\n", c, sum[c] / n, 100 * sum[c] / total
+        }' "$T/$name.annotate.txt" | sort -t$'\t' -k2 -nr | awk -F'\t' '{ printf "| %s | %s | %s%% |\n", $1, $2, $3 }'
+}
+
 echo "## what one request costs weir in user space"
 header
 callgrind_weir weir "$PORT"
-cg_reqs=$REQS total=$INSTR
-callgrind_annotate --inclusive=no --threshold=100 --auto=no "$T/weir.cg" 2>/dev/null >"$T/annotate.txt"
-echo
-echo "callgrind: $cg_reqs requests; $(awk -v t="$total" -v n="$cg_reqs" 'BEGIN {printf "%.0f", t / n}') instructions per request"
-echo
-echo "| crate | instructions per request | share |"
-echo "|---|---|---|"
-# Lines look like "1,234,567 (12.3%)  /path/to/file.rs:function [object]".
-awk -v n="$cg_reqs" -v total="$total" '
-    /^ *[0-9,]+ \( *[0-9.]+%\) / && !/PROGRAM TOTALS/ {
-        ir = $1; gsub(",", "", ir)
-        f = $0; sub(/^ *[0-9,]+ \( *[0-9.]+%\) +/, "", f)
-        crate = "other"
-        if (f ~ /(^|\/)vendor\/hyper\//) crate = "hyper"
-        else if (match(f, /\/registry\/src\/[^\/]+\/[^\/]+\//)) {
-            crate = substr(f, RSTART, RLENGTH - 1); sub(/.*\//, "", crate); sub(/-[0-9]+\.[0-9]+.*/, "", crate)
-        }
-        else if (f ~ /(memmove|memcpy|memset)/) crate = "libc memcpy/memset"
-        else if (f ~ /(^|\/)(core|alloc|std)\/src\//) crate = "std"
-        else if (f ~ /jemalloc/) crate = "jemalloc"
-        else if (f ~ /^src\//) crate = "weir"
-        else if (f ~ /libc\.so/) crate = "libc"
-        sum[crate] += ir
-    }
-    END {
-        for (c in sum) if (c != "other" && sum[c] < total / 200) { sum["other"] += sum[c]; delete sum[c] }
-        for (c in sum) printf "%s\t%.0f\t%.1f\n", c, sum[c] / n, 100 * sum[c] / total
-    }' "$T/annotate.txt" | sort -t$'\t' -k2 -nr | awk -F'\t' '{ printf "| %s | %s | %s%% |\n", $1, $2, $3 }'
+cg_reqs=$REQS weir_instr=$INSTR
+by_crate weir "$cg_reqs"
 
 # Calls to the allocator, from the call counts of the callgrind file. Function names
 # are compressed there: "(id) name" the first time, "(id)" after, shared by fn= and cfn=.
@@ -82,3 +93,30 @@ allocs=$(awk '
     END { print n + 0 }' "$T/weir.cg")
 echo
 echo "allocations: $(awk -v c="$allocs" -v n="$cg_reqs" 'BEGIN {printf "%.2f", c / n}') per request ($allocs in all)"
+
+# For scale, the same count for nginx (one worker, in the foreground, the proxy setup of
+# compare.sh), and for hyper's HTTP/1.1 server alone answering wrk itself (bench_backend:
+# current-thread tokio, glibc's malloc, a fixed 94-byte body, no upstream): the floor under
+# any proxy that serves its clients with hyper, which then adds its own upstream exchange.
+if ((OTHERS)); then
+    echo
+    echo "## the same count for nginx, and for hyper's server alone"
+    pick_port; port=$REPLY
+    nginx_conf 1 1024 "$CONNS" "$port"
+    sed -i '1i master_process off;' "$T/nginx.conf"
+    callgrind_serve nginx "$port" "${NGINX_CMD[@]}"
+    nginx_instr=$INSTR nginx_reqs=$REQS
+    pick_port; port=$REPLY
+    callgrind_serve hyper "$port" "$TARGET_DIR/release/examples/bench_backend" "$port"
+    echo
+    echo "| server | requests | instructions per request | ÷ weir |"
+    echo "|---|---|---|---|"
+    awk -v wi="$weir_instr" -v wr="$cg_reqs" -v ni="$nginx_instr" -v nr="$nginx_reqs" \
+        -v hi="$INSTR" -v hr="$REQS" 'BEGIN {
+        w = wi / wr
+        printf "| weir | %d | %.0f | 1.00 |\n", wr, w
+        printf "| nginx | %d | %.0f | %.2f |\n", nr, ni / nr, ni / nr / w
+        printf "| hyper server alone (no upstream) | %d | %.0f | %.2f |\n", hr, hi / hr, hi / hr / w
+    }'
+    by_crate hyper "$REQS"
+fi
