@@ -12,11 +12,10 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 thread_local! {
     /// Whether a [`Polled`] task is being polled on this thread.
@@ -36,47 +35,6 @@ pub(crate) fn now() -> Instant {
             now
         })
     })
-}
-
-/// A timer a client connection keeps from one request's wait for its
-/// upstream's answer to the next. Re-armed for a later deadline while still
-/// in tokio's timer wheel, a timer is only marked as put off; a new one per
-/// request costs a trip to the wheel to arm it and another to disarm it.
-/// One slot: an HTTP/2 connection's streams beyond the first in progress
-/// get timers of their own.
-#[derive(Debug, Default)]
-pub(crate) struct TimerSlot(Mutex<Option<Pin<Box<Sleep>>>>);
-
-impl TimerSlot {
-    /// The kept timer, armed for `at`, or a new one.
-    pub(crate) fn take(&self, at: Instant) -> Pin<Box<Sleep>> {
-        match self.lock().take() {
-            Some(mut timer) => {
-                timer.as_mut().reset(at);
-                timer
-            }
-            None => Box::pin(tokio::time::sleep_until(at)),
-        }
-    }
-
-    /// Keeps `timer` for the next wait, unless the slot holds one already.
-    pub(crate) fn put(&self, timer: Pin<Box<Sleep>>) {
-        let mut slot = self.lock();
-        if slot.is_none() {
-            *slot = Some(timer);
-        }
-    }
-
-    /// Drops the kept timer, which leaves tokio's wheel: for a connection
-    /// about to sit idle.
-    pub(crate) fn clear(&self) {
-        let timer = self.lock().take();
-        drop(timer);
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Option<Pin<Box<Sleep>>>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
 }
 
 pin_project! {

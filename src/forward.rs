@@ -15,7 +15,6 @@ use std::error::Error as _;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::Poll;
 use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
@@ -26,7 +25,6 @@ use tracing::{info, warn};
 use crate::access::AccessRecord;
 use crate::affinity::Affinity;
 use crate::body::{BodyProgress, BodyTooLarge, RequestBody};
-use crate::clock::TimerSlot;
 use crate::error::{ProxyError, UpstreamError};
 use crate::exchange::{arrived_frame, EarlyFrame, Exchange};
 use crate::upstream::{InFlightGuard, Upstream, UpstreamBody};
@@ -60,9 +58,6 @@ pub struct Terms<'a> {
     /// The request asks to switch protocols; a `101` to any other request
     /// is the upstream's error.
     pub upgrading: bool,
-    /// Where the client connection keeps a timer for the wait for the
-    /// response head; `None`: a new timer each time.
-    pub timer: Option<&'a TimerSlot>,
 }
 
 /// Sends the request in `req` to a server of `upstream`, retrying where safe.
@@ -84,7 +79,6 @@ pub fn forward<'a>(
         affinity,
         body,
         upgrading,
-        timer,
     } = terms;
     async move {
         let cfg = &upstream.config;
@@ -140,7 +134,7 @@ pub fn forward<'a>(
                 break;
             };
             let send = std::pin::pin!(conn.sender.try_send_request(request));
-            let sent = response_head(send, cfg.response_timeout, deadlines, body, timer).await;
+            let sent = response_head(send, cfg.response_timeout, deadlines, body).await;
             let by_request_timeout = matches!(sent, Err(Late::Request(_)));
             let error = match sent {
                 Ok(Ok(mut resp)) => match admit(&mut resp, upgrading, addr) {
@@ -240,62 +234,37 @@ enum Late {
 ///
 /// `send` is pinned by the caller, so that this future holds a pointer to it
 /// rather than a second copy.
-///
-/// The timer comes from `slot` and goes back to it still armed (see [`TimerSlot`]).
 async fn response_head<F: Future>(
     mut send: Pin<&mut F>,
     response_timeout: Duration,
     deadlines: Deadlines,
     body: Option<&BodyProgress>,
-    slot: Option<&TimerSlot>,
 ) -> Result<F::Output, Late> {
     let mut from = crate::clock::now();
-    let (until, mut late) = deadline(from, response_timeout, deadlines);
-    let mut timer = match slot {
-        Some(slot) => slot.take(until),
-        None => Box::pin(tokio::time::sleep_until(until)),
-    };
     let mut seen = 0;
     // One pass per `response_timeout` the client's upload takes.
-    let head = loop {
-        let head = std::future::poll_fn(|cx| match send.as_mut().poll(cx) {
-            Poll::Ready(head) => Poll::Ready(Some(head)),
-            Poll::Pending => timer.as_mut().poll(cx).map(|()| None),
-        })
-        .await;
-        if let Some(head) = head {
-            break Ok(head);
+    loop {
+        let at = from + response_timeout;
+        let (until, late) = match deadlines.request {
+            Some(end) if end <= at => (
+                end,
+                Late::Request(end.saturating_duration_since(deadlines.started)),
+            ),
+            _ => (at, Late::Response(response_timeout)),
+        };
+        if let Ok(head) = tokio::time::timeout_at(until, send.as_mut()).await {
+            return Ok(head);
         }
         let Some(body) = body.filter(|_| matches!(late, Late::Response(_))) else {
-            break Err(late);
+            return Err(late);
         };
         from = match body.ended_at() {
             Some(ended) if ended > from => ended,
-            Some(_) => break Err(late),
+            Some(_) => return Err(late),
             None if body.waiting() || body.bytes() != seen => Instant::now(),
-            None => break Err(late),
+            None => return Err(late),
         };
         seen = body.bytes();
-        let until;
-        (until, late) = deadline(from, response_timeout, deadlines);
-        timer.as_mut().reset(until);
-    };
-    if let Some(slot) = slot {
-        slot.put(timer);
-    }
-    head
-}
-
-/// When a wait for the response head that starts at `from` ends, and what
-/// it is late for then: `response_timeout`, or the request's own deadline.
-fn deadline(from: Instant, response_timeout: Duration, deadlines: Deadlines) -> (Instant, Late) {
-    let at = from + response_timeout;
-    match deadlines.request {
-        Some(end) if end <= at => (
-            end,
-            Late::Request(end.saturating_duration_since(deadlines.started)),
-        ),
-        _ => (at, Late::Response(response_timeout)),
     }
 }
 
@@ -371,22 +340,12 @@ mod tests {
 
     /// Waits for an answer that never comes; returns which deadline passed, and when.
     async fn never_answered(deadlines: Deadlines, body: Option<&BodyProgress>) -> (Late, Duration) {
-        never_answered_with(deadlines, body, None).await
-    }
-
-    /// [`never_answered`], with its timer kept in `slot`.
-    async fn never_answered_with(
-        deadlines: Deadlines,
-        body: Option<&BodyProgress>,
-        slot: Option<&TimerSlot>,
-    ) -> (Late, Duration) {
         let start = Instant::now();
         let late = response_head(
             std::pin::pin!(std::future::pending::<()>()),
             RT,
             deadlines,
             body,
-            slot,
         )
         .await
         .expect_err("no answer");
@@ -401,23 +360,6 @@ mod tests {
         let capped = never_answered(deadlines(Some(5)), None).await;
         assert_eq!(capped, (Late::Request(five), five));
         assert_eq!(never_answered(deadlines(Some(120)), None).await, (rt, RT));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_kept_timer_is_armed_anew_for_each_wait() {
-        let slot = TimerSlot::default();
-        // Answered at once: the timer goes back armed for a minute from now.
-        let answer = std::pin::pin!(std::future::ready(()));
-        let answered = response_head(answer, RT, deadlines(None), None, Some(&slot)).await;
-        assert_eq!(answered, Ok(()));
-        // Sooner than that, then later, then after the timer has fired.
-        let five = Duration::from_secs(5);
-        let capped = never_answered_with(deadlines(Some(5)), None, Some(&slot)).await;
-        assert_eq!(capped, (Late::Request(five), five));
-        for _ in 0..2 {
-            let late = never_answered_with(deadlines(None), None, Some(&slot)).await;
-            assert_eq!(late, (Late::Response(RT), RT));
-        }
     }
 
     fn progress() -> BodyProgress {

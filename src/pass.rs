@@ -13,7 +13,6 @@ use tracing::{debug, warn};
 use crate::access::AccessRecord;
 use crate::affinity::Affinity;
 use crate::body::RequestBody;
-use crate::clock::TimerSlot;
 use crate::compress::{self, Plan};
 use crate::config::HeaderRules;
 use crate::error::ProxyError;
@@ -25,7 +24,7 @@ use crate::upgrade::{TunnelContext, TunnelLimits, UpgradeRequest};
 use crate::upstream::{Upstream, UpstreamBody};
 
 /// What weir knows about the client connection a request came on.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The client's address: the connection's peer, or the client its
     /// PROXY protocol header named.
@@ -37,9 +36,6 @@ pub struct ConnInfo {
     pub peer_ip: HeaderValue,
     /// Whether the client connection is TLS: `X-Forwarded-Proto` is `https`.
     pub tls: bool,
-    /// The timer of the wait for each request's response head, kept from
-    /// one request to the next.
-    pub(crate) response_timer: TimerSlot,
     /// What a tunnel opened by an `Upgrade` on this connection holds on to.
     pub tunnel: TunnelContext,
 }
@@ -62,7 +58,6 @@ pub(crate) fn pass<'a>(
             affinity: fw.affinity,
             body: fw.metrics.body.as_deref(),
             upgrading: fw.upgrade.is_some(),
-            timer: Some(&conn.response_timer),
         };
         let result = forward(fw.upstream, &mut fw.req, &mut fw.record, terms).await;
         let Forwarding {

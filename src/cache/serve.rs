@@ -159,7 +159,6 @@ async fn fetch(
         affinity: fw.affinity,
         body: None,
         upgrading: false,
-        timer: Some(&conn.response_timer),
     };
     let result = forward(fw.upstream, &mut fw.req, &mut fw.record, terms).await;
     let now = cache.now();
@@ -306,7 +305,6 @@ fn refresh(
             affinity,
             body: None,
             upgrading: false,
-            timer: None,
         };
         let mut req = Some(req);
         let result = forward(&upstream, &mut req, &mut None, terms).await;

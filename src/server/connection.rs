@@ -33,7 +33,6 @@ use super::proxy_protocol;
 use super::refusal::{self, Unreadable};
 use super::ServeContext;
 use crate::body::BoxError;
-use crate::clock::TimerSlot;
 use crate::exchange::ResponseBody;
 use crate::pass::ConnInfo;
 use crate::proxy;
@@ -207,7 +206,6 @@ where
         proxied,
         peer_ip: crate::headers::ip_value(peer.ip()),
         tls: matches!(protocol, Protocol::Http1 | Protocol::H2),
-        response_timer: TimerSlot::default(),
         tunnel: TunnelContext {
             _permit: permit,
             shutdown: ctx.shutdown.clone(),
@@ -389,8 +387,6 @@ where
                 // the connection is not asked to park again.
                 activity.on_read();
             } else {
-                // Out of tokio's timer wheel while the connection sits idle.
-                client.response_timer.clear();
                 let _parked = ctx.snapshot.load().stats.connection_parked();
                 let woken = tokio::select! {
                     biased;
