@@ -7,8 +7,8 @@ use clap::{Parser, Subcommand};
 
 /// jemalloc, with its background purging thread switched on in `main`: freed
 /// pages go back to the system within about ten seconds whatever the process
-/// does meanwhile. With 10,000 parked idle connections, RSS settles at 1.7 KiB
-/// per connection (`benches/idle_conns.sh`). mimalloc v2 purges only when the
+/// does meanwhile. With 10,000 parked idle connections, RSS settles at 1.7 to 1.9
+/// KiB per connection (`benches/idle_conns.sh`). mimalloc v2 purges only when the
 /// allocating thread is busy, so after a burst its RSS stayed at 9.4–22.7 KiB per
 /// connection depending on how the burst arrived; it cost about 1% less CPU.
 #[global_allocator]
