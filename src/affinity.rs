@@ -13,6 +13,7 @@ use http::Request;
 
 use crate::balance::stable_hash;
 use crate::config::{HashKey, StickyConfig, UpstreamConfig};
+use crate::headers::Forwarded;
 
 /// What in a request points at a server.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -23,10 +24,18 @@ pub(crate) struct Affinity {
     pub(crate) sticky: Option<u64>,
 }
 
-/// What `req` carries that ties it to a server of `upstream`.
-pub(crate) fn of<B>(upstream: &UpstreamConfig, req: &Request<B>) -> Affinity {
+/// What `req`, with its forwarding headers `forwarded`, carries that ties
+/// it to a server of `upstream`.
+pub(crate) fn of<B>(
+    upstream: &UpstreamConfig,
+    req: &Request<B>,
+    forwarded: &Forwarded<'_>,
+) -> Affinity {
     Affinity {
-        hash: upstream.hash_key.as_ref().and_then(|k| request_key(k, req)),
+        hash: upstream
+            .hash_key
+            .as_ref()
+            .and_then(|k| request_key(k, req, forwarded)),
         sticky: upstream.sticky.as_ref().and_then(|s| {
             let value = cookie(req.headers(), &s.cookie)?;
             let hex = std::str::from_utf8(value).ok()?;
@@ -61,13 +70,13 @@ pub(crate) fn set_cookie(sticky: &StickyConfig, id: u64) -> HeaderValue {
 /// request does not carry it (such requests are balanced round robin).
 ///
 /// Read from the request as weir forwards it: the client address is the one
-/// weir resolved and wrote in `X-Real-IP` (trusted proxies applied).
-fn request_key<B>(key: &HashKey, req: &Request<B>) -> Option<u64> {
+/// weir resolved and writes in `X-Real-IP` (trusted proxies applied).
+fn request_key<B>(key: &HashKey, req: &Request<B>, forwarded: &Forwarded<'_>) -> Option<u64> {
     let bytes = match key {
-        HashKey::Ip => req.headers().get("x-real-ip")?.as_bytes(),
+        HashKey::Ip => forwarded.real_ip().as_bytes(),
         HashKey::Uri => req.uri().path_and_query()?.as_str().as_bytes(),
         HashKey::Path => req.uri().path().as_bytes(),
-        HashKey::Header(name) => req.headers().get(name)?.as_bytes(),
+        HashKey::Header(name) => forwarded.get(req.headers(), name)?.as_bytes(),
         HashKey::Cookie(name) => cookie(req.headers(), name)?,
     };
     Some(stable_hash(bytes))
@@ -99,14 +108,20 @@ mod tests {
         b.body(()).expect("request")
     }
 
+    fn client(ip: &'static str) -> HeaderValue {
+        HeaderValue::from_static(ip)
+    }
+
     #[test]
     fn each_key_reads_its_part_of_the_request() {
         let r = req(&[
-            ("x-real-ip", "192.0.2.7"),
+            ("x-real-ip", "6.6.6.6"),
             ("x-user", "alice"),
             ("cookie", "a=1; sid=abc ; b=2"),
         ]);
-        let h = |k: HashKey| request_key(&k, &r);
+        let ip = client("192.0.2.7");
+        let fwd = Forwarded::for_client(&ip);
+        let h = |k: HashKey| request_key(&k, &r, &fwd);
         assert_eq!(h(HashKey::Ip), Some(stable_hash(b"192.0.2.7")));
         assert_eq!(h(HashKey::Uri), Some(stable_hash(b"/a/b?x=1")));
         assert_eq!(h(HashKey::Path), Some(stable_hash(b"/a/b")));
@@ -118,17 +133,38 @@ mod tests {
     #[test]
     fn a_missing_key_is_none() {
         let r = req(&[("cookie", "sidx=1; xsid=2")]);
-        assert_eq!(request_key(&HashKey::Cookie("sid".into()), &r), None);
+        let ip = client("192.0.2.7");
+        let fwd = Forwarded::for_client(&ip);
+        assert_eq!(request_key(&HashKey::Cookie("sid".into()), &r, &fwd), None);
         let h = HashKey::Header(http::HeaderName::from_static("x-user"));
-        assert_eq!(request_key(&h, &r), None);
-        assert_eq!(request_key(&HashKey::Ip, &r), None);
+        assert_eq!(request_key(&h, &r, &fwd), None);
+    }
+
+    #[test]
+    fn a_header_key_naming_a_forwarding_header_reads_weirs_value() {
+        let r = req(&[("x-real-ip", "6.6.6.6"), ("x-forwarded-for", "6.6.6.6")]);
+        let ip = client("192.0.2.7");
+        let fwd = Forwarded::for_client(&ip);
+        for name in ["x-real-ip", "x-forwarded-for"] {
+            let key = HashKey::Header(http::HeaderName::from_static(name));
+            assert_eq!(
+                request_key(&key, &r, &fwd),
+                Some(stable_hash(b"192.0.2.7")),
+                "{name}"
+            );
+        }
     }
 
     #[test]
     fn cookies_in_several_headers_are_found() {
         let r = req(&[("cookie", "a=1"), ("cookie", "sid=z")]);
+        let ip = client("192.0.2.7");
         assert_eq!(
-            request_key(&HashKey::Cookie("sid".into()), &r),
+            request_key(
+                &HashKey::Cookie("sid".into()),
+                &r,
+                &Forwarded::for_client(&ip)
+            ),
             Some(stable_hash(b"z"))
         );
     }

@@ -27,6 +27,7 @@ use crate::affinity::Affinity;
 use crate::body::{BodyProgress, BodyTooLarge, RequestBody};
 use crate::error::{ProxyError, UpstreamError};
 use crate::exchange::{arrived_frame, EarlyFrame, Exchange};
+use crate::headers::Forwarded;
 use crate::upstream::{InFlightGuard, Upstream, UpstreamBody};
 
 /// Pooled connections found closed before a request went out — or closed by
@@ -58,6 +59,8 @@ pub struct Terms<'a> {
     /// The request asks to switch protocols; a `101` to any other request
     /// is the upstream's error.
     pub upgrading: bool,
+    /// The forwarding headers, when they are not in the request's map yet.
+    pub forwarded: Option<&'a Forwarded<'a>>,
 }
 
 /// Sends the request in `req` to a server of `upstream`, retrying where safe.
@@ -79,6 +82,7 @@ pub fn forward<'a>(
         affinity,
         body,
         upgrading,
+        forwarded,
     } = terms;
     async move {
         let cfg = &upstream.config;
@@ -133,7 +137,7 @@ pub fn forward<'a>(
             let Some(request) = req.take() else {
                 break;
             };
-            let send = std::pin::pin!(conn.sender.try_send_request(request));
+            let send = std::pin::pin!(conn.sender.try_send_request(request, forwarded));
             let sent = response_head(send, cfg.response_timeout, deadlines, body).await;
             let by_request_timeout = matches!(sent, Err(Late::Request(_)));
             let error = match sent {

@@ -55,6 +55,8 @@ pub enum Underscores {
 struct Found {
     hop_by_hop: bool,
     underscored: bool,
+    /// One of the four forwarding headers, which weir writes itself.
+    forwarding: bool,
 }
 
 impl Found {
@@ -63,10 +65,19 @@ impl Found {
         let mut found = Found::default();
         for name in headers.keys() {
             found.hop_by_hop |= is_fixed_hop_by_hop(name);
+            found.forwarding |= is_forwarding(name);
             found.underscored |= drop_underscored && name.as_str().as_bytes().contains(&b'_');
         }
         found
     }
+}
+
+/// Whether `name` is one of the forwarding headers weir writes.
+fn is_forwarding(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "x-real-ip" | "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host"
+    )
 }
 
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
@@ -112,16 +123,104 @@ fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
     trusted.iter().any(|net| net.contains(&ip))
 }
 
+/// The forwarding headers weir sets on a request for its upstream:
+/// `X-Real-IP`, `X-Forwarded-For`, `-Proto` and `-Host`.
+///
+/// Kept beside the request's header map rather than in it: weir's own
+/// HTTP/1.1 client writes them straight into the request head, which costs
+/// far less than four hashed insertions into the map and their removal
+/// after. hyper's clients (h2c, upgrades) and the cache, which read the map,
+/// get them inserted there ([`Forwarded::insert_into`]); what reads them
+/// before the request goes (hash and rate-limit keys) asks [`Forwarded::get`].
+#[derive(Debug, Clone)]
+pub struct Forwarded<'a> {
+    real_ip: Value<'a>,
+    forwarded_for: Value<'a>,
+    /// `None` when a trusted proxy's own `X-Forwarded-Proto` stays in the map.
+    proto: Option<HeaderValue>,
+    /// `None` when a trusted proxy's own `X-Forwarded-Host` stays in the
+    /// map, or when the request has no host (and the map none either).
+    host: Option<HeaderValue>,
+}
+
+/// A forwarding header's value: the connection's peer address, rendered once
+/// per connection, or one worked out for this request.
+#[derive(Debug, Clone)]
+enum Value<'a> {
+    Peer(&'a HeaderValue),
+    Own(HeaderValue),
+}
+
+impl Value<'_> {
+    fn get(&self) -> &HeaderValue {
+        match self {
+            Value::Peer(value) => value,
+            Value::Own(value) => value,
+        }
+    }
+}
+
+impl<'a> Forwarded<'a> {
+    /// The fields in the order they are written, name and value.
+    pub fn fields(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        [
+            (&X_REAL_IP, Some(self.real_ip.get())),
+            (&X_FORWARDED_FOR, Some(self.forwarded_for.get())),
+            (&X_FORWARDED_PROTO, self.proto.as_ref()),
+            (&X_FORWARDED_HOST, self.host.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value?)))
+    }
+
+    /// `X-Real-IP`: the client address weir resolved.
+    pub fn real_ip(&self) -> &HeaderValue {
+        self.real_ip.get()
+    }
+
+    /// The value of `name` in the request as it goes upstream: these
+    /// headers' own, the map's for any other.
+    pub fn get<'b>(&'b self, headers: &'b HeaderMap, name: &HeaderName) -> Option<&'b HeaderValue> {
+        let own = match name.as_str() {
+            "x-real-ip" => Some(self.real_ip.get()),
+            "x-forwarded-for" => Some(self.forwarded_for.get()),
+            "x-forwarded-proto" => self.proto.as_ref(),
+            "x-forwarded-host" => self.host.as_ref(),
+            _ => None,
+        };
+        own.or_else(|| headers.get(name))
+    }
+
+    /// The headers of a request straight from `client`, over plain HTTP, without a host.
+    #[cfg(test)]
+    pub fn for_client(client: &'a HeaderValue) -> Self {
+        Forwarded {
+            real_ip: Value::Peer(client),
+            forwarded_for: Value::Peer(client),
+            proto: Some(HeaderValue::from_static("http")),
+            host: None,
+        }
+    }
+
+    /// Puts the headers into `headers`, for a client that sends the map as it is.
+    pub fn insert_into(&self, headers: &mut HeaderMap) {
+        for (name, value) in self.fields() {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+}
+
 /// Rewrites a request's headers for the upstream: removes hop-by-hop headers
-/// (and those spelled with underscores unless `underscores` keeps them), then
-/// sets `X-Real-IP`, `X-Forwarded-For`, `-Proto` and `-Host`.
+/// (and those spelled with underscores unless `underscores` keeps them), and
+/// works out `X-Real-IP`, `X-Forwarded-For`, `-Proto` and `-Host`, taking
+/// any the client sent out of the map unless a trusted proxy's stay.
 /// `host` is the request's host (the `Host` header or the URI's authority).
-pub fn prepare_upstream_request(
+pub fn prepare_upstream_request<'a>(
     headers: &mut HeaderMap,
-    peer: Peer<'_>,
+    peer: Peer<'a>,
     host: Option<&HeaderValue>,
     underscores: Underscores,
-) {
+) -> Forwarded<'a> {
     // One pass over the names: most requests have nothing to remove.
     let found = Found::in_request(headers, underscores);
     if found.hop_by_hop {
@@ -130,44 +229,41 @@ pub fn prepare_upstream_request(
     if found.underscored {
         remove_underscored(headers, peer.ip);
     }
-    // hyper sizes the map for the headers it parsed; growing once for the four
-    // added here beats growing (and rehashing) up to twice on the way.
-    headers.reserve(4);
     let trusted = peer.is_trusted(peer.ip);
-    if trusted {
+    let (real_ip, forwarded_for) = if trusted {
         let peer_ip = peer.ip.to_string();
         let chain = forwarded_chain(headers);
-        let real = real_client(&chain, peer.trusted).map(str::to_owned);
+        let real = real_client(&chain, peer.trusted).map(header_value);
         let mut value = chain.join(", ");
         if !value.is_empty() {
             value.push_str(", ");
         }
         value.push_str(&peer_ip);
-        headers.insert(
-            X_REAL_IP.clone(),
-            header_value(real.as_deref().unwrap_or(&peer_ip)),
-        );
-        headers.insert(X_FORWARDED_FOR.clone(), header_value(&value));
+        (
+            Value::Own(real.unwrap_or_else(|| header_value(&peer_ip))),
+            Value::Own(header_value(&value)),
+        )
     } else {
-        headers.insert(X_REAL_IP.clone(), peer.ip_value.clone());
-        headers.insert(X_FORWARDED_FOR.clone(), peer.ip_value.clone());
-    }
-
-    if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
-        headers.insert(
-            X_FORWARDED_PROTO.clone(),
-            HeaderValue::from_static(peer.proto),
-        );
-    }
-    if !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
-        match host {
-            Some(value) => {
-                headers.insert(X_FORWARDED_HOST.clone(), value.clone());
-            }
-            None => {
-                headers.remove(&X_FORWARDED_HOST);
-            }
+        (Value::Peer(peer.ip_value), Value::Peer(peer.ip_value))
+    };
+    // A trusted proxy's own `-Proto` and `-Host` are believed and stay.
+    let keep_proto = trusted && headers.contains_key(&X_FORWARDED_PROTO);
+    let keep_host = trusted && headers.contains_key(&X_FORWARDED_HOST);
+    if found.forwarding {
+        headers.remove(&X_REAL_IP);
+        headers.remove(&X_FORWARDED_FOR);
+        if !keep_proto {
+            headers.remove(&X_FORWARDED_PROTO);
         }
+        if !keep_host {
+            headers.remove(&X_FORWARDED_HOST);
+        }
+    }
+    Forwarded {
+        real_ip,
+        forwarded_for,
+        proto: (!keep_proto).then(|| HeaderValue::from_static(peer.proto)),
+        host: host.filter(|_| !keep_host).cloned(),
     }
 }
 
@@ -291,7 +387,7 @@ mod tests {
             trusted,
         };
         let host = host.map(|h| HeaderValue::from_str(h).expect("host"));
-        prepare_upstream_request(map, peer, host.as_ref(), Underscores::Drop);
+        prepare_upstream_request(map, peer, host.as_ref(), Underscores::Drop).insert_into(map);
     }
 
     #[test]
@@ -363,6 +459,47 @@ mod tests {
     }
 
     #[test]
+    fn the_forwarding_headers_stay_out_of_the_map_and_are_read_from_beside_it() {
+        let mut map = headers(&[
+            ("x-real-ip", "6.6.6.6"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil"),
+            ("x-user", "alice"),
+        ]);
+        let ip: IpAddr = "192.0.2.7".parse().expect("ip");
+        let value = ip_value(ip);
+        let peer = Peer {
+            ip,
+            ip_value: &value,
+            proto: "https",
+            trusted: &[],
+        };
+        let host = HeaderValue::from_static("site.test");
+        let fwd = prepare_upstream_request(&mut map, peer, Some(&host), Underscores::Drop);
+        assert_eq!(map.len(), 1, "{map:?}");
+        let read = |name: &'static str| fwd.get(&map, &HeaderName::from_static(name)).cloned();
+        assert_eq!(read("x-real-ip"), Some(value.clone()));
+        assert_eq!(read("x-forwarded-for"), Some(value.clone()));
+        assert_eq!(
+            read("x-forwarded-proto"),
+            Some(HeaderValue::from_static("https"))
+        );
+        assert_eq!(read("x-forwarded-host"), Some(host));
+        assert_eq!(read("x-user"), Some(HeaderValue::from_static("alice")));
+        let names: Vec<&str> = fwd.fields().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "x-real-ip",
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-forwarded-host"
+            ]
+        );
+    }
+
+    #[test]
     fn trusted_proxy_chain_is_appended_and_real_ip_found() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
         let mut map = headers(&[
@@ -411,7 +548,7 @@ mod tests {
             };
             let mut map = headers(&[("x-forwarded-for", xff)]);
             let resolved = client_ip(&map, &peer);
-            prepare_upstream_request(&mut map, peer, None, Underscores::Drop);
+            prepare_upstream_request(&mut map, peer, None, Underscores::Drop).insert_into(&mut map);
             assert_eq!(
                 get(&map, "x-real-ip"),
                 Some(resolved.to_string().as_str()),

@@ -112,10 +112,14 @@ fn is_port(port: &[u8]) -> bool {
     match port.strip_prefix(b":") {
         None => port.is_empty(),
         Some([]) => true,
-        Some(digits) => {
-            digits.iter().all(u8::is_ascii_digit)
-                && std::str::from_utf8(digits).is_ok_and(|d| d.parse::<u16>().is_ok())
-        }
+        // A number below 65536, leading zeros allowed, read in one pass.
+        Some(digits) => digits
+            .iter()
+            .try_fold(0u32, |n, &d| {
+                (d.is_ascii_digit() && n <= u32::from(u16::MAX))
+                    .then(|| n * 10 + u32::from(d - b'0'))
+            })
+            .is_some_and(|n| n <= u32::from(u16::MAX)),
     }
 }
 
@@ -278,6 +282,13 @@ mod tests {
                 prop_assert!(!authority.as_str().contains('@'));
                 prop_assert_eq!(authority.as_str().as_bytes(), &bytes[..]);
             }
+        }
+
+        /// A port is what `u16` parses: digits only, leading zeros allowed.
+        #[test]
+        fn ports_are_what_u16_parses(port in "[0-9]{1,8}|[0-9a ]{0,4}") {
+            let parses = !port.starts_with('+') && port.parse::<u16>().is_ok();
+            prop_assert_eq!(is_port(format!(":{port}").as_bytes()), parses || port.is_empty());
         }
     }
 }

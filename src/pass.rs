@@ -18,7 +18,7 @@ use crate::config::HeaderRules;
 use crate::error::ProxyError;
 use crate::exchange::{Exchange, Recording, ResponseBody};
 use crate::forward::{forward, Deadlines, Terms};
-use crate::headers::strip_hop_by_hop;
+use crate::headers::{strip_hop_by_hop, Forwarded};
 use crate::snapshot::Snapshot;
 use crate::upgrade::{TunnelContext, TunnelLimits, UpgradeRequest};
 use crate::upstream::{Upstream, UpstreamBody};
@@ -58,6 +58,7 @@ pub(crate) fn pass<'a>(
             affinity: fw.affinity,
             body: fw.metrics.body.as_deref(),
             upgrading: fw.upgrade.is_some(),
+            forwarded: fw.forwarded.as_ref(),
         };
         let result = forward(fw.upstream, &mut fw.req, &mut fw.record, terms).await;
         let Forwarding {
@@ -89,6 +90,9 @@ pub(crate) struct Forwarding<'a> {
     pub(crate) upstream: &'a Arc<Upstream>,
     /// Taken by the attempt that sends it.
     pub(crate) req: Option<Request<RequestBody>>,
+    /// The forwarding headers, written as the request goes out; `None` once
+    /// they were put into the request's header map.
+    pub(crate) forwarded: Option<Forwarded<'a>>,
     pub(crate) record: Option<Box<AccessRecord>>,
     pub(crate) metrics: Recording,
     pub(crate) deadlines: Deadlines,

@@ -18,7 +18,7 @@ use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
 use crate::exchange::{Exchange, Recording, ResponseBody};
 use crate::forward::Deadlines;
-use crate::headers::{client_ip, prepare_upstream_request, Peer, Underscores};
+use crate::headers::{client_ip, prepare_upstream_request, Forwarded, Peer, Underscores};
 use crate::host::request_host;
 use crate::pass::{
     error_response, error_response_for, own_answer, pass, Answer, ConnInfo, Forwarding, RequestHead,
@@ -118,7 +118,7 @@ type Prepared<'a> = (Forwarding<'a>, &'a RouteTarget, Option<HeaderValue>);
 #[allow(clippy::result_large_err)]
 fn prepare<'a>(
     snapshot: &'a Snapshot,
-    conn: &ConnInfo,
+    conn: &'a ConnInfo,
     req: Request<Incoming>,
 ) -> Result<Prepared<'a>, Response<ResponseBody>> {
     let started = clock::now();
@@ -174,12 +174,13 @@ fn prepare<'a>(
         rules: &target.response_headers,
         compress: Plan::for_request(target.compress, &parts.method, &parts.headers),
     };
-    let (req, head, upgrade) = upstream_request(parts, body, host, target, conn, snapshot);
-    let affinity = affinity::of(&upstream.config, &req);
+    let (req, forwarded, head, upgrade) =
+        upstream_request(parts, body, host, target, conn, snapshot);
+    let affinity = affinity::of(&upstream.config, &req, &forwarded);
     let limit_key = target
         .rate_limit
         .as_ref()
-        .and_then(|limiter| limiter.key(req.headers()));
+        .and_then(|limiter| limiter.key(req.headers(), &forwarded));
     let req = req.map(|body| {
         let progress = metrics.meter(&body, conn.peer);
         RequestBody::client(body, max_body, stall_after, progress)
@@ -187,6 +188,7 @@ fn prepare<'a>(
     let forwarding = Forwarding {
         upstream,
         req: Some(req),
+        forwarded: Some(forwarded),
         record,
         metrics,
         deadlines,
@@ -199,17 +201,22 @@ fn prepare<'a>(
 }
 
 /// The client's request rewritten for `target`'s upstream: hop-by-hop headers out (an
-/// `Upgrade` handshake back in), forwarding headers in, origin-form URI,
-/// HTTP/1.1, the route's prefix cut when it says so. Also returns what is
-/// kept for logging and the upgrade, if any.
-fn upstream_request(
+/// `Upgrade` handshake back in), origin-form URI, HTTP/1.1, the route's
+/// prefix cut when it says so. Also returns the forwarding headers, what is
+/// kept for logging, and the upgrade, if any.
+fn upstream_request<'a>(
     mut parts: http::request::Parts,
     body: Incoming,
     host: Option<HeaderValue>,
     target: &RouteTarget,
-    conn: &ConnInfo,
-    snapshot: &Snapshot,
-) -> (Request<Incoming>, RequestHead, Option<UpgradeRequest>) {
+    conn: &'a ConnInfo,
+    snapshot: &'a Snapshot,
+) -> (
+    Request<Incoming>,
+    Forwarded<'a>,
+    RequestHead,
+    Option<UpgradeRequest>,
+) {
     let upstream = &*target.upstream;
     let upgrade = upgrade::take(&mut parts);
     // TE is hop-by-hop, but `trailers` is the one value HTTP/2 carries, and
@@ -224,7 +231,7 @@ fn upstream_request(
                     .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
             });
     let server = &snapshot.config.server;
-    prepare_upstream_request(
+    let forwarded = prepare_upstream_request(
         &mut parts.headers,
         client_side(conn, snapshot),
         host.as_ref(),
@@ -269,7 +276,7 @@ fn upstream_request(
         version: parts.version,
     };
     parts.version = Version::HTTP_11;
-    (Request::from_parts(parts, body), head, upgrade)
+    (Request::from_parts(parts, body), forwarded, head, upgrade)
 }
 
 /// The client side of `conn`, as the forwarding headers and the client

@@ -36,6 +36,12 @@ pub(crate) async fn serve(
     snapshot: &Snapshot,
 ) -> Response<ResponseBody> {
     let cache = &route.cache;
+    // The cache reads the request as it goes upstream (a `Vary` may name a
+    // forwarding header) and keeps copies of it: the forwarding headers go
+    // into its header map.
+    if let (Some(forwarded), Some(req)) = (fw.forwarded.take(), fw.req.as_mut()) {
+        forwarded.insert_into(req.headers_mut());
+    }
     let key = match fw.req.as_ref() {
         Some(req) if fw.upgrade.is_none() && !bypasses(req) => Key::of(req),
         _ => None,
@@ -159,6 +165,7 @@ async fn fetch(
         affinity: fw.affinity,
         body: None,
         upgrading: false,
+        forwarded: None,
     };
     let result = forward(fw.upstream, &mut fw.req, &mut fw.record, terms).await;
     let now = cache.now();
@@ -305,6 +312,7 @@ fn refresh(
             affinity,
             body: None,
             upgrading: false,
+            forwarded: None,
         };
         let mut req = Some(req);
         let result = forward(&upstream, &mut req, &mut None, terms).await;

@@ -26,7 +26,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::{LimitKey, LimitScope, RateLimitConfig, RedisFail, RouteConfig};
 use crate::error::ProxyError;
-use crate::headers::X_REAL_IP;
+use crate::headers::Forwarded;
 use crate::redis::RedisClient;
 
 use global::GlobalLimiter;
@@ -97,13 +97,18 @@ impl RouteLimiter {
         })
     }
 
-    /// The key of a request with `headers` (as weir forwards them, with the
-    /// client address it resolved in `X-Real-IP`): owned, so the request's
-    /// future does not keep the request borrowed while [`Self::admit`] waits.
-    pub(crate) fn key(&self, headers: &HeaderMap) -> Option<HeaderValue> {
+    /// The key of a request with `headers` and `forwarded` (as weir
+    /// forwards them, with the client address it resolved in `X-Real-IP`):
+    /// owned, so the request's future does not keep the request borrowed
+    /// while [`Self::admit`] waits.
+    pub(crate) fn key(
+        &self,
+        headers: &HeaderMap,
+        forwarded: &Forwarded<'_>,
+    ) -> Option<HeaderValue> {
         match &self.config.key {
-            LimitKey::Ip => headers.get(&X_REAL_IP),
-            LimitKey::Header(name) => headers.get(name),
+            LimitKey::Ip => Some(forwarded.real_ip()),
+            LimitKey::Header(name) => forwarded.get(headers, name),
         }
         .cloned()
     }

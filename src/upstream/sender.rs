@@ -20,6 +20,7 @@ use super::body::UpstreamBody;
 use super::h1::{self, SendError};
 use crate::body::RequestBody;
 use crate::error::UpstreamError;
+use crate::headers::Forwarded;
 
 /// The sending half of one upstream connection.
 #[derive(Debug)]
@@ -39,17 +40,26 @@ pub(crate) enum Sender {
 }
 
 impl Sender {
-    /// Sends `req`; when it can go again on another connection, the error
-    /// gives the request back.
+    /// Sends `req` with the forwarding headers `forwarded` (unless they are
+    /// in its map already); when it can go again on another connection, the
+    /// error gives the request back.
     ///
     /// Boxed, whichever client sends: the request's future then holds a
     /// pointer, not the largest of the three (weir's own client's future
     /// holds the request while it is written).
-    pub(crate) fn try_send_request(&mut self, req: Request<RequestBody>) -> Sending {
+    pub(crate) fn try_send_request(
+        &mut self,
+        mut req: Request<RequestBody>,
+        forwarded: Option<&Forwarded<'_>>,
+    ) -> Sending {
+        if let (Some(forwarded), Sender::Upgrade(_) | Sender::H2 { .. }) = (forwarded, &*self) {
+            forwarded.insert_into(req.headers_mut());
+        }
         match self {
             Sender::Http1(conn) => match conn.take() {
                 Some(conn) => Box::pin(
-                    h1::send(conn, req).map(|sent| sent.map(|resp| resp.map(UpstreamBody::H1))),
+                    h1::send(conn, req, forwarded)
+                        .map(|sent| sent.map(|resp| resp.map(UpstreamBody::H1))),
                 ),
                 // A connection carries one request: a second is given back.
                 None => Box::pin(future::ready(Err(SendError {

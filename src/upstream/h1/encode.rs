@@ -13,6 +13,7 @@ use tokio::io::AsyncWrite;
 
 use crate::body::{BoxError, RequestBody};
 use crate::error::UpstreamError;
+use crate::headers::Forwarded;
 
 /// How a request body is framed on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,18 +80,31 @@ pub(super) fn content_length(headers: &HeaderMap) -> Option<u64> {
 /// (`None` for no value yet), with `value`'s taken in; `None` when `value`
 /// is not a list of numbers all equal to `length`.
 pub(super) fn agreed_length(mut length: Option<u64>, value: &HeaderValue) -> Option<Option<u64>> {
-    for part in value.as_bytes().split(|b| *b == b',') {
-        let part = part.trim_ascii();
-        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let n = std::str::from_utf8(part).ok()?.parse::<u64>().ok()?;
+    // Nearly every value is one number, read without splitting.
+    let parts = match decimal(value.as_bytes()) {
+        Some(n) => return length.is_none_or(|l| l == n).then_some(Some(n)),
+        None => value.as_bytes().split(|b| *b == b','),
+    };
+    for part in parts {
+        let n = decimal(part.trim_ascii())?;
         if length.is_some_and(|l| l != n) {
             return None;
         }
         length = Some(n);
     }
     Some(length)
+}
+
+/// The number `digits` spell in decimal: one digit or more, nothing else,
+/// below 2^64.
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        let d = d.is_ascii_digit().then(|| u64::from(d - b'0'))?;
+        n.checked_mul(10)?.checked_add(d)
+    })
 }
 
 /// Whether the last coding of `Transfer-Encoding` is `chunked` (RFC 9112 §6.3).
@@ -103,8 +117,13 @@ pub(super) fn final_coding_is_chunked(headers: &HeaderMap) -> bool {
         .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
-/// Writes the request line and headers of `parts`, as HTTP/1.1, into `out`.
-pub(super) fn head(parts: &http::request::Parts, out: &mut BytesMut) {
+/// Writes the request line and headers of `parts`, then the forwarding
+/// headers `forwarded`, as HTTP/1.1, into `out`.
+pub(super) fn head(
+    parts: &http::request::Parts,
+    forwarded: Option<&Forwarded<'_>>,
+    out: &mut BytesMut,
+) {
     let uri = &parts.uri;
     // weir sends the origin form; anything else goes as the URI is written.
     let absolute;
@@ -116,30 +135,32 @@ pub(super) fn head(parts: &http::request::Parts, out: &mut BytesMut) {
         Some(pq) if !pq.as_str().is_empty() => pq.as_str(),
         _ => "/",
     };
+    let field_size = |(n, v): (&HeaderName, &HeaderValue)| n.as_str().len() + v.len() + 4;
     let size = 32
         + target.len()
-        + parts
-            .headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 4)
-            .sum::<usize>();
+        + parts.headers.iter().map(field_size).sum::<usize>()
+        + forwarded.map_or(0, |f| f.fields().map(field_size).sum());
     out.reserve(size);
     out.put_slice(parts.method.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(target.as_bytes());
     out.put_slice(b" HTTP/1.1\r\n");
-    fields(&parts.headers, out);
+    for field in parts
+        .headers
+        .iter()
+        .chain(forwarded.into_iter().flat_map(Forwarded::fields))
+    {
+        put_field(field, out);
+    }
     out.put_slice(b"\r\n");
 }
 
-/// Header lines, `name: value\r\n` each.
-fn fields(headers: &HeaderMap, out: &mut BytesMut) {
-    for (name, value) in headers {
-        out.put_slice(name.as_str().as_bytes());
-        out.put_slice(b": ");
-        out.put_slice(value.as_bytes());
-        out.put_slice(b"\r\n");
-    }
+/// A header line, `name: value\r\n`.
+fn put_field((name, value): (&HeaderName, &HeaderValue), out: &mut BytesMut) {
+    out.put_slice(name.as_str().as_bytes());
+    out.put_slice(b": ");
+    out.put_slice(value.as_bytes());
+    out.put_slice(b"\r\n");
 }
 
 /// Trailer fields that must not be sent in a trailer (RFC 9110 §6.5.1), as
@@ -317,12 +338,9 @@ where
             Framing::Chunked => {
                 let before = self.staging.len();
                 self.staging.put_slice(b"0\r\n");
-                for (name, value) in trailers.iter().flatten() {
-                    if allowed_in_trailer(name) {
-                        self.staging.put_slice(name.as_str().as_bytes());
-                        self.staging.put_slice(b": ");
-                        self.staging.put_slice(value.as_bytes());
-                        self.staging.put_slice(b"\r\n");
+                for field in trailers.iter().flatten() {
+                    if allowed_in_trailer(field.0) {
+                        put_field(field, &mut self.staging);
                     }
                 }
                 self.staging.put_slice(b"\r\n");

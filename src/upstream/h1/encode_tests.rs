@@ -79,7 +79,7 @@ where
     let (mut parts, body) = req.body(body).map_err(|e| e.to_string())?.into_parts();
     let framing = framing(&mut parts.headers, &body).map_err(|e| e.to_string())?;
     let mut encoded = BytesMut::new();
-    head(&parts, &mut encoded);
+    head(&parts, None, &mut encoded);
     let mut writer = Writer::new(encoded, body, framing);
     let mut wire = Wire::default();
     let mut cx = Context::from_waker(Waker::noop());
@@ -89,6 +89,23 @@ where
         Poll::Ready(Err(WriteError::Io(e))) => Err(e.to_string()),
         Poll::Pending => Err("pending".into()),
     }
+}
+
+#[test]
+fn the_forwarding_headers_follow_the_requests_own() {
+    let (parts, ()) = Request::get("/a")
+        .header("host", "a.test")
+        .body(())
+        .expect("request")
+        .into_parts();
+    let client = HeaderValue::from_static("192.0.2.7");
+    let mut encoded = BytesMut::new();
+    head(&parts, Some(&Forwarded::for_client(&client)), &mut encoded);
+    assert_eq!(
+        encoded,
+        "GET /a HTTP/1.1\r\nhost: a.test\r\nx-real-ip: 192.0.2.7\r\n\
+         x-forwarded-for: 192.0.2.7\r\nx-forwarded-proto: http\r\n\r\n"
+    );
 }
 
 #[test]
@@ -189,4 +206,13 @@ fn large_chunks_are_written_from_their_own_buffers() {
     assert!(all.ends_with("xxxx\r\n0\r\n\r\n"));
     let body = all.split_once("\r\n\r\n").map_or("", |(_, body)| body);
     assert_eq!(body.matches('x').count(), 8192);
+}
+
+proptest::proptest! {
+    /// A `Content-Length` number is what `u64` parses, signs aside.
+    #[test]
+    fn decimals_are_what_u64_parses(text in "[0-9]{1,22}|[0-9+ ,a]{0,5}") {
+        let parses = !text.starts_with('+') && !text.is_empty() && text.parse::<u64>().is_ok();
+        proptest::prop_assert_eq!(decimal(text.as_bytes()), parses.then(|| text.parse::<u64>().ok()).flatten());
+    }
 }

@@ -19,7 +19,7 @@ mod decode;
 mod encode;
 mod parse;
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
 use std::sync::Weak;
@@ -36,6 +36,7 @@ use self::parse::Head;
 use super::idle::IdleList;
 use crate::body::RequestBody;
 use crate::error::UpstreamError;
+use crate::headers::Forwarded;
 
 /// Free room below which the read buffer grows before a read.
 const MIN_READ: usize = 4 * 1024;
@@ -186,58 +187,68 @@ impl SendError {
     }
 }
 
-/// Sends `req` on `conn` and reads the response head; the response body
-/// reads the rest, and sends what is left of the request body.
-pub(crate) async fn send(
+/// Sends `req` on `conn`, with the forwarding headers `forwarded` after its
+/// own, and reads the response head; the response body reads the rest, and
+/// sends what is left of the request body.
+///
+/// The head is encoded before the future is made, so that the future does
+/// not borrow `forwarded`.
+pub(crate) fn send(
     mut conn: Conn,
     req: Request<RequestBody>,
-) -> Result<Response<Body>, SendError> {
+    forwarded: Option<&Forwarded<'_>>,
+) -> impl Future<Output = Result<Response<Body>, SendError>> + Send + 'static {
     let (mut parts, body) = req.into_parts();
-    let framing = encode::framing(&mut parts.headers, &body).map_err(|error| SendError {
-        error,
-        request: None,
-    })?;
-    let mut head = std::mem::take(&mut conn.out);
-    head.clear();
-    encode::head(&parts, &mut head);
-    let mut writer = Writer::new(head, body, framing);
-    let mut sending = Sending::default();
-    let headers = &mut parts.headers;
-    let polled = poll_fn(|cx| conn.poll_head(cx, &mut writer, &mut sending, headers)).await;
-    let mut head = match polled {
-        Ok(head) => head,
-        Err(error) => {
-            let again = conn.reused && !sending.answered && writer.untouched() && is_stale(&error);
-            let request = again.then(|| {
-                let body = writer.into_body().unwrap_or(RequestBody::Empty);
-                Box::new(Request::from_parts(parts, body))
-            });
-            return Err(SendError { error, request });
-        }
-    };
-    let (decoder, reusable) =
-        parse::framing(&mut head, &parts.method).map_err(|error| SendError {
+    let started = encode::framing(&mut parts.headers, &body).map(|framing| {
+        let mut head = std::mem::take(&mut conn.out);
+        head.clear();
+        encode::head(&parts, forwarded, &mut head);
+        Writer::new(head, body, framing)
+    });
+    async move {
+        let mut writer = started.map_err(|error| SendError {
             error,
             request: None,
         })?;
-    // A request whose writing failed leaves the connection unusable after this answer.
-    let reusable = reusable && sending.failed.is_none();
-    let writer = if sending.sent {
-        conn.out = writer.into_buffer();
-        None
-    } else {
-        sending.failed.is_none().then(|| Box::new(writer))
-    };
-    let mut resp = Response::new(Body::new(conn, decoder, writer, reusable));
-    *resp.status_mut() = head.status;
-    *resp.version_mut() = head.version;
-    *resp.headers_mut() = head.headers;
-    if let Some(reason) = head.reason {
-        if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason) {
-            resp.extensions_mut().insert(reason);
+        let mut sending = Sending::default();
+        let headers = &mut parts.headers;
+        let polled = poll_fn(|cx| conn.poll_head(cx, &mut writer, &mut sending, headers)).await;
+        let mut head = match polled {
+            Ok(head) => head,
+            Err(error) => {
+                let again =
+                    conn.reused && !sending.answered && writer.untouched() && is_stale(&error);
+                let request = again.then(|| {
+                    let body = writer.into_body().unwrap_or(RequestBody::Empty);
+                    Box::new(Request::from_parts(parts, body))
+                });
+                return Err(SendError { error, request });
+            }
+        };
+        let (decoder, reusable) =
+            parse::framing(&mut head, &parts.method).map_err(|error| SendError {
+                error,
+                request: None,
+            })?;
+        // A request whose writing failed leaves the connection unusable after this answer.
+        let reusable = reusable && sending.failed.is_none();
+        let writer = if sending.sent {
+            conn.out = writer.into_buffer();
+            None
+        } else {
+            sending.failed.is_none().then(|| Box::new(writer))
+        };
+        let mut resp = Response::new(Body::new(conn, decoder, writer, reusable));
+        *resp.status_mut() = head.status;
+        *resp.version_mut() = head.version;
+        *resp.headers_mut() = head.headers;
+        if let Some(reason) = head.reason {
+            if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason) {
+                resp.extensions_mut().insert(reason);
+            }
         }
+        Ok(resp)
     }
-    Ok(resp)
 }
 
 /// Whether `error` is what a server closing an idle connection looks like.
