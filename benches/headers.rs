@@ -88,7 +88,7 @@ fn rewrite(c: &mut Criterion) {
                     let peer = Peer {
                         ip,
                         ip_value: &value,
-                        proto: "http",
+                        tls: false,
                         trusted,
                     };
                     prepare_upstream_request(
@@ -96,7 +96,7 @@ fn rewrite(c: &mut Criterion) {
                         peer,
                         black_box(Some(&host)),
                         Underscores::Drop,
-                    );
+                    )
                 },
                 criterion::BatchSize::SmallInput,
             )

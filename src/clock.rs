@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 thread_local! {
     /// Whether a [`Polled`] task is being polled on this thread.
@@ -35,6 +35,27 @@ pub(crate) fn now() -> Instant {
             now
         })
     })
+}
+
+/// Polls `sleep` as a timer for `at`, re-armed only when it must be: when
+/// `at` comes sooner than it is set for, or when it fires for an earlier
+/// time that was since put off. A timer kept from one wait to the next (a
+/// connection's idle deadline, each request's wait for its response head)
+/// then costs no re-arming per wait; re-arming takes the timer wheel's lock.
+pub(crate) fn poll_until(
+    mut sleep: Pin<&mut Sleep>,
+    at: Instant,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    if at < sleep.deadline() {
+        sleep.as_mut().reset(at);
+    }
+    let fired = sleep.as_mut().poll(cx);
+    if fired.is_ready() && sleep.deadline() < at {
+        sleep.as_mut().reset(at);
+        return sleep.poll(cx);
+    }
+    fired
 }
 
 pin_project! {

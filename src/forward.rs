@@ -12,9 +12,10 @@
 //! the response head has been taken (no byte of it reaches the client before).
 
 use std::error::Error as _;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::task::{ready, Poll};
 use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
@@ -28,7 +29,7 @@ use crate::body::{BodyProgress, BodyTooLarge, RequestBody};
 use crate::error::{ProxyError, UpstreamError};
 use crate::exchange::{arrived_frame, EarlyFrame, Exchange};
 use crate::headers::Forwarded;
-use crate::upstream::{InFlightGuard, Upstream, UpstreamBody};
+use crate::upstream::{InFlightGuard, Timer, Upstream, UpstreamBody};
 
 /// Pooled connections found closed before a request went out — or closed by
 /// the server as it arrived, before any byte of an answer, with the request
@@ -138,7 +139,11 @@ pub fn forward<'a>(
                 break;
             };
             let send = std::pin::pin!(conn.sender.try_send_request(request, forwarded));
-            let sent = response_head(send, cfg.response_timeout, deadlines, body).await;
+            let mut timer = server.pool.take_timer();
+            let sent = response_head(send, &mut timer, cfg.response_timeout, deadlines, body).await;
+            if let Some(timer) = timer {
+                server.pool.put_timer(timer);
+            }
             let by_request_timeout = matches!(sent, Err(Late::Request(_)));
             let error = match sent {
                 Ok(Ok(mut resp)) => match admit(&mut resp, upgrading, addr) {
@@ -228,7 +233,7 @@ enum Late {
 }
 
 /// Waits for `send`, the upstream's response head, within `response_timeout`
-/// and the request's deadline.
+/// and the request's deadline, on `timer` (one is made if there is none).
 ///
 /// `response_timeout` counts the time the server has the request. While the
 /// client's `body` is still coming in, the exchange waits on the client —
@@ -240,36 +245,43 @@ enum Late {
 /// rather than a second copy.
 async fn response_head<F: Future>(
     mut send: Pin<&mut F>,
+    timer: &mut Option<Timer>,
     response_timeout: Duration,
     deadlines: Deadlines,
     body: Option<&BodyProgress>,
 ) -> Result<F::Output, Late> {
     let mut from = crate::clock::now();
     let mut seen = 0;
-    // One pass per `response_timeout` the client's upload takes.
-    loop {
-        let at = from + response_timeout;
-        let (until, late) = match deadlines.request {
-            Some(end) if end <= at => (
-                end,
-                Late::Request(end.saturating_duration_since(deadlines.started)),
-            ),
-            _ => (at, Late::Response(response_timeout)),
-        };
-        if let Ok(head) = tokio::time::timeout_at(until, send.as_mut()).await {
-            return Ok(head);
+    poll_fn(|cx| {
+        if let Poll::Ready(head) = send.as_mut().poll(cx) {
+            return Poll::Ready(Ok(head));
         }
-        let Some(body) = body.filter(|_| matches!(late, Late::Response(_))) else {
-            return Err(late);
-        };
-        from = match body.ended_at() {
-            Some(ended) if ended > from => ended,
-            Some(_) => return Err(late),
-            None if body.waiting() || body.bytes() != seen => Instant::now(),
-            None => return Err(late),
-        };
-        seen = body.bytes();
-    }
+        // One pass per `response_timeout` the client's upload takes: each
+        // pass but the last starts from a later point of the upload.
+        loop {
+            let at = from + response_timeout;
+            let (until, late) = match deadlines.request {
+                Some(end) if end <= at => (
+                    end,
+                    Late::Request(end.saturating_duration_since(deadlines.started)),
+                ),
+                _ => (at, Late::Response(response_timeout)),
+            };
+            let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+            ready!(crate::clock::poll_until(timer.as_mut(), until, cx));
+            let Some(body) = body.filter(|_| matches!(late, Late::Response(_))) else {
+                return Poll::Ready(Err(late));
+            };
+            from = match body.ended_at() {
+                Some(ended) if ended > from => ended,
+                Some(_) => return Poll::Ready(Err(late)),
+                None if body.waiting() || body.bytes() != seen => Instant::now(),
+                None => return Poll::Ready(Err(late)),
+            };
+            seen = body.bytes();
+        }
+    })
+    .await
 }
 
 /// Whether the upstream's answer may go out, with the first frame of its
@@ -344,9 +356,19 @@ mod tests {
 
     /// Waits for an answer that never comes; returns which deadline passed, and when.
     async fn never_answered(deadlines: Deadlines, body: Option<&BodyProgress>) -> (Late, Duration) {
+        waited_on(&mut None, deadlines, body).await
+    }
+
+    /// [`never_answered`], on `timer`.
+    async fn waited_on(
+        timer: &mut Option<Timer>,
+        deadlines: Deadlines,
+        body: Option<&BodyProgress>,
+    ) -> (Late, Duration) {
         let start = Instant::now();
         let late = response_head(
             std::pin::pin!(std::future::pending::<()>()),
+            timer,
             RT,
             deadlines,
             body,
@@ -354,6 +376,20 @@ mod tests {
         .await
         .expect_err("no answer");
         (late, start.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_kept_from_another_wait_fires_at_this_waits_deadline() {
+        let rt = Late::Response(RT);
+        // Armed for sooner (an earlier request's wait), later, and long past.
+        let now = Instant::now();
+        for armed in [now + RT / 2, now + RT * 2, now] {
+            let mut timer = Some(Box::pin(tokio::time::sleep_until(armed)));
+            tokio::time::advance(Duration::from_secs(1)).await;
+            assert_eq!(waited_on(&mut timer, deadlines(None), None).await, (rt, RT));
+            assert!(timer.is_some(), "the timer is kept");
+            tokio::time::advance(RT).await;
+        }
     }
 
     #[tokio::test(start_paused = true)]

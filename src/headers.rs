@@ -107,8 +107,8 @@ pub struct Peer<'a> {
     /// `ip` as a header value, rendered once per connection ([`ip_value`]):
     /// formatting an address costs more than the rest of the rewrite.
     pub ip_value: &'a HeaderValue,
-    /// `http` or `https`: how the client reached weir.
-    pub proto: &'static str,
+    /// Whether the client reached weir over TLS (`https`).
+    pub tls: bool,
     /// Networks whose forwarding headers are believed.
     pub trusted: &'a [IpNet],
 }
@@ -134,57 +134,64 @@ fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
 /// before the request goes (hash and rate-limit keys) asks [`Forwarded::get`].
 #[derive(Debug, Clone)]
 pub struct Forwarded<'a> {
-    real_ip: Value<'a>,
-    forwarded_for: Value<'a>,
+    /// `X-Real-IP` and `X-Forwarded-For`.
+    addresses: Addresses<'a>,
     /// `None` when a trusted proxy's own `X-Forwarded-Proto` stays in the map.
-    proto: Option<HeaderValue>,
+    proto: Option<&'static HeaderValue>,
     /// `None` when a trusted proxy's own `X-Forwarded-Host` stays in the
     /// map, or when the request has no host (and the map none either).
     host: Option<HeaderValue>,
 }
 
-/// A forwarding header's value: the connection's peer address, rendered once
-/// per connection, or one worked out for this request.
+/// `X-Real-IP` and `X-Forwarded-For`: both the connection's peer address
+/// (rendered once per connection), or, behind a trusted proxy, worked out
+/// for the request (boxed: the request's state is moved whole, and most
+/// requests come straight from their client).
 #[derive(Debug, Clone)]
-enum Value<'a> {
+enum Addresses<'a> {
     Peer(&'a HeaderValue),
-    Own(HeaderValue),
+    Resolved(Box<[HeaderValue; 2]>),
 }
 
-impl Value<'_> {
-    fn get(&self) -> &HeaderValue {
-        match self {
-            Value::Peer(value) => value,
-            Value::Own(value) => value,
-        }
-    }
-}
+/// `X-Forwarded-Proto` values.
+static HTTP: HeaderValue = HeaderValue::from_static("http");
+static HTTPS: HeaderValue = HeaderValue::from_static("https");
 
 impl<'a> Forwarded<'a> {
     /// The fields in the order they are written, name and value.
     pub fn fields(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
         [
-            (&X_REAL_IP, Some(self.real_ip.get())),
-            (&X_FORWARDED_FOR, Some(self.forwarded_for.get())),
-            (&X_FORWARDED_PROTO, self.proto.as_ref()),
+            (&X_REAL_IP, Some(self.real_ip())),
+            (&X_FORWARDED_FOR, Some(self.forwarded_for())),
+            (&X_FORWARDED_PROTO, self.proto),
             (&X_FORWARDED_HOST, self.host.as_ref()),
         ]
         .into_iter()
         .filter_map(|(name, value)| Some((name, value?)))
     }
 
+    fn forwarded_for(&self) -> &HeaderValue {
+        match &self.addresses {
+            Addresses::Peer(peer) => peer,
+            Addresses::Resolved(values) => &values[1],
+        }
+    }
+
     /// `X-Real-IP`: the client address weir resolved.
     pub fn real_ip(&self) -> &HeaderValue {
-        self.real_ip.get()
+        match &self.addresses {
+            Addresses::Peer(peer) => peer,
+            Addresses::Resolved(values) => &values[0],
+        }
     }
 
     /// The value of `name` in the request as it goes upstream: these
     /// headers' own, the map's for any other.
     pub fn get<'b>(&'b self, headers: &'b HeaderMap, name: &HeaderName) -> Option<&'b HeaderValue> {
         let own = match name.as_str() {
-            "x-real-ip" => Some(self.real_ip.get()),
-            "x-forwarded-for" => Some(self.forwarded_for.get()),
-            "x-forwarded-proto" => self.proto.as_ref(),
+            "x-real-ip" => Some(self.real_ip()),
+            "x-forwarded-for" => Some(self.forwarded_for()),
+            "x-forwarded-proto" => self.proto,
             "x-forwarded-host" => self.host.as_ref(),
             _ => None,
         };
@@ -195,9 +202,8 @@ impl<'a> Forwarded<'a> {
     #[cfg(test)]
     pub fn for_client(client: &'a HeaderValue) -> Self {
         Forwarded {
-            real_ip: Value::Peer(client),
-            forwarded_for: Value::Peer(client),
-            proto: Some(HeaderValue::from_static("http")),
+            addresses: Addresses::Peer(client),
+            proto: Some(&HTTP),
             host: None,
         }
     }
@@ -230,7 +236,7 @@ pub fn prepare_upstream_request<'a>(
         remove_underscored(headers, peer.ip);
     }
     let trusted = peer.is_trusted(peer.ip);
-    let (real_ip, forwarded_for) = if trusted {
+    let addresses = if trusted {
         let peer_ip = peer.ip.to_string();
         let chain = forwarded_chain(headers);
         let real = real_client(&chain, peer.trusted).map(header_value);
@@ -239,12 +245,12 @@ pub fn prepare_upstream_request<'a>(
             value.push_str(", ");
         }
         value.push_str(&peer_ip);
-        (
-            Value::Own(real.unwrap_or_else(|| header_value(&peer_ip))),
-            Value::Own(header_value(&value)),
-        )
+        Addresses::Resolved(Box::new([
+            real.unwrap_or_else(|| header_value(&peer_ip)),
+            header_value(&value),
+        ]))
     } else {
-        (Value::Peer(peer.ip_value), Value::Peer(peer.ip_value))
+        Addresses::Peer(peer.ip_value)
     };
     // A trusted proxy's own `-Proto` and `-Host` are believed and stay.
     let keep_proto = trusted && headers.contains_key(&X_FORWARDED_PROTO);
@@ -260,9 +266,8 @@ pub fn prepare_upstream_request<'a>(
         }
     }
     Forwarded {
-        real_ip,
-        forwarded_for,
-        proto: (!keep_proto).then(|| HeaderValue::from_static(peer.proto)),
+        addresses,
+        proto: (!keep_proto).then_some(if peer.tls { &HTTPS } else { &HTTP }),
         host: host.filter(|_| !keep_host).cloned(),
     }
 }
@@ -383,7 +388,7 @@ mod tests {
         let peer = Peer {
             ip,
             ip_value: &value,
-            proto: "http",
+            tls: false,
             trusted,
         };
         let host = host.map(|h| HeaderValue::from_str(h).expect("host"));
@@ -432,7 +437,7 @@ mod tests {
         let peer = Peer {
             ip,
             ip_value: &value,
-            proto: "http",
+            tls: false,
             trusted: &[],
         };
         prepare_upstream_request(&mut map, peer, None, Underscores::Keep);
@@ -472,7 +477,7 @@ mod tests {
         let peer = Peer {
             ip,
             ip_value: &value,
-            proto: "https",
+            tls: true,
             trusted: &[],
         };
         let host = HeaderValue::from_static("site.test");
@@ -543,7 +548,7 @@ mod tests {
             let peer = Peer {
                 ip,
                 ip_value: &value,
-                proto: "http",
+                tls: false,
                 trusted,
             };
             let mut map = headers(&[("x-forwarded-for", xff)]);

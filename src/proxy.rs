@@ -285,7 +285,7 @@ fn client_side<'a>(conn: &'a ConnInfo, snapshot: &'a Snapshot) -> Peer<'a> {
     Peer {
         ip: conn.peer.ip(),
         ip_value: &conn.peer_ip,
-        proto: if conn.tls { "https" } else { "http" },
+        tls: conn.tls,
         trusted: if conn.proxied {
             &[]
         } else {

@@ -29,7 +29,8 @@
 //! dot in the host for wildcards (only while there are wildcard routes of that
 //! length), and per tier one hash probe per distinct prefix length no longer
 //! than the path. None of these grow with the number of routes. The host is
-//! lowercased into a new string only when it has upper-case letters.
+//! lowercased into a new string only when it has upper-case letters, and not
+//! looked at when no route has a `host`.
 
 use std::borrow::Cow;
 // foldhash rather than std's SipHash: the tables are fixed by the config, so
@@ -83,7 +84,12 @@ impl<T> Router<T> {
 
     /// Finds the route for a request. `host` is the raw Host header / authority value (may carry a port, mixed case, a trailing dot, or be an IPv6 literal like `[::1]:8080`); `path` is the request path (no query).
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<&T> {
-        let host = host.map(request_host).filter(|h| !h.is_empty());
+        // Without routes by host (one app behind weir), the host decides nothing.
+        let by_host = !(self.exact.is_empty() && self.wildcard.is_empty());
+        let host = host
+            .filter(|_| by_host)
+            .map(request_host)
+            .filter(|h| !h.is_empty());
         if let Some(host) = host.as_deref() {
             if let Some(value) = self.exact.get(host).and_then(|t| t.lookup(path)) {
                 return Some(value);

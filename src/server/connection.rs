@@ -225,7 +225,13 @@ where
         let inner = if redirect {
             Either::Left(future::ready(mode::redirect(req, &snapshot.load(), &info)))
         } else {
-            Either::Right(proxy::handle(snapshot.load_full(), info.clone(), req))
+            // Boxed: hyper moves the request's future into its place, and a
+            // pointer moves for less than the whole state of a request.
+            Either::Right(Box::pin(proxy::handle(
+                snapshot.load_full(),
+                info.clone(),
+                req,
+            )))
         };
         Responding {
             inner,

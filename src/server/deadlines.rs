@@ -16,7 +16,6 @@
 //! has been quiet for [`PARK_AFTER`] (see [`super::parking`]): hyper's buffers
 //! are released until the client sends again.
 
-use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -318,18 +317,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
                     return Poll::Pending;
                 };
                 let (Deadline::Park(at) | Deadline::Close(at)) = deadline;
-                // Re-armed only when the deadline comes sooner: one put off
-                // (each request puts it off) is re-armed when the timer fires
-                // for the old one, and not on every request.
-                if at < this.sleep.deadline() {
-                    this.sleep.as_mut().reset(at);
-                }
-                let mut fired = this.sleep.as_mut().poll(cx);
-                if fired.is_ready() && this.sleep.deadline() < at {
-                    this.sleep.as_mut().reset(at);
-                    fired = this.sleep.as_mut().poll(cx);
-                }
-                match fired {
+                // Each request puts the deadline off: the timer is re-armed
+                // when it fires for the old one, not on every request.
+                match crate::clock::poll_until(this.sleep.as_mut(), at, cx) {
                     Poll::Ready(()) if matches!(deadline, Deadline::Park(_)) => {
                         // Asked once: from now the timer is armed for the close.
                         // The connection's task polls this socket, so waking

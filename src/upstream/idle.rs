@@ -1,22 +1,34 @@
-//! Idle keep-alive connections to one server, one list per worker.
+//! Idle keep-alive connections to one server, and spare timers for the
+//! requests sent to it, one list of each per worker.
 
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::runtime;
 
 /// How long an idle pooled connection is trusted to still be open.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Idle connections with the time they went idle, for one worker.
-type List<T> = Vec<(T, Instant)>;
+/// A timer for a request's wait on the server's answer. Arming a timer and
+/// disarming it each take the timer wheel's lock; one kept armed from one
+/// request to the next is re-armed only when its deadline passes (see
+/// [`crate::clock::poll_until`]).
+pub(crate) type Timer = Pin<Box<Sleep>>;
+
+/// One worker's idle connections, with the time each went idle, and spare timers.
+#[derive(Debug)]
+struct Idle<T> {
+    conns: Vec<(T, Instant)>,
+    timers: Vec<Timer>,
+}
 
 /// One worker's idle list, on a cache line of its own so workers never contend.
 #[derive(Debug)]
 #[repr(align(128))]
-struct Shard<T>(Mutex<List<T>>);
+struct Shard<T>(Mutex<Idle<T>>);
 
 /// Idle connections, reused most-recent first.
 ///
@@ -39,14 +51,34 @@ impl<T> IdleList<T> {
         Self {
             max,
             shards: (0..runtime::worker_slots())
-                .map(|_| Shard(Mutex::new(Vec::new())))
+                .map(|_| {
+                    Shard(Mutex::new(Idle {
+                        conns: Vec::new(),
+                        timers: Vec::new(),
+                    }))
+                })
                 .collect(),
         }
     }
 
     /// The calling worker's most recently idle connection, with when it went idle.
     pub(crate) fn pop(&self) -> Option<(T, Instant)> {
-        self.lock().pop()
+        self.lock().conns.pop()
+    }
+
+    /// A spare timer of the calling worker's (whose runtime made it), if it has one.
+    pub(crate) fn take_timer(&self) -> Option<Timer> {
+        self.lock().timers.pop()
+    }
+
+    /// Keeps `timer` for another request, as many as connections are kept.
+    /// It stays armed: the next request mostly waits less long than it is
+    /// set for, and then need not re-arm it.
+    pub(crate) fn put_timer(&self, timer: Timer) {
+        let mut idle = self.lock();
+        if idle.timers.len() < self.max {
+            idle.timers.push(timer);
+        }
     }
 
     /// Keeps `conn` for reuse, if the calling worker's list has room. Entries
@@ -54,21 +86,25 @@ impl<T> IdleList<T> {
     /// a list that is never drained deep would otherwise keep them forever.
     pub(crate) fn put(&self, conn: T) {
         let now = crate::clock::now();
-        let mut list = self.lock();
-        let expired = list
-            .iter()
-            .take_while(|(_, since)| now.saturating_duration_since(*since) >= IDLE_TIMEOUT)
-            .count();
+        let mut idle = self.lock();
+        let list = &mut idle.conns;
+        // Entries idle since `cutoff` or before are expired (one comparison
+        // each, where a duration would be a subtraction each).
+        let expired = now.checked_sub(IDLE_TIMEOUT).map_or(0, |cutoff| {
+            list.iter()
+                .take_while(|(_, since)| *since <= cutoff)
+                .count()
+        });
         // Dropped outside the lock: closing a socket is a system call.
-        let old: Vec<(T, Instant)> = list.drain(..expired).collect();
+        let old: Option<Vec<(T, Instant)>> = (expired > 0).then(|| list.drain(..expired).collect());
         if list.len() < self.max {
             list.push((conn, now));
         }
-        drop(list);
+        drop(idle);
         drop(old);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, List<T>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Idle<T>> {
         let shard = &self.shards[runtime::worker_index() % self.shards.len()];
         shard.0.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -10,6 +10,7 @@ mod state;
 use std::sync::Arc;
 
 pub use body::UpstreamBody;
+pub(crate) use idle::Timer;
 pub(crate) use pool::{Pool, PooledConn};
 pub(crate) use sender::te_trailers;
 pub(crate) use sender::{for_h2, handshake_h2};

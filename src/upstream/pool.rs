@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::h1;
-use super::idle::{IdleList, IDLE_TIMEOUT};
+use super::idle::{IdleList, Timer, IDLE_TIMEOUT};
 use super::sender::{handshake_h2, Sender};
 use crate::body::RequestBody;
 use crate::config::UpstreamProtocol;
@@ -100,12 +100,25 @@ impl Pool {
         })
     }
 
+    /// A spare timer for a request's wait on this server, if the worker has one.
+    pub(crate) fn take_timer(&self) -> Option<Timer> {
+        self.idle.take_timer()
+    }
+
+    /// Keeps `timer` for the next request to this server.
+    pub(crate) fn put_timer(&self, timer: Timer) {
+        self.idle.put_timer(timer);
+    }
+
     /// The most recently idle connection the server has not closed.
     fn pop_open(&self) -> Option<h1::Conn> {
+        let now = crate::clock::now();
         // Bounded: each iteration removes one entry from a list of at most `max_idle`.
         while let Some((conn, since)) = self.idle.pop() {
-            if crate::clock::now().saturating_duration_since(since) < IDLE_TIMEOUT && conn.is_open()
-            {
+            let fresh = now
+                .checked_sub(IDLE_TIMEOUT)
+                .is_none_or(|cutoff| since > cutoff);
+            if fresh && conn.is_open() {
                 return Some(conn);
             }
         }

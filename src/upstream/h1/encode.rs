@@ -36,6 +36,14 @@ pub(super) fn framing(
 ) -> Result<Framing, UpstreamError> {
     let length = |headers: &HeaderMap| content_length(headers).ok_or(UpstreamError::BodyLength);
     if body.is_end_stream() {
+        // Most requests have no body and neither field: one pass over the
+        // names costs less than a hashed removal and lookup.
+        let framed = headers
+            .keys()
+            .any(|name| name == header::TRANSFER_ENCODING || name == header::CONTENT_LENGTH);
+        if !framed {
+            return Ok(Framing::Empty);
+        }
         headers.remove(header::TRANSFER_ENCODING);
         if headers.contains_key(header::CONTENT_LENGTH) && length(headers)? != 0 {
             return Err(UpstreamError::BodyLength);

@@ -96,7 +96,7 @@ type Outcome = Option<Result<(u16, Vec<u8>, bool), ()>>;
 /// Reads `wire` delivered in pieces of `step` bytes, as a socket might.
 fn read(wire: &[u8], step: usize) -> Outcome {
     let mut buf = BytesMut::new();
-    let mut fields = Vec::new();
+    let mut scratch = parse::Scratch::default();
     let mut fed: usize = 0;
     let mut feed = |buf: &mut BytesMut| {
         let end = fed.saturating_add(step).min(wire.len());
@@ -106,7 +106,7 @@ fn read(wire: &[u8], step: usize) -> Outcome {
         more
     };
     let mut head = loop {
-        match parse::head(&mut buf, &mut fields, &mut http::HeaderMap::new()) {
+        match parse::head(&mut buf, &mut scratch, &mut http::HeaderMap::new()) {
             Ok(Some(head)) if head.status.is_informational() && head.status != 101 => {}
             Ok(Some(head)) => break head,
             Ok(None) if feed(&mut buf) => {}

@@ -51,8 +51,9 @@ pub(crate) struct Conn {
     buf: BytesMut,
     /// Where requests are encoded, kept from one request to the next.
     out: BytesMut,
-    /// Scratch room for parsing a response head.
-    fields: Vec<parse::Field>,
+    /// What parsing one response head keeps for the next; boxed, as the
+    /// connection moves between its pool and each response's body.
+    scratch: Box<parse::Scratch>,
     /// Whether it carried a response before: a failure before any byte of
     /// the next answer may then be the server closing it while it was idle.
     reused: bool,
@@ -69,7 +70,7 @@ impl Conn {
             stream,
             buf: BytesMut::new(),
             out: BytesMut::new(),
-            fields: Vec::new(),
+            scratch: Box::default(),
             reused: false,
             home,
         }
@@ -131,7 +132,7 @@ impl Conn {
                 }
             }
             // Bounded: each pass takes one head out of a buffer of at most MAX_HEAD.
-            while let Some(head) = parse::head(&mut self.buf, &mut self.fields, spare)? {
+            while let Some(head) = parse::head(&mut self.buf, &mut self.scratch, spare)? {
                 if !head.status.is_informational() || head.status == StatusCode::SWITCHING_PROTOCOLS
                 {
                     return Poll::Ready(Ok(head));

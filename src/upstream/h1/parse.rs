@@ -45,27 +45,60 @@ enum Length {
     Invalid,
 }
 
-/// Where a header's name and value lie in the head's bytes; a connection
-/// keeps a list of them to parse into, so no response pays for initialising
-/// room for a hundred.
+/// Where a header's name and value lie in the head's bytes.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Field {
+struct Field {
     name: (usize, usize),
     value: (usize, usize),
 }
 
+/// Header names kept from one response of a connection to the next: at most
+/// this many, the first ones of a head.
+const KEPT_NAMES: usize = 32;
+
+/// What a connection keeps from one response head to parse the next.
+#[derive(Debug, Default)]
+pub(super) struct Scratch {
+    /// Room for the fields, so no response pays for initialising room for a hundred.
+    fields: Vec<Field>,
+    /// The names of the last head's first fields, as spelled and as parsed.
+    /// A server answers in the same shape each time: a name spelled as the
+    /// last head spelled it at the same place is that name again, without
+    /// being parsed again.
+    names: Vec<(Box<[u8]>, HeaderName)>,
+}
+
+impl Scratch {
+    /// The name of the `i`th field of a head, spelled `raw`.
+    fn name(&mut self, i: usize, raw: &[u8]) -> Result<HeaderName, UpstreamError> {
+        if let Some((spelled, name)) = self.names.get(i) {
+            if **spelled == *raw {
+                return Ok(name.clone());
+            }
+        }
+        let name = HeaderName::from_bytes(raw)
+            .map_err(|_| UpstreamError::Malformed("invalid header name"))?;
+        if i < KEPT_NAMES {
+            self.names.truncate(i);
+            self.names.push((raw.into(), name.clone()));
+        }
+        Ok(name)
+    }
+}
+
 /// Reads a response head at the start of `buf`, taking it out when it is
-/// complete; `None` while more bytes are needed. `fields` is scratch room;
-/// the head's headers go into `spare`'s room (taken, cleared), as hyper
-/// reuses the request's header map for the response.
+/// complete; `None` while more bytes are needed. `scratch` is the
+/// connection's; the head's headers go into `spare`'s room (taken, cleared),
+/// as hyper reuses the request's header map for the response.
 pub(super) fn head(
     buf: &mut BytesMut,
-    fields: &mut Vec<Field>,
+    scratch: &mut Scratch,
     spare: &mut HeaderMap,
 ) -> Result<Option<Head>, UpstreamError> {
     if buf.is_empty() {
         return Ok(None);
     }
+    let mut fields = std::mem::take(&mut scratch.fields);
     fields.clear();
     let (len, code, version, reason) = {
         let mut headers = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
@@ -122,9 +155,8 @@ pub(super) fn head(
     let mut transfer_encoding = false;
     // The fields framing reads are noted here, on the way, rather than
     // looked up in the map again.
-    for field in fields.iter() {
-        let name = HeaderName::from_bytes(&bytes[field.name.0..field.name.1])
-            .map_err(|_| UpstreamError::Malformed("invalid header name"))?;
+    for (i, field) in fields.iter().enumerate() {
+        let name = scratch.name(i, &bytes[field.name.0..field.name.1])?;
         let value = HeaderValue::from_maybe_shared(bytes.slice(field.value.0..field.value.1))
             .map_err(|_| UpstreamError::Malformed("invalid header value"))?;
         if name == header::CONTENT_LENGTH {
@@ -137,6 +169,8 @@ pub(super) fn head(
         }
         headers.append(name, value);
     }
+    // Given back for the next head (an error ends the connection anyway).
+    scratch.fields = fields;
     Ok(Some(Head {
         status,
         version,
@@ -214,7 +248,7 @@ mod tests {
     fn parse(bytes: &[u8]) -> Result<Option<Head>, UpstreamError> {
         head(
             &mut BytesMut::from(bytes),
-            &mut Vec::new(),
+            &mut Scratch::default(),
             &mut HeaderMap::new(),
         )
     }
@@ -231,7 +265,7 @@ mod tests {
     #[test]
     fn a_head_is_read_whole_and_taken_out_of_the_buffer() {
         let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nA: 1\r\nB: x y\r\n\r\nbody"[..]);
-        let head = head(&mut buf, &mut Vec::new(), &mut HeaderMap::new())
+        let head = head(&mut buf, &mut Scratch::default(), &mut HeaderMap::new())
             .expect("valid")
             .expect("complete");
         assert_eq!(head.status, 200);
@@ -240,6 +274,28 @@ mod tests {
         assert_eq!(head.headers["b"], "x y");
         assert!(head.keep_alive);
         assert_eq!(&buf[..], b"body");
+    }
+
+    #[test]
+    fn names_kept_from_the_last_head_are_read_again_only_where_spelled_the_same() {
+        let mut scratch = Scratch::default();
+        let mut next = |head: &str| {
+            let mut buf = BytesMut::from(head.as_bytes());
+            let head = super::head(&mut buf, &mut scratch, &mut HeaderMap::new());
+            let head = head.expect("valid").expect("complete");
+            let names: Vec<String> = head.headers.keys().map(|n| n.to_string()).collect();
+            names.join(" ")
+        };
+        assert_eq!(next("HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\n\r\n"), "a b");
+        assert_eq!(next("HTTP/1.1 200 OK\r\nA: 1\r\nC: 2\r\n\r\n"), "a c");
+        assert_eq!(
+            next("HTTP/1.1 200 OK\r\nX-Y: 1\r\nA: 2\r\nC: 3\r\nD: 4\r\n\r\n"),
+            "x-y a c d"
+        );
+        assert_eq!(next("HTTP/1.1 200 OK\r\nx-y: 1\r\n\r\n"), "x-y");
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nX-Y\x01: 1\r\n\r\n"[..]);
+        let bad = head(&mut buf, &mut scratch, &mut HeaderMap::new());
+        assert!(bad.is_err(), "a name is checked wherever it differs");
     }
 
     #[test]
