@@ -126,12 +126,15 @@ spawn() {
 callgrind_weir() {
     callgrind_serve "$1" "$2" "$WEIR" run -c "$T/$1.toml"
 }
-# callgrind_serve NAME PORT CMD...: the same for any server CMD listening on PORT.
+# callgrind_serve NAME PORT CMD...: the same for any server CMD listening on PORT, with
+# callgrind's options CALLGRIND_OPTS (an array, empty unless the script sets it).
+CALLGRIND_OPTS=()
 # shellcheck disable=SC2034,SC2153 # INSTR and REQS are for the script; CONNS is the script's
 callgrind_serve() {
     local name=$1 port=$2 pid
     shift 2
-    serve "$name" "$port" valgrind --tool=callgrind --callgrind-out-file="$T/$name.cg" "$@"
+    serve "$name" "$port" valgrind --tool=callgrind "${CALLGRIND_OPTS[@]}" \
+        --callgrind-out-file="$T/$name.cg" "$@"
     pid=$REPLY
     wrk -t1 -c"$CONNS" -d"${SECONDS_PER_RUN}s" "http://127.0.0.1:$port/" >"$T/$name.wrk"
     # TERM: a background job of a script starts with SIGINT ignored, and a
