@@ -7,7 +7,8 @@
 #
 #   --weir-only  skip the same count for nginx and for hyper's server alone (bench_backend)
 #   --cache-sim  also simulate the caches (callgrind --cache-sim=yes, the host's cache sizes)
-#                and print each server's instruction and data cache misses per request
+#                and count locked (atomic) instructions (--collect-bus=yes), and print
+#                each server's instruction and data cache misses and atomics per request
 #
 # weir (one thread) runs under callgrind in front of one bench_backend while wrk -t1
 # -cCONNS sends requests for SECONDS; the counts are divided by the requests wrk
@@ -23,7 +24,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 SECONDS_PER_RUN=10 CONNS=64 OTHERS=1 CACHE_SIM=0
 parse_options "--seconds=SECONDS_PER_RUN --conns=CONNS --weir-only=OTHERS:0 --cache-sim=CACHE_SIM:1" "$@"
-((CACHE_SIM)) && CALLGRIND_OPTS=(--cache-sim=yes)
+((CACHE_SIM)) && CALLGRIND_OPTS=(--cache-sim=yes --collect-bus=yes)
 need_positive "$SECONDS_PER_RUN" "$CONNS"
 tools=(wrk valgrind)
 ((OTHERS)) && tools+=(nginx)
@@ -125,23 +126,23 @@ if ((OTHERS)); then
 fi
 
 # misses NAME REQS: a table row of NAME's simulated cache misses per request: first-level
-# instruction and data (reads and writes), and last-level (both).
+# instruction and data (reads and writes), and last-level (both); and its locked instructions.
 misses() {
     awk -v name="$1" -v n="$2" '
         /^events:/ { for (i = 2; i <= NF; i++) col[$i] = i - 1 }
         /^summary:/ {
             for (i = 2; i <= NF; i++) v[i - 1] = $i
-            printf "| %s | %.0f | %.1f | %.1f | %.2f |\n", name, v[col["Ir"]] / n,
+            printf "| %s | %.0f | %.1f | %.1f | %.2f | %.1f |\n", name, v[col["Ir"]] / n,
                 v[col["I1mr"]] / n, (v[col["D1mr"]] + v[col["D1mw"]]) / n,
-                (v[col["ILmr"]] + v[col["DLmr"]] + v[col["DLmw"]]) / n
+                (v[col["ILmr"]] + v[col["DLmr"]] + v[col["DLmw"]]) / n, v[col["Ge"]] / n
         }' "$T/$1.cg"
 }
 if ((CACHE_SIM)); then
     echo
-    echo "## simulated cache misses per request (callgrind --cache-sim=yes)"
+    echo "## simulated cache misses and locked instructions per request (callgrind --cache-sim=yes --collect-bus=yes)"
     echo
-    echo "| server | instructions | L1 instruction misses | L1 data misses | last-level misses |"
-    echo "|---|---|---|---|---|"
+    echo "| server | instructions | L1 instruction misses | L1 data misses | last-level misses | locked instructions |"
+    echo "|---|---|---|---|---|---|"
     misses weir "$cg_reqs"
     if ((OTHERS)); then
         misses nginx "$nginx_reqs"

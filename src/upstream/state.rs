@@ -24,6 +24,10 @@ pub struct ServerState {
     draining: AtomicBool,
     /// Passive health: recent failures and the time the server is out until.
     passive: Mutex<PassiveHealth>,
+    /// Whether `passive` counts failures in its window: read first by
+    /// [`Self::record_success`], so that a success on a healthy server (every
+    /// request, nearly) takes no lock.
+    failing: AtomicBool,
     /// Cached "out until" as milliseconds since `epoch`, read lock-free on every pick.
     down_until_ms: AtomicU64,
     /// Active health: false after `fall` failed probes, true again after `rise` good ones.
@@ -54,6 +58,7 @@ impl ServerState {
             in_flight: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             passive: Mutex::new(PassiveHealth::default()),
+            failing: AtomicBool::new(false),
             down_until_ms: AtomicU64::new(0),
             active_up: AtomicBool::new(true),
             back_since_ms: AtomicU64::new(0),
@@ -159,10 +164,12 @@ impl ServerState {
         }
         passive.fails += 1;
         if passive.fails < max_fails {
+            self.failing.store(true, Ordering::Relaxed);
             return false;
         }
         passive.fails = 0;
         passive.window_start = None;
+        self.failing.store(false, Ordering::Relaxed);
         let until = self.millis_since_epoch(now + fail_timeout).max(1);
         self.down_until_ms.store(until, Ordering::Relaxed);
         // It comes back by itself when the timeout ends: its ramp starts then.
@@ -173,15 +180,14 @@ impl ServerState {
 
     /// Records a successful exchange: the failure window starts afresh.
     pub(crate) fn record_success(&self) {
-        if self.down_until_ms.load(Ordering::Relaxed) == 0 {
-            let passive = self.passive.lock().unwrap_or_else(|e| e.into_inner());
-            if passive.fails == 0 {
-                return;
-            }
+        if self.down_until_ms.load(Ordering::Relaxed) == 0 && !self.failing.load(Ordering::Relaxed)
+        {
+            return;
         }
         let mut passive = self.passive.lock().unwrap_or_else(|e| e.into_inner());
         passive.fails = 0;
         passive.window_start = None;
+        self.failing.store(false, Ordering::Relaxed);
         if self.down_until_ms.swap(0, Ordering::Relaxed) != 0 {
             self.stats.record_transition(Check::Passive, true);
         }
@@ -310,6 +316,19 @@ mod tests {
         assert!(!s.health(None).usable());
         s.record_success();
         assert!(s.health(None).usable());
+    }
+
+    #[test]
+    fn a_success_starts_the_failure_count_afresh() {
+        let s = state();
+        let window = Duration::from_secs(10);
+        assert!(!s.record_failure(2, window));
+        s.record_success();
+        assert!(
+            !s.record_failure(2, window),
+            "the first failure was forgotten"
+        );
+        assert!(s.record_failure(2, window));
     }
 
     #[test]
