@@ -98,8 +98,7 @@ pub(super) fn head(
     if buf.is_empty() {
         return Ok(None);
     }
-    let mut fields = std::mem::take(&mut scratch.fields);
-    fields.clear();
+    scratch.fields.clear();
     let (len, code, version, reason) = {
         let mut headers = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
         let mut response = httparse::Response::new(&mut []);
@@ -124,10 +123,12 @@ pub(super) fn head(
             let from = s.as_ptr() as usize - start;
             (from, from + s.len())
         };
-        fields.extend(response.headers.iter().map(|header| Field {
-            name: at(header.name.as_bytes()),
-            value: at(header.value),
-        }));
+        scratch
+            .fields
+            .extend(response.headers.iter().map(|header| Field {
+                name: at(header.name.as_bytes()),
+                value: at(header.value),
+            }));
         let code = response.code.unwrap_or_default();
         let usual = StatusCode::from_u16(code)
             .ok()
@@ -147,6 +148,8 @@ pub(super) fn head(
     };
     let mut headers = std::mem::take(spare);
     headers.clear();
+    // Taken while the names are looked up in the rest of `scratch`.
+    let fields = std::mem::take(&mut scratch.fields);
     headers.reserve(fields.len());
     let mut keep_alive = version == Version::HTTP_11;
     let mut close = false;
