@@ -326,6 +326,18 @@ fn real_client<'a>(chain: &[&'a str], trusted: &[IpNet]) -> Option<&'a str> {
         .map(|(s, _)| *s)
 }
 
+/// The number `digits` spell in decimal (a `Content-Length`, a port): one
+/// digit or more, nothing else, below 2^64; leading zeros allowed.
+pub(crate) fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        let d = d.is_ascii_digit().then(|| u64::from(d - b'0'))?;
+        n.checked_mul(10)?.checked_add(d)
+    })
+}
+
 /// `ip` as a header value (`192.0.2.7`, `2001:db8::1`), for [`Peer::ip_value`].
 pub fn ip_value(ip: IpAddr) -> HeaderValue {
     header_value(&ip.to_string())
@@ -559,6 +571,16 @@ mod tests {
                 Some(resolved.to_string().as_str()),
                 "{peer_ip} {xff}"
             );
+        }
+    }
+
+    proptest::proptest! {
+        /// A number is what `u64` parses, signs aside.
+        #[test]
+        fn decimals_are_what_u64_parses(text in "[0-9]{1,22}|[0-9+ ,a]{0,5}") {
+            let parses = !text.starts_with('+') && !text.is_empty() && text.parse::<u64>().is_ok();
+            let expected = parses.then(|| text.parse::<u64>().ok()).flatten();
+            proptest::prop_assert_eq!(decimal(text.as_bytes()), expected);
         }
     }
 

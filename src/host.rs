@@ -13,6 +13,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Uri, Version};
 
 use crate::error::HostError;
+use crate::headers::decimal;
 
 /// The request's host: the target's authority when it has one (absolute
 /// form, HTTP/2 `:authority`), else its `Host` header; `None` when a request
@@ -112,14 +113,8 @@ fn is_port(port: &[u8]) -> bool {
     match port.strip_prefix(b":") {
         None => port.is_empty(),
         Some([]) => true,
-        // A number below 65536, leading zeros allowed, read in one pass.
-        Some(digits) => digits
-            .iter()
-            .try_fold(0u32, |n, &d| {
-                (d.is_ascii_digit() && n <= u32::from(u16::MAX))
-                    .then(|| n * 10 + u32::from(d - b'0'))
-            })
-            .is_some_and(|n| n <= u32::from(u16::MAX)),
+        // A number below 65536, leading zeros allowed.
+        Some(digits) => decimal(digits).is_some_and(|n| n <= u64::from(u16::MAX)),
     }
 }
 

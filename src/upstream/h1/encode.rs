@@ -13,7 +13,7 @@ use tokio::io::AsyncWrite;
 
 use crate::body::{BoxError, RequestBody};
 use crate::error::UpstreamError;
-use crate::headers::Forwarded;
+use crate::headers::{decimal, Forwarded};
 
 /// How a request body is framed on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,18 +101,6 @@ pub(super) fn agreed_length(mut length: Option<u64>, value: &HeaderValue) -> Opt
         length = Some(n);
     }
     Some(length)
-}
-
-/// The number `digits` spell in decimal: one digit or more, nothing else,
-/// below 2^64.
-fn decimal(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |n, &d| {
-        let d = d.is_ascii_digit().then(|| u64::from(d - b'0'))?;
-        n.checked_mul(10)?.checked_add(d)
-    })
 }
 
 /// Whether the last coding of `Transfer-Encoding` is `chunked` (RFC 9112 §6.3).

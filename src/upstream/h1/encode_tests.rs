@@ -207,12 +207,3 @@ fn large_chunks_are_written_from_their_own_buffers() {
     let body = all.split_once("\r\n\r\n").map_or("", |(_, body)| body);
     assert_eq!(body.matches('x').count(), 8192);
 }
-
-proptest::proptest! {
-    /// A `Content-Length` number is what `u64` parses, signs aside.
-    #[test]
-    fn decimals_are_what_u64_parses(text in "[0-9]{1,22}|[0-9+ ,a]{0,5}") {
-        let parses = !text.starts_with('+') && !text.is_empty() && text.parse::<u64>().is_ok();
-        proptest::prop_assert_eq!(decimal(text.as_bytes()), parses.then(|| text.parse::<u64>().ok()).flatten());
-    }
-}
