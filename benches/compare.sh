@@ -3,7 +3,7 @@
 # compared by proxy CPU over backend CPU in the same run (benches/README.md has the method).
 #
 #   bash benches/compare.sh [--rounds 5] [--duration 5] [--warmup 1] [--conns 64[,256,1000]]
-#                           [--threads 1[,2]] [--quick] [--proxies weir,nginx,haproxy]
+#                           [--threads 1[,2]] [--quick] [--proxies weir,nginx,haproxy[,weir-pgo]]
 #                           [--no-install] [--no-build] [--keep]
 #
 #   --rounds N      measured rounds; each round runs every target once (default 5)
@@ -12,7 +12,9 @@
 #   --conns LIST    wrk connections, comma-separated; one table per value (default 64)
 #   --threads LIST  proxy threads/workers, 1 and/or 2, comma-separated (default 1)
 #   --quick         3 rounds x 3 s (explicit --rounds/--duration still win)
-#   --proxies LIST  subset of weir,nginx,haproxy (default all three)
+#   --proxies LIST  subset of weir,nginx,haproxy,weir-pgo (default the first three);
+#                   weir-pgo is weir built with profile-guided optimisation by
+#                   benches/pgo.sh (target/pgo/release/weir), in the same rounds
 #   --no-install    do not apt-get missing tools
 #   --no-build      use the existing target/release binaries
 #   --keep          keep the temp dir (configs, logs, raw wrk output, results.tsv)
@@ -39,10 +41,15 @@ IFS=, read -ra THREADS_ARR <<<"$THREADS_LIST"
 IFS=, read -ra PROXY_ARR <<<"$PROXIES"
 need_positive "$ROUNDS" "$DURATION" "$WARMUP" "${CONNS_ARR[@]}"
 for t in "${THREADS_ARR[@]}"; do [[ "$t" == 1 || "$t" == 2 ]] || die "--threads takes 1 and/or 2"; done
-for p in "${PROXY_ARR[@]}"; do [[ "$p" =~ ^(weir|nginx|haproxy)$ ]] || die "unknown proxy: $p"; done
+for p in "${PROXY_ARR[@]}"; do [[ "$p" =~ ^(weir|nginx|haproxy|weir-pgo)$ ]] || die "unknown proxy: $p"; done
 
 need_tools wrk nginx haproxy taskset curl
 build_release bench_backend
+WEIR_PGO="$TARGET_DIR/pgo/release/weir"
+if [[ ",$PROXIES," == *",weir-pgo,"* ]]; then
+    if ((BUILD)); then bash "$ROOT/benches/pgo.sh" >/dev/null; fi
+    [[ -x "$WEIR_PGO" ]] || die "missing $WEIR_PGO (run benches/pgo.sh, or drop --no-build)"
+fi
 BACKEND="$TARGET_DIR/release/examples/bench_backend"
 HAPROXY_BIN="$(command -v haproxy || echo /usr/sbin/haproxy)"
 
@@ -79,6 +86,7 @@ write_configs() { # write_configs THREADS CONNS
     local threads=$1 conns=$2
     local wc=$((conns * 4 + 1024))
     pick_port; PORT[weir]=$REPLY
+    pick_port; PORT[weir-pgo]=$REPLY
     pick_port; PORT[nginx]=$REPLY
     pick_port; PORT[haproxy]=$REPLY
 
@@ -94,6 +102,7 @@ access = "off"
 
 $(weir_upstream 'balance = "round_robin"' "keepalive = $conns   # idle pooled connections per server, >= client concurrency")
 TOML
+    sed "s/:${PORT[weir]}\"/:${PORT[weir-pgo]}\"/" "$T/weir.toml" >"$T/weir-pgo.toml"
     # keepalive: idle upstream connections per worker, >= client concurrency
     nginx_conf "$threads" "$wc" "$conns" "${PORT[nginx]}"
 
@@ -127,6 +136,7 @@ start_proxy() { # start_proxy NAME THREADS
     cpus="$(proxy_cpus "$2")"
     case "$name" in
         weir) serve weir "${PORT[weir]}" taskset -c "$cpus" "$WEIR" run -c "$T/weir.toml" ;;
+        weir-pgo) serve weir-pgo "${PORT[weir-pgo]}" taskset -c "$cpus" "$WEIR_PGO" run -c "$T/weir-pgo.toml" ;;
         nginx) serve nginx "${PORT[nginx]}" taskset -c "$cpus" "${NGINX_CMD[@]}" ;;
         haproxy) serve haproxy "${PORT[haproxy]}" taskset -c "$cpus" "$HAPROXY_BIN" -db -f "$T/haproxy.cfg" ;;
     esac
@@ -231,18 +241,19 @@ report_variant() { # report_variant VARIANT THREADS CONNS
         fi
         echo "| $label | $rps | $p50 | $p99 | $pcpu | $split | $bcpu | $cr | $e2 | $es |"
     done
-    if [[ ",$PROXIES," == *",weir,"* ]]; then
-        local other
-        for other in nginx haproxy; do
-            [[ ",$PROXIES," == *",$other,"* ]] || continue
-            local rr cpu_r p99_r
-            rr="$(ratio "$v" weir "$other" '$4' | stats | awk '{ printf "%.2f (%.2f-%.2f)", $1, $2, $3 }')"
-            cpu_r="$(ratio "$v" weir "$other" "$CPU_RATIO" | stats | awk '{ printf "%.2f (%.2f-%.2f)", $1, $2, $3 }')"
-            p99_r="$(ratio "$v" weir "$other" '$6' | stats | awk '{ printf "%.2f (%.2f-%.2f)", $1, $2, $3 }')"
+    local ours other rr raw_r cpu_r p99_r
+    for ours in weir weir-pgo; do
+        [[ ",$PROXIES," == *",$ours,"* ]] || continue
+        for other in nginx haproxy weir; do
+            [[ ",$PROXIES," == *",$other,"* && $other != "$ours" ]] || continue
+            rr="$(ratio "$v" "$ours" "$other" '$4' | stats | awk '{ printf "%.2f (%.2f-%.2f)", $1, $2, $3 }')"
+            raw_r="$(ratio "$v" "$ours" "$other" "$PROXY_CPU_US" | stats | awk '{ printf "%.2f (%.2f-%.2f)", $1, $2, $3 }')"
+            cpu_r="$(ratio "$v" "$ours" "$other" "$CPU_RATIO" | stats | awk '{ printf "%.2f (%.2f-%.2f)", $1, $2, $3 }')"
+            p99_r="$(ratio "$v" "$ours" "$other" '$6' | stats | awk '{ printf "%.2f (%.2f-%.2f)", $1, $2, $3 }')"
             echo
-            echo "weir / $other, per-round ratios, median (min-max): req/s $rr | proxy/backend CPU $cpu_r | p99 $p99_r"
+            echo "$ours / $other, per-round ratios, median (min-max): req/s $rr | proxy CPU $raw_r | proxy/backend CPU $cpu_r | p99 $p99_r"
         done
-    fi
+    done
 }
 
 # ---------------------------------------------------------------- header

@@ -42,14 +42,14 @@ TOML
 by_crate() {
     local name=$1 reqs=$2 total
     total=$(awk '/^summary:/ {print $2}' "$T/$name.cg")
-    callgrind_annotate --inclusive=no --threshold=100 --auto=no "$T/$name.cg" 2>/dev/null >"$T/$name.annotate.txt"
+    callgrind_annotate --show=Ir --inclusive=no --threshold=100 --auto=no "$T/$name.cg" 2>/dev/null >"$T/$name.annotate.txt"
     echo
     echo "callgrind: $reqs requests; $(awk -v t="$total" -v n="$reqs" 'BEGIN {printf "%.0f", t / n}') instructions per request"
     echo
     echo "| crate | instructions per request | share |"
     echo "|---|---|---|"
     # Lines look like "1,234,567 (12.3%)  /path/to/file.rs:function [object]".
-    awk -v n="$reqs" -v total="$total" '
+    awk -v n="$reqs" -v total="$total" -v root="$ROOT/" '
         /^ *[0-9,]+ \( *[0-9.]+%\) / && !/PROGRAM TOTALS/ {
             ir = $1; gsub(",", "", ir)
             f = $0; sub(/^ *[0-9,]+ \( *[0-9.]+%\) +/, "", f)
@@ -61,7 +61,7 @@ by_crate() {
             else if (f ~ /(memmove|memcpy|memset)/) crate = "libc memcpy/memset"
             else if (f ~ /(^|\/)(core|alloc|std)\/src\//) crate = "std"
             else if (f ~ /jemalloc/) crate = "jemalloc"
-            else if (f ~ /^(src|examples)\//) crate = "weir"
+            else if (f ~ /^(src|examples)\// || index(f, root "src/") == 1 || index(f, root "examples/") == 1) crate = "weir"
             else if (f ~ /libc\.so/) crate = "libc"
             sum[crate] += ir
         }
