@@ -106,7 +106,7 @@ if ((OTHERS)); then
     echo
     echo "## the same count for nginx, and for hyper's server alone"
     pick_port; port=$REPLY
-    nginx_conf 1 1024 "$CONNS" "$port"
+    nginx_conf 1 $((CONNS * 2 + 1024)) "$CONNS" "$port"   # clients and upstream connections
     sed -i '1i master_process off;' "$T/nginx.conf"
     callgrind_serve nginx "$port" "${NGINX_CMD[@]}"
     nginx_instr=$INSTR nginx_reqs=$REQS

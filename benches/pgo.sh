@@ -25,11 +25,12 @@ need_positive "$SECONDS_PER_RUN"
 need_tools wrk h2load
 ((BUILD)) || die "--no-build: nothing to do"
 
-sysroot="$(rustc --print sysroot)"
+sysroot="$(cd "$ROOT" && rustc --print sysroot)"   # the toolchain that builds weir
 profdata="$(find "$sysroot/lib/rustlib" -name llvm-profdata -type f | head -1)"
 if [[ -z "$profdata" ]]; then
     ((INSTALL)) || die "missing llvm-profdata (rustup component add llvm-tools, or run without --no-install)"
-    rustup component add llvm-tools >&2
+    command -v rustup >/dev/null || die "no llvm-profdata in $sysroot, and no rustup to add llvm-tools"
+    (cd "$ROOT" && rustup component add llvm-tools) >&2
     profdata="$(find "$sysroot/lib/rustlib" -name llvm-profdata -type f | head -1)"
     [[ -n "$profdata" ]] || die "rustup's llvm-tools has no llvm-profdata"
 fi
