@@ -4,7 +4,10 @@
 # build ÷ the old one's, raw and divided by the backends' CPU per request, and req/s.
 #
 #   bash benches/ab.sh --old PATH --new PATH [--rounds 6] [--duration 4] [--conns "64 1000"]
-#                      [--no-install] [--keep]
+#                      [--tls] [--no-install] [--keep]
+#
+#   --tls   the clients speak HTTPS (TLS 1.3, a throwaway self-signed certificate),
+#           keep-alive, so what is measured is TLS records rather than handshakes
 #
 # Build the old one from a worktree into the same target dir, and copy each binary
 # away, e.g.:
@@ -18,11 +21,19 @@ set -euo pipefail
 
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-ROUNDS=6 DURATION=4 CONNS="64 1000" OLD="" NEW=""
-parse_options "--old=OLD --new=NEW --rounds=ROUNDS --duration=DURATION --conns=CONNS" "$@"
+ROUNDS=6 DURATION=4 CONNS="64 1000" OLD="" NEW="" TLS=0
+parse_options "--old=OLD --new=NEW --rounds=ROUNDS --duration=DURATION --conns=CONNS --tls=TLS:1" "$@"
 need_positive "$ROUNDS" "$DURATION"
 [[ -x "$OLD" && -x "$NEW" ]] || die "--old and --new must name weir binaries"
 need_tools wrk taskset
+SCHEME=http
+if ((TLS)); then
+  need_tools openssl
+  SCHEME=https
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+      -subj "/CN=bench.test" -addext "subjectAltName=DNS:bench.test" \
+      -keyout "$T/site.key" -out "$T/site.pem" 2>/dev/null
+fi
 build_release bench_backend
 declare -A BIN=([old]="$OLD" [new]="$NEW")
 start_backends 3 taskset -c "$SERVER_CPUS" "$TARGET_DIR/release/examples/bench_backend"
@@ -30,14 +41,17 @@ declare -A PORT=() PID=()
 for v in old new; do
   pick_port; PORT[$v]=$REPLY
   cat >"$T/$v.toml" <<TOML
-$(weir_head "${PORT[$v]}" '"off"' 'max_connections = 5024')
+$(weir_head "${PORT[$v]}" '"off"' 'max_connections = 5024' |
+  if ((TLS)); then
+    sed "s|^listen = .*|listen = [{ addr = \"127.0.0.1:${PORT[$v]}\", tls = { cert = \"$T/site.pem\", key = \"$T/site.key\" } }]|"
+  else cat; fi)
 $(weir_upstream 'balance = "round_robin"' "keepalive = 1000")
 TOML
   serve "$v" "${PORT[$v]}" taskset -c "$SERVER_CPUS" "${BIN[$v]}" run -c "$T/$v.toml"
   PID[$v]=$REPLY
 done
 run() { # v conns -> "rps us_proxy us_backend"
-  local p0 p1 b0 b1 out url="http://127.0.0.1:${PORT[$1]}/"
+  local p0 p1 b0 b1 out url="$SCHEME://127.0.0.1:${PORT[$1]}/"
   taskset -c "$CLIENT_CPUS" wrk -t1 -c"$2" -d1s "$url" >/dev/null
   read -r p0 _ <<<"$(cpu_ticks "${PID[$1]}")"; read -r b0 _ <<<"$(cpu_ticks "${BACKEND_PIDS[@]}")"
   out=$(taskset -c "$CLIENT_CPUS" wrk -t1 -c"$2" -d"${DURATION}s" "$url")
@@ -45,7 +59,7 @@ run() { # v conns -> "rps us_proxy us_backend"
   local rps reqs; rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out"); reqs=$(awk '/requests in/ {print $1}' <<<"$out")
   awk -v r="$rps" -v n="$reqs" -v p=$((p1-p0)) -v b=$((b1-b0)) -v t="$CLK_TCK" 'BEGIN {printf "%s %.3f %.3f", r, p/t/n*1e6, b/t/n*1e6}'
 }
-echo "## weir A/B: old $OLD, new $NEW"
+echo "## weir A/B: old $OLD, new $NEW ($SCHEME)"
 header
 for c in $CONNS; do
   need_positive "$c"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds weir with profile-guided optimisation (PGO), its fastest build on x86-64 Linux.
 # An instrumented build of weir proxies requests to bench_backend: wrk's HTTP/1.1
-# keep-alive at 64 and 1000 connections, and h2load's cleartext HTTP/2, with one thread
-# and with two. llvm-profdata merges the profile, and the release build is made again
+# keep-alive at 64 and 1000 connections, and h2load's HTTP/2, each in clear and over
+# TLS (a throwaway self-signed certificate), with one thread and with two. llvm-profdata merges the profile, and the release build is made again
 # with it. The binary is target/pgo/release/weir (under CARGO_TARGET_DIR, if set):
 # install it in place of target/release/weir, or compare the two with
 #
@@ -10,11 +10,11 @@
 #
 #   bash benches/pgo.sh [--seconds 5] [--no-install] [--keep]
 #
-#   --seconds  how long each of the six training loads runs
+#   --seconds  how long each of the twelve training loads runs
 #
 # llvm-profdata comes from rustup's llvm-tools component (installed when missing), so
-# its LLVM is rustc's. Code the training does not reach (TLS, the cache, compression,
-# ...) is laid out as cold: as correct as in the plain build, and perhaps slower.
+# its LLVM is rustc's. Code the training does not reach (the cache, compression, rate
+# limits, ...) is laid out as cold: as correct as in the plain build, and perhaps slower.
 set -euo pipefail
 
 # shellcheck source=lib.sh source-path=SCRIPTDIR
@@ -22,7 +22,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 SECONDS_PER_RUN=5
 parse_options "--seconds=SECONDS_PER_RUN" "$@"
 need_positive "$SECONDS_PER_RUN"
-need_tools wrk h2load
+need_tools wrk h2load openssl
 ((BUILD)) || die "--no-build: nothing to do"
 
 sysroot="$(cd "$ROOT" && rustc --print sysroot)"   # the toolchain that builds weir
@@ -43,23 +43,32 @@ echo "building an instrumented weir..." >&2
 rm -rf "$raw"   # what build scripts and proc macros wrote, built with the same flags
 build_release bench_backend
 start_backends 1 "$TARGET_DIR/release/examples/bench_backend"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+    -subj "/CN=bench.test" -addext "subjectAltName=DNS:bench.test" \
+    -keyout "$T/site.key" -out "$T/site.pem" 2>/dev/null
 
 for threads in 1 2; do
     pick_port; port=$REPLY
+    pick_port; tls_port=$REPLY
+    tls="{ addr = \"127.0.0.1:$tls_port\", tls = { cert = \"$T/site.pem\", key = \"$T/site.key\" } }"
     cat >"$T/weir.toml" <<TOML
-$(weir_head "$port" | sed "s/^threads = 1\$/threads = $threads/")
+$(weir_head "$port" | sed -e "s/^threads = 1\$/threads = $threads/" -e "s|^listen = \[\(.*\)\]\$|listen = [\1, $tls]|")
 $(weir_upstream "keepalive = 1000")
 TOML
     serve weir "$port" "$PGO_DIR/gen/release/weir" run -c "$T/weir.toml"
     pid=$REPLY
-    for conns in 64 1000; do
-        echo "training: $threads thread(s), $conns connections, ${SECONDS_PER_RUN}s" >&2
-        wrk -t"$threads" -c"$conns" -d"${SECONDS_PER_RUN}s" "http://127.0.0.1:$port/" >"$T/wrk.txt"
-        if grep -q "Non-2xx" "$T/wrk.txt"; then die "non-2xx answers: $(cat "$T/wrk.txt")"; fi
+    wait_port "$tls_port" "$pid" || die "weir does not listen on 127.0.0.1:$tls_port"
+    for scheme in http https; do
+        [[ $scheme == http ]] && p=$port || p=$tls_port
+        for conns in 64 1000; do
+            echo "training: $threads thread(s), $scheme, $conns connections, ${SECONDS_PER_RUN}s" >&2
+            wrk -t"$threads" -c"$conns" -d"${SECONDS_PER_RUN}s" "$scheme://127.0.0.1:$p/" >"$T/wrk.txt"
+            if grep -q "Non-2xx" "$T/wrk.txt"; then die "non-2xx answers: $(cat "$T/wrk.txt")"; fi
+        done
+        echo "training: $threads thread(s), $scheme, HTTP/2, ${SECONDS_PER_RUN}s" >&2
+        h2load -c16 -m10 -D"$SECONDS_PER_RUN" "$scheme://127.0.0.1:$p/" >"$T/h2load.txt"
+        grep -q " 0 failed, 0 errored" "$T/h2load.txt" || die "HTTP/2 requests failed: $(cat "$T/h2load.txt")"
     done
-    echo "training: $threads thread(s), HTTP/2, ${SECONDS_PER_RUN}s" >&2
-    h2load -c16 -m10 -D"$SECONDS_PER_RUN" "http://127.0.0.1:$port/" >"$T/h2load.txt"
-    grep -q " 0 failed, 0 errored" "$T/h2load.txt" || die "HTTP/2 requests failed: $(cat "$T/h2load.txt")"
     # The profile is written when weir exits: stop it gracefully and wait.
     kill -TERM "$pid"
     wait "$pid" 2>/dev/null || true
