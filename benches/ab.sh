@@ -28,11 +28,8 @@ need_positive "$ROUNDS" "$DURATION"
 need_tools wrk taskset
 SCHEME=http
 if ((TLS)); then
-  need_tools openssl
   SCHEME=https
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
-      -subj "/CN=bench.test" -addext "subjectAltName=DNS:bench.test" \
-      -keyout "$T/site.key" -out "$T/site.pem" 2>/dev/null
+  self_signed_cert
 fi
 build_release bench_backend
 declare -A BIN=([old]="$OLD" [new]="$NEW")

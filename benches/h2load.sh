@@ -20,12 +20,10 @@ REQUESTS=100000 CLIENTS=16 STREAMS=32
 parse_options "-n=REQUESTS -c=CLIENTS -m=STREAMS" "$@"
 need_positive "$REQUESTS" "$CLIENTS" "$STREAMS"
 
-need_tools h2load openssl
+need_tools h2load
 build_release bench_backend
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
-    -subj "/CN=bench.test" -addext "subjectAltName=DNS:bench.test" \
-    -keyout "$T/site.key" -out "$T/site.pem" 2>/dev/null
+self_signed_cert
 
 start_backends 3 "$TARGET_DIR/release/examples/bench_backend"
 pick_port; PLAIN=$REPLY

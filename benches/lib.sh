@@ -170,6 +170,15 @@ start_backends() {
     done
 }
 
+# self_signed_cert: a throwaway certificate and key for bench.test (P-256, one day) in
+# $T/site.pem and $T/site.key, for TLS listeners; clients do not verify it.
+self_signed_cert() {
+    need_tools openssl
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+        -subj "/CN=bench.test" -addext "subjectAltName=DNS:bench.test" \
+        -keyout "$T/site.key" -out "$T/site.pem" 2>/dev/null
+}
+
 # ---------------------------------------------------------------- ports
 USED_PORTS=" "
 # Listening ports come from below the kernel's ephemeral range, so that the

@@ -2,8 +2,8 @@
 # Builds weir with profile-guided optimisation (PGO), its fastest build on x86-64 Linux.
 # An instrumented build of weir proxies requests to bench_backend: wrk's HTTP/1.1
 # keep-alive at 64 and 1000 connections, and h2load's HTTP/2, each in clear and over
-# TLS (a throwaway self-signed certificate), with one thread and with two. llvm-profdata merges the profile, and the release build is made again
-# with it. The binary is target/pgo/release/weir (under CARGO_TARGET_DIR, if set):
+# TLS (a throwaway self-signed certificate), with one thread and with two.
+# llvm-profdata merges the profile, and the release build is made again with it. The binary is target/pgo/release/weir (under CARGO_TARGET_DIR, if set):
 # install it in place of target/release/weir, or compare the two with
 #
 #   bash benches/compare.sh --proxies weir,weir-pgo,nginx --no-build
@@ -22,7 +22,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 SECONDS_PER_RUN=5
 parse_options "--seconds=SECONDS_PER_RUN" "$@"
 need_positive "$SECONDS_PER_RUN"
-need_tools wrk h2load openssl
+need_tools wrk h2load
 ((BUILD)) || die "--no-build: nothing to do"
 
 sysroot="$(cd "$ROOT" && rustc --print sysroot)"   # the toolchain that builds weir
@@ -43,9 +43,7 @@ echo "building an instrumented weir..." >&2
 rm -rf "$raw"   # what build scripts and proc macros wrote, built with the same flags
 build_release bench_backend
 start_backends 1 "$TARGET_DIR/release/examples/bench_backend"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
-    -subj "/CN=bench.test" -addext "subjectAltName=DNS:bench.test" \
-    -keyout "$T/site.key" -out "$T/site.pem" 2>/dev/null
+self_signed_cert
 
 for threads in 1 2; do
     pick_port; port=$REPLY
