@@ -40,7 +40,7 @@ for v in old new; do
   cat >"$T/$v.toml" <<TOML
 $(weir_head "${PORT[$v]}" '"off"' 'max_connections = 5024' |
   if ((TLS)); then
-    sed "s|^listen = .*|listen = [{ addr = \"127.0.0.1:${PORT[$v]}\", tls = { cert = \"$T/site.pem\", key = \"$T/site.key\" } }]|"
+    sed "s|^listen = .*|listen = [$(tls_listener "${PORT[$v]}")]|"
   else cat; fi)
 $(weir_upstream 'balance = "round_robin"' "keepalive = 1000")
 TOML

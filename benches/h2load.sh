@@ -31,7 +31,7 @@ pick_port; TLS=$REPLY
 # shellcheck disable=SC2119 # weir_upstream's arguments are optional extra lines
 cat >"$T/weir.toml" <<TOML
 [server]
-listen = ["127.0.0.1:$PLAIN", { addr = "127.0.0.1:$TLS", tls = { cert = "$T/site.pem", key = "$T/site.key" } }]
+listen = ["127.0.0.1:$PLAIN", $(tls_listener "$TLS")]
 
 [log]
 level = "warn"

@@ -178,6 +178,10 @@ self_signed_cert() {
         -subj "/CN=bench.test" -addext "subjectAltName=DNS:bench.test" \
         -keyout "$T/site.key" -out "$T/site.pem" 2>/dev/null
 }
+# tls_listener PORT: weir's listener table for 127.0.0.1:PORT with self_signed_cert's files.
+tls_listener() {
+    printf '{ addr = "127.0.0.1:%s", tls = { cert = "%s", key = "%s" } }' "$1" "$T/site.pem" "$T/site.key"
+}
 
 # ---------------------------------------------------------------- ports
 USED_PORTS=" "

@@ -48,7 +48,7 @@ self_signed_cert
 for threads in 1 2; do
     pick_port; port=$REPLY
     pick_port; tls_port=$REPLY
-    tls="{ addr = \"127.0.0.1:$tls_port\", tls = { cert = \"$T/site.pem\", key = \"$T/site.key\" } }"
+    tls="$(tls_listener "$tls_port")"
     cat >"$T/weir.toml" <<TOML
 $(weir_head "$port" | sed -e "s/^threads = 1\$/threads = $threads/" -e "s|^listen = \[\(.*\)\]\$|listen = [\1, $tls]|")
 $(weir_upstream "keepalive = 1000")
