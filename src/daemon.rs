@@ -4,10 +4,13 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use sd_notify::NotifyState;
 use tokio::sync::{mpsc, watch};
+use tokio::time::MissedTickBehavior;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{error, info, warn};
 
 use crate::config::{self, AccessLog, Config, ConfigError, ListenerConfig};
@@ -93,6 +96,8 @@ pub struct Daemon {
     admin: Option<crate::admin::Admin>,
     /// Re-resolves the config's server names as their TTLs run out.
     discovery: Discovery,
+    /// Closes idle upstream connections soon after their servers close them.
+    _idle_sweep: AbortOnDropHandle<()>,
 }
 
 impl Daemon {
@@ -124,6 +129,7 @@ impl Daemon {
             })?;
         let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
         let discovery = Discovery::start(prepared, snapshot.clone());
+        let idle_sweep = sweep_idle(snapshot.clone());
         let shutdown = Shutdown::new();
         let ctx = Arc::new(ServeContext::new(
             &settings,
@@ -144,6 +150,7 @@ impl Daemon {
             health: HealthChecks::default(),
             admin: None,
             discovery,
+            _idle_sweep: idle_sweep,
         };
         daemon.health.sync(&daemon.snapshot.load());
         for listener in &settings.listen {
@@ -455,6 +462,23 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// How often idle upstream connections are checked for a close by their
+/// server. nginx closes them at once; a second apart keeps the check to one
+/// pass over the idle lists, with no task or timer per connection.
+const IDLE_SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Sweeps the pools of the live snapshot every [`IDLE_SWEEP_EVERY`] until dropped.
+fn sweep_idle(snapshot: Arc<ArcSwap<Snapshot>>) -> AbortOnDropHandle<()> {
+    AbortOnDropHandle::new(tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(IDLE_SWEEP_EVERY);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            snapshot.load().sweep_idle();
+        }
+    }))
 }
 
 /// The longest `STATUS=` text sent: systemd reads one datagram of a few KiB.

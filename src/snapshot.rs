@@ -147,4 +147,11 @@ impl Snapshot {
     pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
         self.upstreams.iter().find(|u| u.name() == name)
     }
+
+    /// Closes the idle upstream connections their servers closed, in every pool.
+    pub(crate) fn sweep_idle(&self) {
+        for server in self.upstreams.iter().flat_map(|u| &u.servers) {
+            server.pool.sweep_idle();
+        }
+    }
 }

@@ -370,6 +370,44 @@ async fn a_pooled_connection_the_server_closed_while_idle_is_not_used() {
 }
 
 #[tokio::test]
+async fn an_idle_pooled_connection_the_server_closed_is_closed_without_waiting_for_a_request() {
+    // The server answers, then closes its side as an idle timeout would
+    // (Express's `keepAliveTimeout`), and reads on: the end of what it reads
+    // is weir closing its side too, rather than leaving it in CLOSE_WAIT
+    // until the next request to this server.
+    let (closed_tx, mut closed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let upstream = raw_upstream(move |mut stream, _| {
+        let closed_tx = closed_tx.clone();
+        async move {
+            let mut buf = Vec::new();
+            if request_head(&mut stream, &mut buf).await.is_none() {
+                return;
+            }
+            let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+            if stream.write_all(answer).await.is_err() || stream.shutdown().await.is_err() {
+                return;
+            }
+            let mut rest = Vec::new();
+            let end = stream.read_to_end(&mut rest).await;
+            let _ = closed_tx.send(end.map(|_| rest.len()).map_err(|e| e.kind()));
+        }
+    })
+    .await;
+    let proxy = proxy_for(&upstream).await;
+    let mut sender = connection(&proxy).await;
+    assert_eq!(request(&mut sender, Method::GET, "/").await, ok("ok"));
+    let closed = tokio::time::timeout(LIMIT, closed_rx.recv())
+        .await
+        .expect("weir kept the connection the server closed open");
+    assert_eq!(
+        closed,
+        Some(Ok(0)),
+        "weir closed it without sending anything"
+    );
+    assert_eq!(upstream.connections(), 1);
+}
+
+#[tokio::test]
 async fn a_request_on_a_connection_the_server_closes_as_it_arrives_goes_again() {
     // Each connection answers its first request and closes, unanswered, as
     // the second arrives: what a server's idle timeout racing weir looks like.

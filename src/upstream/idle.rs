@@ -3,14 +3,10 @@
 
 use std::pin::Pin;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
 use crate::runtime;
-
-/// How long an idle pooled connection is trusted to still be open.
-pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A timer for a request's wait on the server's answer. Arming a timer and
 /// disarming it each take the timer wheel's lock; one kept armed from one
@@ -81,33 +77,35 @@ impl<T> IdleList<T> {
         }
     }
 
-    /// Keeps `conn` for reuse, if the calling worker's list has room. Entries
-    /// idle past [`IDLE_TIMEOUT`] are dropped first: no task watches them, and
-    /// a list that is never drained deep would otherwise keep them forever.
+    /// Keeps `conn` for reuse, if the calling worker's list has room. Those
+    /// idle too long are dropped by the pool's sweep ([`IdleList::sweep`]).
     pub(crate) fn put(&self, conn: T) {
         let now = crate::clock::now();
         let mut idle = self.lock();
-        let list = &mut idle.conns;
-        // Entries idle since `cutoff` or before are expired (one comparison
-        // each, where a duration would be a subtraction each).
-        let expired = now.checked_sub(IDLE_TIMEOUT).map_or(0, |cutoff| {
-            list.iter()
-                .take_while(|(_, since)| *since <= cutoff)
-                .count()
-        });
-        // Dropped outside the lock: closing a socket is a system call.
-        let old: Option<Vec<(T, Instant)>> = (expired > 0).then(|| list.drain(..expired).collect());
-        if list.len() < self.max {
-            list.push((conn, now));
+        if idle.conns.len() < self.max {
+            idle.conns.push((conn, now));
         }
-        drop(idle);
-        drop(old);
+    }
+
+    /// Drops the connections `keep` refuses (given each with when it went
+    /// idle) from every worker's list, closing them outside the locks.
+    pub(crate) fn sweep(&self, keep: impl Fn(&T, Instant) -> bool) {
+        for shard in &self.shards {
+            let gone: Vec<(T, Instant)> = lock(shard)
+                .conns
+                .extract_if(.., |(conn, since)| !keep(conn, *since))
+                .collect();
+            drop(gone);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Idle<T>> {
-        let shard = &self.shards[runtime::worker_index() % self.shards.len()];
-        shard.0.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.shards[runtime::worker_index() % self.shards.len()])
     }
+}
+
+fn lock<T>(shard: &Shard<T>) -> std::sync::MutexGuard<'_, Idle<T>> {
+    shard.0.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -115,16 +113,25 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn the_newest_goes_out_first_and_expired_ones_are_dropped_on_the_next_put() {
+    async fn the_newest_goes_out_first_and_a_full_list_keeps_no_more() {
         let list = IdleList::new(2);
         list.put(1);
         list.put(2);
         list.put(3);
         assert_eq!(list.pop().map(|(c, _)| c), Some(2), "the third had no room");
-        list.put(2);
-        tokio::time::advance(IDLE_TIMEOUT).await;
-        list.put(4);
+        assert_eq!(list.pop().map(|(c, _)| c), Some(1));
+        assert!(list.pop().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sweep_drops_what_it_refuses_and_keeps_the_order_of_the_rest() {
+        let list = IdleList::new(4);
+        for conn in 1..=4 {
+            list.put(conn);
+        }
+        list.sweep(|conn, _| conn % 2 == 0);
         assert_eq!(list.pop().map(|(c, _)| c), Some(4));
-        assert!(list.pop().is_none(), "1 and 2 had expired");
+        assert_eq!(list.pop().map(|(c, _)| c), Some(2));
+        assert!(list.pop().is_none(), "1 and 3 were swept");
     }
 }

@@ -13,13 +13,17 @@ use http::uri::Authority;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use super::h1;
-use super::idle::{IdleList, Timer, IDLE_TIMEOUT};
+use super::idle::{IdleList, Timer};
 use super::sender::{handshake_h2, Sender};
 use crate::body::RequestBody;
 use crate::config::UpstreamProtocol;
 use crate::error::ConnectError;
+
+/// How long an idle pooled connection is trusted to still be open.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Idle keep-alive connections to one server, and how to open new ones.
 #[derive(Debug)]
@@ -115,14 +119,19 @@ impl Pool {
         let now = crate::clock::now();
         // Bounded: each iteration removes one entry from a list of at most `max_idle`.
         while let Some((conn, since)) = self.idle.pop() {
-            let fresh = now
-                .checked_sub(IDLE_TIMEOUT)
-                .is_none_or(|cutoff| since > cutoff);
-            if fresh && conn.is_open() {
+            if reusable(&conn, since, now) {
                 return Some(conn);
             }
         }
         None
+    }
+
+    /// Closes the idle connections the server closed, and those idle too
+    /// long. Without it, they would wait in `CLOSE_WAIT` for the next request
+    /// to this server to find them, however long that takes.
+    pub(crate) fn sweep_idle(&self) {
+        let now = crate::clock::now();
+        self.idle.sweep(|conn, since| reusable(conn, since, now));
     }
 
     /// hyper's HTTP/1.1 client, driven in a task, on `idle` or a new connection.
@@ -170,4 +179,13 @@ impl Pool {
         stream.set_nodelay(true)?;
         Ok(stream)
     }
+}
+
+/// Whether an idle connection, idle since `since`, may take a request at `now`:
+/// the server has not closed it, and it was not idle past [`IDLE_TIMEOUT`].
+fn reusable(conn: &h1::Conn, since: Instant, now: Instant) -> bool {
+    let fresh = now
+        .checked_sub(IDLE_TIMEOUT)
+        .is_none_or(|cutoff| since > cutoff);
+    fresh && conn.is_open()
 }
