@@ -320,15 +320,11 @@ fn has_unsized_body(body: &Incoming) -> bool {
     !body.is_end_stream() && body.size_hint().exact().is_none()
 }
 
-/// The body length the client declared, if it declared one.
+/// The body length the client declared, if it declared one (hyper has
+/// checked the field: a list of equal lengths reads as none here, and the
+/// body's count enforces `max_body_size` then).
 fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    crate::headers::decimal(headers.get(header::CONTENT_LENGTH)?.as_bytes())
 }
 
 /// The access record of a request that arrived at `started`, when access logging is on.
