@@ -182,10 +182,27 @@ impl Pool {
 }
 
 /// Whether an idle connection, idle since `since`, may take a request at `now`:
-/// the server has not closed it, and it was not idle past [`IDLE_TIMEOUT`].
+/// it was not idle past [`IDLE_TIMEOUT`], and the server has not closed it.
 fn reusable(conn: &h1::Conn, since: Instant, now: Instant) -> bool {
-    let fresh = now
-        .checked_sub(IDLE_TIMEOUT)
-        .is_none_or(|cutoff| since > cutoff);
-    fresh && conn.is_open()
+    fresh(since, now) && conn.is_open()
+}
+
+/// Whether a connection idle since `since` is still within [`IDLE_TIMEOUT`] at `now`.
+fn fresh(since: Instant, now: Instant) -> bool {
+    now.checked_sub(IDLE_TIMEOUT)
+        .is_none_or(|cutoff| since > cutoff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_idle_for_the_whole_timeout_is_no_longer_fresh() {
+        let since = Instant::now();
+        let tick = Duration::from_millis(1);
+        assert!(fresh(since, since));
+        assert!(fresh(since, since + IDLE_TIMEOUT - tick));
+        assert!(!fresh(since, since + IDLE_TIMEOUT));
+    }
 }
