@@ -37,11 +37,10 @@ start_backends 3 taskset -c "$SERVER_CPUS" "$TARGET_DIR/release/examples/bench_b
 declare -A PORT=() PID=()
 for v in old new; do
   pick_port; PORT[$v]=$REPLY
+  listen=${PORT[$v]}
+  if ((TLS)); then listen=$(tls_listener "${PORT[$v]}"); fi
   cat >"$T/$v.toml" <<TOML
-$(weir_head "${PORT[$v]}" '"off"' 'max_connections = 5024' |
-  if ((TLS)); then
-    sed "s|^listen = .*|listen = [$(tls_listener "${PORT[$v]}")]|"
-  else cat; fi)
+$(weir_head "$listen" '"off"' 'max_connections = 5024')
 $(weir_upstream 'balance = "round_robin"' "keepalive = 1000")
 TOML
   serve "$v" "${PORT[$v]}" taskset -c "$SERVER_CPUS" "${BIN[$v]}" run -c "$T/$v.toml"

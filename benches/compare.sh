@@ -246,10 +246,10 @@ report_variant() { # report_variant VARIANT THREADS CONNS
         [[ ",$PROXIES," == *",$ours,"* ]] || continue
         for other in nginx haproxy weir; do
             [[ ",$PROXIES," == *",$other,"* && $other != "$ours" ]] || continue
-            rr="$(ratio "$v" "$ours" "$other" '$4' | stats | awk '{ printf "%.2f (%.2f-%.2f)", $1, $2, $3 }')"
-            raw_r="$(ratio "$v" "$ours" "$other" "$PROXY_CPU_US" | stats | awk '{ printf "%.2f (%.2f-%.2f)", $1, $2, $3 }')"
-            cpu_r="$(ratio "$v" "$ours" "$other" "$CPU_RATIO" | stats | awk '{ printf "%.2f (%.2f-%.2f)", $1, $2, $3 }')"
-            p99_r="$(ratio "$v" "$ours" "$other" '$6' | stats | awk '{ printf "%.2f (%.2f-%.2f)", $1, $2, $3 }')"
+            rr="$(ratio "$v" "$ours" "$other" '$4' | stats_fmt '%.2f (%.2f-%.2f)')"
+            raw_r="$(ratio "$v" "$ours" "$other" "$PROXY_CPU_US" | stats_fmt '%.2f (%.2f-%.2f)')"
+            cpu_r="$(ratio "$v" "$ours" "$other" "$CPU_RATIO" | stats_fmt '%.2f (%.2f-%.2f)')"
+            p99_r="$(ratio "$v" "$ours" "$other" '$6' | stats_fmt '%.2f (%.2f-%.2f)')"
             echo
             echo "$ours / $other, per-round ratios, median (min-max): req/s $rr | proxy CPU $raw_r | proxy/backend CPU $cpu_r | p99 $p99_r"
         done

@@ -211,12 +211,14 @@ wait_port() { # wait_port PORT [PID]: until something accepts on 127.0.0.1:PORT 
 }
 
 # ---------------------------------------------------------------- configs
-# weir_head PORT [ACCESS [SERVER-LINE...]]: the [server] and [log] tables of a one-thread
-# weir on 127.0.0.1:PORT logging warnings, with ACCESS as its access log (default "off",
-# as TOML) and the extra SERVER-LINEs in [server].
+# weir_head LISTEN [ACCESS [SERVER-LINE...]]: the [server] and [log] tables of a one-thread
+# weir logging warnings, listening on 127.0.0.1:LISTEN when LISTEN is a port, else on the
+# TOML listen entries LISTEN is (tls_listener's, say), with ACCESS as its access log
+# (default "off", as TOML) and the extra SERVER-LINEs in [server].
 weir_head() {
-    local port=$1 access=${2:-'"off"'}
-    printf '%s\n' '[server]' "listen = [\"127.0.0.1:$port\"]" 'threads = 1' "${@:3}" \
+    local listen=$1 access=${2:-'"off"'}
+    [[ $listen =~ ^[0-9]+$ ]] && listen="\"127.0.0.1:$listen\""
+    printf '%s\n' '[server]' "listen = [$listen]" 'threads = 1' "${@:3}" \
         '[log]' 'level = "warn"' "access = $access"
 }
 

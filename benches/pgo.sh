@@ -50,7 +50,7 @@ for threads in 1 2; do
     pick_port; tls_port=$REPLY
     tls="$(tls_listener "$tls_port")"
     cat >"$T/weir.toml" <<TOML
-$(weir_head "$port" | sed -e "s/^threads = 1\$/threads = $threads/" -e "s|^listen = \[\(.*\)\]\$|listen = [\1, $tls]|")
+$(weir_head "\"127.0.0.1:$port\", $tls" | sed "s/^threads = 1\$/threads = $threads/")
 $(weir_upstream "keepalive = 1000")
 TOML
     serve weir "$port" "$PGO_DIR/gen/release/weir" run -c "$T/weir.toml"
